@@ -1,0 +1,30 @@
+# The two commands of the README: `make demo` and `make test`.
+# Both create .venv (once), install everything into it and run.
+PYTHON ?= python3
+# The CPU build of torch; override for another platform: make test TORCH=2.5.1
+TORCH ?= 2.13.0
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.mmxai-installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test install benchmark clean
+
+$(STAMP): setup.py requirements/runtime.txt requirements/tests.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "torch==$(TORCH)"
+	$(PY) -m pip install -q -e ".[tests]"
+	$(PY) -c "import mmxai, mmaction.models, torch; print('mmxai', mmxai.__version__, 'torch', torch.__version__)"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) tools/explain.py configs/demo/i3d_tiny_synthetic.py demo/i3d_tiny_synthetic.pth demo/demo.mp4 \
+		--method gradcam --out-dir work_dirs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
+
+clean:
+	rm -rf $(VENV) work_dirs

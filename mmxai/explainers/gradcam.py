@@ -1,0 +1,149 @@
+"""Grad-CAM and Grad-CAM++ for spatio-temporal recognizers.
+
+Gradients come from ``torch.autograd.grad`` w.r.t. the captured layer
+outputs: no module backward hooks (they break with in-place ReLU), no
+parameter ``.grad`` touched, and back-propagation stops at the target layer,
+so the cost is one forward plus the backward of the layers above it.
+"""
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import MMXAIError
+from ..registry import EXPLAINERS
+from ..utils.hooks import capture_activations
+from ..utils.layers import get_layer
+from .base import BaseExplainer
+from .targets import TargetSpec, resolve_targets
+
+WEIGHTINGS = ('global', 'temporal')
+
+
+@EXPLAINERS.register_module()
+class GradCAM(BaseExplainer):
+    """Grad-CAM (Selvaraju et al.) extended to space-time.
+
+    ``weighting='global'`` (default): one weight per channel,
+    ``w_k = mean_{t,h,w} dS_c/dA_k``, the direct 3D extension of the paper;
+    its maps compare frames on one scale. ``'temporal'``: one weight vector
+    per feature time step, ``w_{k,t} = mean_{h,w} dS_c/dA_{k,t}``, as in
+    SlowFast's visualiser and MMAction2's built-in port. Global is the
+    default: it is the paper's definition applied to the whole feature
+    volume, every frame is weighed by the same channel weights (so frames
+    compare on one scale), and for a GAP + linear head it reduces to the CAM
+    identity. ``M = ReLU(sum_k w_k A_k)``, then a
+    trilinear upsampling to the input ``(T, H, W)``.
+
+    ``S_c`` is the pre-softmax class score, averaged over views as
+    ``predict`` does. Several target layers (e.g. one per SlowFast pathway)
+    give one map each (``Explanation.layer_maps``); the fused map is the sum
+    of their upsampled raw maps.
+
+    Args:
+        model: the recognizer.
+        target_layers: dotted module names (default: the adapter's).
+        weighting: ``'global'`` or ``'temporal'``.
+        relu: apply the final ReLU (disable to see negative evidence).
+    """
+    name = 'gradcam'
+
+    def __init__(self, model: nn.Module,
+                 target_layers: Optional[Sequence[str]] = None,
+                 weighting: str = 'global', relu: bool = True, **kwargs):
+        super().__init__(model, **kwargs)
+        if weighting not in WEIGHTINGS:
+            raise MMXAIError(f"unknown weighting '{weighting}': use one of "
+                             f'{", ".join(WEIGHTINGS)}')
+        if isinstance(target_layers, str):
+            target_layers = [target_layers]
+        self.target_layers: List[str] = list(
+            target_layers or self.adapter.default_target_layers())
+        for name in self.target_layers:  # fail early, with suggestions
+            get_layer(self.model, name)
+        self.weighting = weighting
+        self.relu = relu
+
+    def settings(self) -> Dict[str, Any]:
+        return dict(target_layers=self.target_layers,
+                    weighting=self.weighting, relu=self.relu)
+
+    def channel_weights(self, acts: Tensor, grads: Tensor) -> Tensor:
+        """``[B, V, C, t, h, w]`` activations/gradients -> weights
+        broadcastable to them."""
+        dims = (3, 4, 5) if self.weighting == 'global' else (4, 5)
+        return grads.mean(dim=dims, keepdim=True)
+
+    def _attribute(self, inputs: Tensor, target: TargetSpec,
+                   data_samples: Optional[Sequence]):
+        adapter = self.adapter
+        with capture_activations(self.model, self.target_layers) as store, \
+                torch.enable_grad():
+            x = inputs.detach().requires_grad_(True)
+            scores = adapter.scores(x)
+            targets = resolve_targets(target, scores, data_samples)
+            acts = store.collect()
+            missing = [n for n in self.target_layers if n not in acts]
+            if missing:
+                raise MMXAIError(
+                    f"layer '{missing[0]}' was not run by the forward pass; "
+                    'choose a layer on the path to the classifier')
+            tensors = [_as_tensor(n, acts[n]) for n in self.target_layers]
+            objective = scores.gather(1, targets.view(-1, 1)).sum()
+            grads = torch.autograd.grad(objective, tensors,
+                                        allow_unused=True)
+        layer_maps, raw = {}, None
+        for name, act, grad in zip(self.target_layers, tensors, grads):
+            if grad is None:
+                raise MMXAIError(
+                    f"layer '{name}' receives no gradient from the class "
+                    'score; choose a layer on the path to the classifier')
+            a = adapter.activation_grid(name, act.detach(), inputs)
+            g = adapter.activation_grid(name, grad, inputs)
+            cam = (self.channel_weights(a, g) * a).sum(dim=2)
+            if self.relu:
+                cam = F.relu(cam)
+            layer_maps[name] = adapter.upsample(cam, name, inputs)
+            full = _to_input_time(layer_maps[name], adapter, inputs)
+            raw = full if raw is None else raw + full
+        return raw, layer_maps, scores.detach(), targets, {}
+
+
+@EXPLAINERS.register_module()
+class GradCAMPlusPlus(GradCAM):
+    """Grad-CAM++ (Chattopadhyay et al. 2018) with sums over (t, h, w).
+
+    ``alpha = g^2 / (2 g^2 + sum_{thw} A g^3)`` (0 where the denominator is
+    0), ``w_k = sum_{thw} alpha ReLU(g)``. With ``weighting='temporal'``
+    the sums run over (h, w) per time step instead. As in the authors' code,
+    higher-order derivatives are replaced by powers of the first-order
+    gradient (exact for an exponential of the score).
+    """
+    name = 'gradcam++'
+
+    def channel_weights(self, acts: Tensor, grads: Tensor) -> Tensor:
+        dims = (3, 4, 5) if self.weighting == 'global' else (4, 5)
+        g2 = grads.pow(2)
+        g3 = grads.pow(3)
+        denom = 2 * g2 + (acts * g3).sum(dim=dims, keepdim=True)
+        alpha = torch.where(denom != 0, g2 / torch.where(
+            denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g2))
+        return (alpha * F.relu(grads)).sum(dim=dims, keepdim=True)
+
+
+def _as_tensor(name: str, act) -> Tensor:
+    if isinstance(act, Tensor):
+        return act
+    if isinstance(act, (tuple, list)) and act and isinstance(act[0], Tensor):
+        return act[0]
+    raise MMXAIError(f"layer '{name}' does not output a tensor")
+
+
+def _to_input_time(layer_map: Tensor, adapter, inputs: Tensor) -> Tensor:
+    """A layer map on its own time base -> the input's ``[B, V, T, H, W]``."""
+    _, _, t, h, w = adapter.input_shape(inputs)
+    if layer_map.shape[2:] == (t, h, w):
+        return layer_map
+    from ..adapters.base import upsample_maps
+    return upsample_maps(layer_map, (t, h, w))

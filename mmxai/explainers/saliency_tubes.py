@@ -1,0 +1,75 @@
+"""Saliency Tubes (Stergiou et al., ICIP 2019): CAM generalised to 3D."""
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import UnsupportedModelError
+from ..registry import EXPLAINERS
+from ..utils.hooks import capture_activations
+from .base import BaseExplainer
+from .targets import TargetSpec, resolve_targets
+
+#: Heads that are global average pooling followed by one linear layer,
+#: where the class activation map is exact. Name -> classifier attribute.
+LINEAR_GAP_HEADS = {
+    'I3DHead': 'fc_cls',
+    'TSNHead': 'fc_cls',
+    'TSMHead': 'fc_cls',
+    'TPNHead': 'fc_cls',
+    'SlowFastHead': 'fc_cls',
+}
+
+
+@EXPLAINERS.register_module()
+class SaliencyTubes(BaseExplainer):
+    """``M_c(t,h,w) = sum_k W[c,k] A_k(t,h,w)`` on the head's input features.
+
+    One forward pass, no gradients. As in the paper there is no ReLU and no
+    bias, so for a GAP + linear head ``mean_{t,h,w} M_c = S_c - b_c`` at
+    feature resolution (per view). Maps are upsampled trilinearly to the
+    input and min-max normalised (as the authors' PyTorch code does).
+
+    Defined only for heads that are global average pooling + one linear
+    layer (``LINEAR_GAP_HEADS``); X3D's two-layer head or a transformer's
+    token head raise :class:`UnsupportedModelError`.
+    """
+    name = 'saliency_tubes'
+
+    def __init__(self, model: nn.Module, **kwargs):
+        super().__init__(model, **kwargs)
+        head = self.model.cls_head
+        kind = type(head).__name__
+        if kind not in LINEAR_GAP_HEADS or getattr(head, 'avg_pool',
+                                                   None) is None:
+            raise UnsupportedModelError(
+                f'Saliency Tubes needs a global-average-pooling + linear '
+                f'head ({", ".join(sorted(LINEAR_GAP_HEADS))}); {kind} is '
+                'not one (use gradcam instead)')
+        self.fc = getattr(head, LINEAR_GAP_HEADS[kind])
+
+    def settings(self) -> Dict[str, Any]:
+        return dict(layer='cls_head input')
+
+    def class_weights(self, targets: Tensor) -> Tensor:
+        """``[B, C]`` classifier weights of each sample's target class."""
+        return self.fc.weight[targets]
+
+    def _attribute(self, inputs: Tensor, target: TargetSpec,
+                   data_samples: Optional[Sequence]):
+        adapter = self.adapter
+        with capture_activations(self.model, ['cls_head'], pre=True) as store, \
+                torch.inference_mode():
+            scores = adapter.scores(inputs)
+            feats = store.collect()['cls_head']
+            targets = resolve_targets(target, scores, data_samples)
+            if not isinstance(feats, Tensor):
+                raise UnsupportedModelError(
+                    'Saliency Tubes for multi-pathway heads needs the pathway '
+                    'adapter; this model passes several feature tensors')
+            grid = adapter.activation_grid('cls_head', feats, inputs)
+            weights = self.class_weights(targets).to(grid.dtype)
+            cam = torch.einsum('bvcthw,bc->bvthw', grid, weights)
+        layer_maps = {'cls_head': adapter.upsample(cam, 'cls_head', inputs)}
+        return layer_maps['cls_head'], layer_maps, scores, targets, \
+            {'feature_maps': cam}

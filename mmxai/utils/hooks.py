@@ -1,0 +1,61 @@
+"""Capture layer outputs with forward hooks that are always removed."""
+import contextlib
+from typing import Dict, Iterator, List, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .layers import get_layer
+
+
+class ActivationStore(dict):
+    """``name -> output`` of the last forward; outputs of a layer called
+    several times in one forward (``max_testing_views`` chunks) are
+    concatenated along the batch dimension."""
+
+    def __init__(self, names: Sequence[str]):
+        super().__init__()
+        self._chunks: Dict[str, List] = {n: [] for n in names}
+
+    def _record(self, name: str, output) -> None:
+        self._chunks[name].append(output)
+
+    def reset(self) -> None:
+        for chunks in self._chunks.values():
+            chunks.clear()
+        self.clear()
+
+    def collect(self) -> 'ActivationStore':
+        for name, chunks in self._chunks.items():
+            if not chunks:
+                continue
+            if len(chunks) == 1:
+                self[name] = chunks[0]
+            elif isinstance(chunks[0], Tensor):
+                self[name] = torch.cat(chunks)
+            else:  # tuples of tensors (e.g. multi-pathway outputs)
+                self[name] = type(chunks[0])(
+                    torch.cat(parts) for parts in zip(*chunks))
+        return self
+
+
+@contextlib.contextmanager
+def capture_activations(model: nn.Module, names: Sequence[str],
+                        pre: bool = False) -> Iterator[ActivationStore]:
+    """Record the outputs (or, with ``pre``, the first input) of the named
+    layers during forwards inside the block. Hooks are removed on exit."""
+    store = ActivationStore(names)
+    handles = []
+    try:
+        for name in names:
+            layer = get_layer(model, name)
+            if pre:
+                handles.append(layer.register_forward_pre_hook(
+                    lambda m, args, n=name: store._record(n, args[0])))
+            else:
+                handles.append(layer.register_forward_hook(
+                    lambda m, args, out, n=name: store._record(n, out)))
+        yield store
+    finally:
+        for h in handles:
+            h.remove()

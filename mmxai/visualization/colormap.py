@@ -1,0 +1,105 @@
+"""Array conversion and colour mapping of explanation maps.
+
+Everything here is pure numpy; torch tensors are accepted and converted with
+``.detach().cpu().numpy()`` (torch itself is never imported).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Union
+
+import numpy as np
+
+from mmxai.errors import InputError
+
+try:  # matplotlib >= 3.5
+    from matplotlib import colormaps as _mpl_colormaps
+except ImportError:  # pragma: no cover - very old matplotlib
+    _mpl_colormaps = None
+from matplotlib.colors import Colormap
+
+CmapLike = Union[str, Colormap]
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Return ``x`` as a numpy array (torch tensors via ``.detach().cpu()``)."""
+    if hasattr(x, 'detach') and hasattr(x, 'cpu'):
+        t = x.detach().cpu()
+        if str(t.dtype) in ('torch.bfloat16', 'torch.float16'):
+            t = t.float()  # numpy has no bfloat16
+        return t.numpy()
+    return np.asarray(x)
+
+
+def as_map(maps: Any) -> np.ndarray:
+    """Maps as float32 with NaN/inf replaced (NaN, -inf -> 0; +inf -> 1)."""
+    m = to_numpy(maps)
+    if m.dtype.kind not in 'biuf':
+        raise InputError(f'maps must be numeric, got dtype {m.dtype}')
+    m = m.astype(np.float32, copy=False)
+    return np.nan_to_num(m, nan=0.0, posinf=1.0, neginf=0.0)
+
+
+def as_rgb_frames(frames: Any) -> np.ndarray:
+    """Frames as uint8 RGB ``[..., H, W, 3]``.
+
+    Accepts uint8 ``[..., H, W, 3]``, grey ``[..., H, W, 1]`` (repeated to 3
+    channels) and RGBA (alpha dropped). Float frames are taken as [0, 1] when
+    their maximum is <= 1, else as [0, 255]; both are clipped and rounded.
+    """
+    f = to_numpy(frames)
+    if f.ndim < 3 or f.shape[-1] not in (1, 3, 4):
+        raise InputError(
+            f'frames must be [..., H, W, 3] RGB (or 1/4 channels), got shape {tuple(f.shape)}')
+    if f.dtype != np.uint8:
+        f = f.astype(np.float32)
+        f = np.nan_to_num(f, nan=0.0)
+        if f.size and f.max() <= 1.0:
+            f = f * 255.0
+        f = np.clip(np.rint(f), 0, 255).astype(np.uint8)
+    if f.shape[-1] == 1:
+        f = np.repeat(f, 3, axis=-1)
+    elif f.shape[-1] == 4:
+        f = f[..., :3]
+    return np.ascontiguousarray(f)
+
+
+@lru_cache(maxsize=32)
+def _lut_by_name(name: str) -> np.ndarray:
+    try:
+        cm = _mpl_colormaps[name] if _mpl_colormaps is not None else None
+    except KeyError:
+        cm = None
+    if cm is None:
+        raise InputError(f'unknown colour map {name!r} (use a matplotlib name, e.g. "jet")')
+    return _lut_from_cmap(cm)
+
+
+def _lut_from_cmap(cm: Colormap) -> np.ndarray:
+    rgba = cm(np.linspace(0.0, 1.0, 256))
+    return np.clip(np.rint(rgba[:, :3] * 255.0), 0, 255).astype(np.uint8)
+
+
+def colormap_lut(cmap: CmapLike = 'jet') -> np.ndarray:
+    """The 256-entry RGB lookup table of a matplotlib colour map: uint8 ``[256, 3]``."""
+    if isinstance(cmap, Colormap):
+        return _lut_from_cmap(cmap)
+    if not isinstance(cmap, str):
+        raise InputError(f'cmap must be a matplotlib colour map or its name, got {type(cmap).__name__}')
+    return _lut_by_name(cmap)
+
+
+def colorize(maps: Any, cmap: CmapLike = 'jet') -> np.ndarray:
+    """Map values in [0, 1] to RGB colours.
+
+    Args:
+        maps: float array of any shape, e.g. ``[T, H, W]``; clipped to [0, 1],
+            NaN treated as 0.
+        cmap: matplotlib colour map name or object.
+
+    Returns:
+        uint8 ``[*maps.shape, 3]``.
+    """
+    m = np.clip(as_map(maps), 0.0, 1.0)
+    idx = np.rint(m * 255.0).astype(np.intp)
+    return colormap_lut(cmap)[idx]

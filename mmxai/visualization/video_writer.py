@@ -1,0 +1,141 @@
+"""MP4 (OpenCV) and GIF (Pillow) writers; every file is written atomically."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from typing import Any, Iterator, Optional, Union
+
+import cv2
+import numpy as np
+
+from mmxai.errors import InputError, OutputError
+
+from .colormap import as_rgb_frames
+
+PathLike = Union[str, 'os.PathLike[str]']
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once: os.umask() is process-wide and not thread-safe
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike, suffix: Optional[str] = None) -> Iterator[str]:
+    """Yield a temporary path in ``path``'s folder; ``os.replace`` it onto ``path`` on success.
+
+    The folder is created if needed. On error the temporary file is removed and
+    ``path`` is left untouched. ``suffix`` defaults to ``path``'s extension (some
+    writers pick the container from it).
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path)
+    if suffix is None:
+        suffix = os.path.splitext(name)[1]
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix=f'.tmp{suffix}', dir=folder)
+        os.close(fd)
+    except OSError as e:
+        raise OutputError(f'cannot write to {folder}: {e.strerror or e}') from e
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(e, OSError):
+            raise OutputError(f'cannot write {path}: {e.strerror or e}') from e
+        raise
+
+
+def _video_frames(frames: Any) -> np.ndarray:
+    f = as_rgb_frames(frames)
+    if f.ndim != 4:
+        raise InputError(f'frames must be [T, H, W, 3], got shape {tuple(f.shape)}')
+    if f.shape[0] == 0 or f.shape[1] == 0 or f.shape[2] == 0:
+        raise InputError(f'cannot write an empty video (frames shape {tuple(f.shape)})')
+    return f
+
+
+def write_video(path: PathLike, frames: Any, fps: float = 25, codec: str = 'mp4v') -> str:
+    """Write RGB frames to an MP4 with ``cv2.VideoWriter``.
+
+    Args:
+        path: output file (``.mp4``); its folder is created if needed.
+        frames: uint8 RGB ``[T, H, W, 3]``.
+        fps: frames per second.
+        codec: FourCC; ``'mp4v'`` is available in every OpenCV wheel.
+
+    Odd heights/widths are padded by one replicated row/column (``mp4v`` and
+    most players need even sizes), so the file is ``[T, H + H % 2, W + W % 2]``.
+
+    Returns:
+        ``path`` as a string.
+    """
+    f = _video_frames(frames)
+    if not fps or fps <= 0:
+        raise InputError(f'fps must be positive, got {fps}')
+    T, H, W = f.shape[:3]
+    ph, pw = H % 2, W % 2
+    if ph or pw:
+        f = np.pad(f, ((0, 0), (0, ph), (0, pw), (0, 0)), mode='edge')
+        H, W = H + ph, W + pw
+    path = os.fspath(path)
+    with atomic_path(path) as tmp:
+        writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*codec), float(fps), (W, H))
+        if not writer.isOpened():
+            raise OutputError(f'OpenCV cannot open a {codec!r} video writer for {path}')
+        try:
+            for frame in f:
+                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        finally:
+            writer.release()
+        if os.path.getsize(tmp) == 0:
+            raise OutputError(f'OpenCV wrote an empty video for {path} (codec {codec!r})')
+    return path
+
+
+def write_gif(path: PathLike, frames: Any, fps: float = 10, max_size: Optional[int] = None,
+              loop: int = 0) -> str:
+    """Write RGB frames to a looping GIF with Pillow.
+
+    Args:
+        path: output file; its folder is created if needed.
+        frames: uint8 RGB ``[T, H, W, 3]``.
+        fps: frames per second (GIF stores delays in 10 ms steps).
+        max_size: if given, frames are shrunk (area interpolation, aspect kept)
+            so that their longer side is at most this many pixels.
+        loop: 0 = loop forever, n = play n + 1 times.
+
+    Note: Pillow merges identical consecutive frames into one with the summed
+    delay, so a GIF of repeated frames reads back with fewer frames but the same
+    duration.
+
+    Returns:
+        ``path`` as a string.
+    """
+    from PIL import Image
+
+    f = _video_frames(frames)
+    if not fps or fps <= 0:
+        raise InputError(f'fps must be positive, got {fps}')
+    H, W = f.shape[1:3]
+    if max_size is not None and max(H, W) > int(max_size):
+        s = int(max_size) / max(H, W)
+        size = (max(1, int(round(W * s))), max(1, int(round(H * s))))
+        f = np.stack([cv2.resize(x, size, interpolation=cv2.INTER_AREA) for x in f])
+    images = [Image.fromarray(x, 'RGB').quantize(colors=256) for x in f]
+    duration = max(20, int(round(1000.0 / fps)))  # browsers treat < 20 ms as 100 ms
+    path = os.fspath(path)
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format='GIF', save_all=True, append_images=images[1:],
+                       duration=duration, loop=int(loop), optimize=False)
+    return path

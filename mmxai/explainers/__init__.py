@@ -1,8 +1,16 @@
-"""Explanation methods, each registered in ``mmxai.registry.EXPLAINERS``."""
-from typing import Union
+"""Explanation methods, each registered in ``mmxai.registry.EXPLAINERS``.
+
+Every module of this package is imported here, so a new method only needs
+its own file: a ``BaseExplainer`` subclass registered with
+``@EXPLAINERS.register_module()`` and a ``name`` (its CLI method name).
+"""
+import importlib
+import pkgutil
+from typing import Dict, Union
 
 from torch import nn
 
+from ..errors import MMXAIError
 from ..registry import EXPLAINERS
 from .base import BaseExplainer
 from .explanation import Explanation
@@ -10,13 +18,19 @@ from .gradcam import GradCAM, GradCAMPlusPlus
 from .saliency_tubes import SaliencyTubes
 from .targets import resolve_targets
 
-#: CLI / API method names -> registered class names.
-METHOD_ALIASES = {
-    'gradcam': 'GradCAM',
-    'gradcam++': 'GradCAMPlusPlus',
-    'gradcampp': 'GradCAMPlusPlus',
-    'saliency_tubes': 'SaliencyTubes',
-}
+for _info in pkgutil.iter_modules(__path__):
+    importlib.import_module(f'{__name__}.{_info.name}')
+
+
+def method_names() -> Dict[str, str]:
+    """CLI/API method names (each class's ``name``) -> registered names."""
+    names = {}
+    for reg_name, cls in EXPLAINERS.module_dict.items():
+        alias = getattr(cls, 'name', None)
+        if alias and alias != 'base':
+            names[alias] = reg_name
+    names.setdefault('gradcampp', 'GradCAMPlusPlus')
+    return names
 
 
 def build_explainer(cfg: Union[str, dict], model: nn.Module,
@@ -26,22 +40,22 @@ def build_explainer(cfg: Union[str, dict], model: nn.Module,
     ``build_explainer('gradcam', model, target_layers=['backbone.layer4'])``
     or ``build_explainer(dict(type='GradCAM', weighting='temporal'), model)``.
     """
-    from ..errors import MMXAIError
     cfg = dict(type=cfg) if isinstance(cfg, str) else dict(cfg)
     kind = cfg.get('type', '')
-    cfg['type'] = METHOD_ALIASES.get(str(kind).lower(), kind)
-    if isinstance(cfg['type'], str) and cfg['type'].startswith('mmxai.'):
-        cfg['type'] = cfg['type'][len('mmxai.'):]
-    if isinstance(cfg['type'], str) and cfg['type'] not in \
-            EXPLAINERS.module_dict:
-        names = sorted(set(METHOD_ALIASES) | set(EXPLAINERS.module_dict))
-        raise MMXAIError(f"unknown method '{kind}'; available: "
-                         f"{', '.join(names)}")
+    if isinstance(kind, str):
+        kind = kind[len('mmxai.'):] if kind.startswith('mmxai.') else kind
+        aliases = method_names()
+        kind = aliases.get(kind.lower(), aliases.get(kind, kind))
+        if kind not in EXPLAINERS.module_dict:
+            raise MMXAIError(
+                f"unknown method '{cfg.get('type')}'; available: "
+                f"{', '.join(sorted(aliases))}")
+    cfg['type'] = kind
     cfg.update(kwargs)
     cfg['model'] = model
     return EXPLAINERS.build(cfg)
 
 
 __all__ = ['BaseExplainer', 'Explanation', 'GradCAM', 'GradCAMPlusPlus',
-           'SaliencyTubes', 'build_explainer', 'resolve_targets',
-           'METHOD_ALIASES']
+           'SaliencyTubes', 'build_explainer', 'method_names',
+           'resolve_targets']

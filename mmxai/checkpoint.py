@@ -1,0 +1,321 @@
+"""Checkpoint loading that never unpickles code from an untrusted file.
+
+MMEngine 0.10.7 calls ``torch.load`` without ``weights_only``; since torch 2.6
+that refuses toolbox checkpoints (numpy values in ``meta``, ``HistoryBuffer``
+objects in ``message_hub``), and the usual fix, ``weights_only=False``, lets
+the file run arbitrary code. Here checkpoints load with ``weights_only=True``
+and a small allowlist of plain data types (:data:`SAFE_GLOBALS`); anything
+else is refused with :class:`~mmxai.errors.UntrustedCheckpointError` unless
+the caller opts in with ``trust_checkpoint=True`` (CLI ``--trust-checkpoint``).
+URLs are downloaded into a cache and then take the same path.
+"""
+import contextlib
+import hashlib
+import logging
+import os
+import os.path as osp
+import pickle
+import re
+import zipfile
+from collections import OrderedDict
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+import torch.nn as nn
+from mmengine.logging import HistoryBuffer, MMLogger
+from mmengine.runner.checkpoint import _load_checkpoint_to_model
+
+from mmxai.errors import InputError, UntrustedCheckpointError
+
+try:  # numpy >= 2 (and the 1.26 forward-compat alias)
+    from numpy._core import multiarray as _np_multiarray
+    from numpy._core import numeric as _np_numeric
+except ImportError:  # numpy < 1.26
+    from numpy.core import multiarray as _np_multiarray  # type: ignore
+    from numpy.core import numeric as _np_numeric  # type: ignore
+
+__all__ = ['SAFE_GLOBALS', 'load_checkpoint_file', 'load_checkpoint',
+           'default_cache_dir']
+
+# HistoryBuffer's state names its statistics functions by `getattr(cls, name)`.
+_HISTORY_BUFFER_STATS = ('min', 'max', 'current', 'mean')
+
+
+def _history_buffer_getattr(obj: Any, name: str) -> Callable:
+    """Stand-in for ``builtins.getattr`` inside a checkpoint.
+
+    ``HistoryBuffer.__getstate__`` pickles its statistics table as
+    ``getattr(HistoryBuffer, 'mean')`` etc. The real ``getattr`` would let a
+    file reach any attribute of any loaded object, so only these four
+    look-ups are answered; everything else is refused like a foreign global.
+    """
+    if obj is HistoryBuffer and name in _HISTORY_BUFFER_STATS:
+        return getattr(HistoryBuffer, name)
+    owner = getattr(obj, '__qualname__', type(obj).__qualname__)
+    raise pickle.UnpicklingError(
+        f'Unsupported global: GLOBAL getattr({owner}.{name}) was not an '
+        'allowed global')
+
+
+def _numpy_entries() -> List[Tuple[Any, str, str]]:
+    mods = ('numpy.core', 'numpy._core')  # numpy 1.x and 2.x pickle names
+    rows = []
+    for mod in mods:
+        rows += [
+            (_np_multiarray._reconstruct, f'{mod}.multiarray._reconstruct',
+             'builds an empty ndarray (subtype must itself be allowlisted); '
+             'ndarray.__setstate__ then fills it from raw bytes'),
+            (_np_multiarray.scalar, f'{mod}.multiarray.scalar',
+             'numpy scalar (np.float64, np.int64, ...) from dtype + raw bytes'),
+            (_np_numeric._frombuffer, f'{mod}.numeric._frombuffer',
+             'ndarray from a bytes buffer (pickle protocol >= 5)'),
+        ]
+    rows += [
+        (np.ndarray, 'numpy.ndarray', 'array container (data, shape, dtype)'),
+        (np.dtype, 'numpy.dtype', 'dtype descriptor, e.g. dtype("f8")'),
+    ]
+    # numpy >= 1.25 gives each dtype its own class; BUILD on a dtype instance
+    # checks that class, so e.g. Float64DType must be allowed too.
+    dtypes_mod = getattr(np, 'dtypes', None)
+    if dtypes_mod is not None:
+        for name in sorted(dir(dtypes_mod)):
+            cls = getattr(dtypes_mod, name)
+            if isinstance(cls, type) and issubclass(cls, np.dtype):
+                rows.append((cls, f'numpy.dtypes.{name}',
+                             'dtype class (numpy >= 1.25)'))
+    # Scalar types stored as values (e.g. a dtype=np.float32 setting).
+    for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8,
+              np.uint16, np.uint32, np.uint64, np.float16, np.float32,
+              np.float64, np.complex64, np.complex128, np.str_, np.bytes_):
+        names = {f'numpy.{t.__name__}'}
+        if t is np.bool_:
+            names |= {'numpy.bool_', 'numpy.bool'}  # numpy 1.x / 2.x name
+        for n in sorted(names):
+            rows.append((t, n, 'numpy scalar type (a numeric constructor)'))
+    return rows
+
+
+def _build_safe_globals() -> List[Tuple[Any, str, str]]:
+    rows = _numpy_entries()
+    rows += [
+        (HistoryBuffer, 'mmengine.logging.history_buffer.HistoryBuffer',
+         "MMEngine's log history in message_hub: numpy arrays + counters; "
+         'its __setstate__ only updates __dict__ and its statistics table'),
+        (_history_buffer_getattr, 'builtins.getattr',
+         'restricted: only getattr(HistoryBuffer, min|max|current|mean), '
+         "how HistoryBuffer pickles its statistics table"),
+    ]
+    return rows
+
+
+# (object, name it is pickled under, why it is harmless). torch's own
+# defaults already cover tensors, storages, OrderedDict, Counter, set,
+# bytes (_codecs.encode), torch.Size/device/dtype.
+SAFE_GLOBALS_DOC: List[Tuple[Any, str, str]] = _build_safe_globals()
+#: Allowlist for ``torch.serialization.safe_globals``: ``(object, name)``.
+SAFE_GLOBALS: List[Tuple[Any, str]] = [(o, n) for o, n, _ in SAFE_GLOBALS_DOC]
+
+_REFUSED_PATTERNS = (
+    re.compile(r'GLOBAL (\S+) was not an allowed global'),
+    re.compile(r'unsupported GLOBAL (\S+) whose module'),
+    re.compile(r'unrecognized function (.+?)(?: which belongs to|$)', re.M),
+    re.compile(r'classes allowlisted via `add_safe_globals` but got (.+)$',
+               re.M),
+    re.compile(r'types allowlisted via `add_safe_globals`, but got (.+)$',
+               re.M),
+    re.compile(r'(Unsupported operand \S+)'),
+)
+
+
+def _torch_version() -> Tuple[int, int]:
+    m = re.match(r'(\d+)\.(\d+)', torch.__version__)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+@contextlib.contextmanager
+def _allowlisted() -> Iterator[None]:
+    """Allow :data:`SAFE_GLOBALS` for weights-only loads inside the block."""
+    ser = torch.serialization
+    # `(object, name)` entries are understood from torch 2.6 on; before that
+    # only plain objects (keyed by their own module.qualname) are.
+    entries: list = list(SAFE_GLOBALS) if _torch_version() >= (2, 6) else [
+        o for o, n in SAFE_GLOBALS
+        if n == f'{o.__module__}.{getattr(o, "__qualname__", "")}']
+    if hasattr(ser, 'safe_globals'):  # torch >= 2.5
+        with ser.safe_globals(entries):
+            yield
+    elif hasattr(ser, 'add_safe_globals'):  # torch 2.4: process-wide list
+        before = list(ser.get_safe_globals())
+        ser.add_safe_globals(entries)
+        try:
+            yield
+        finally:
+            ser.clear_safe_globals()
+            ser.add_safe_globals(before)
+    else:  # torch < 2.4: weights-only loads accept torch's defaults only
+        yield
+
+
+@contextlib.contextmanager
+def _history_buffer_registry_kept() -> Iterator[None]:
+    """Undo what loaded HistoryBuffers write into the class-wide stats table."""
+    table = HistoryBuffer._statistics_methods
+    saved = dict(table)
+    try:
+        yield
+    finally:
+        table.clear()
+        table.update(saved)
+
+
+def default_cache_dir() -> str:
+    """Download folder: ``$MMXAI_CACHE/checkpoints`` or
+    ``~/.cache/mmxai/checkpoints``."""
+    root = os.environ.get('MMXAI_CACHE') or osp.join('~', '.cache', 'mmxai')
+    return osp.join(osp.expanduser(root), 'checkpoints')
+
+
+def _is_url(filename: str) -> bool:
+    return urlparse(str(filename)).scheme in ('http', 'https')
+
+
+def _download(url: str, cache_dir: Optional[str] = None) -> str:
+    """Fetch ``url`` once into the cache (atomic: temp file, then rename)."""
+    base = osp.basename(urlparse(url).path) or 'checkpoint.pth'
+    key = hashlib.sha256(url.encode()).hexdigest()[:12]
+    folder = osp.join(cache_dir or default_cache_dir(), key)
+    dst = osp.join(folder, base)
+    if osp.isfile(dst):
+        return dst
+    try:
+        os.makedirs(folder, exist_ok=True)
+        torch.hub.download_url_to_file(url, dst, progress=False)
+    except OSError as e:  # URLError/HTTPError are OSErrors
+        reason = getattr(e, 'reason', None) or e
+        raise InputError(
+            f'cannot download checkpoint {url!r}: {reason}') from None
+    return dst
+
+
+def _looks_like_checkpoint(path: str) -> bool:
+    """Zip archive (torch >= 1.6) or a pickle (legacy torch.save format)."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, 'rb') as f:
+        return f.read(1) == b'\x80'  # pickle PROTO opcode
+
+
+def _refused_type(message: str) -> Optional[str]:
+    for pattern in _REFUSED_PATTERNS:
+        m = pattern.search(message)
+        if m:
+            return m.group(1).strip()
+    return None
+
+
+def load_checkpoint_file(filename: str,
+                         map_location: Any = 'cpu',
+                         trust_checkpoint: bool = False,
+                         cache_dir: Optional[str] = None) -> Any:
+    """Read a checkpoint (local path or http(s) URL) without running its code.
+
+    Args:
+        filename: path or ``http(s)://`` URL (downloaded to
+            :func:`default_cache_dir` first).
+        map_location: as for ``torch.load``.
+        trust_checkpoint: unpickle everything (``weights_only=False``); only
+            for files from a trusted source.
+        cache_dir: download folder for URLs.
+
+    Returns:
+        What the file holds: usually a dict with ``state_dict`` and ``meta``,
+        or a bare state dict.
+
+    Raises:
+        UntrustedCheckpointError: the file needs a type outside
+            :data:`SAFE_GLOBALS` and ``trust_checkpoint`` is False.
+        InputError: missing, unreadable or corrupt file; failed download.
+    """
+    filename = os.fspath(filename)
+    path = _download(filename, cache_dir) if _is_url(filename) else filename
+    if not osp.isfile(path):
+        raise InputError(f'checkpoint file not found: {filename!r}')
+    try:
+        if not _looks_like_checkpoint(path):
+            raise InputError(f'{filename!r} is not a PyTorch checkpoint')
+    except OSError as e:
+        raise InputError(f'cannot read checkpoint {filename!r}: {e}') from None
+    if trust_checkpoint:
+        try:
+            return torch.load(path, map_location=map_location,
+                              weights_only=False)
+        except (EOFError, RuntimeError, pickle.UnpicklingError) as e:
+            raise InputError(f'{filename!r} is not a PyTorch checkpoint '
+                             f'({_first_line(e)})') from None
+    try:
+        with _history_buffer_registry_kept(), _allowlisted():
+            return torch.load(path, map_location=map_location,
+                              weights_only=True)
+    except pickle.UnpicklingError as e:
+        offending = _refused_type(str(e))
+        if offending is None:
+            raise InputError(f'{filename!r} is not a PyTorch checkpoint '
+                             f'({_first_line(e)})') from None
+        hint = ('' if _torch_version() >= (2, 4) else
+                ' (torch < 2.4 cannot allowlist types: upgrade torch)')
+        raise UntrustedCheckpointError(
+            f'checkpoint {filename!r} needs {offending!r} to load, which is '
+            f"not on mmxai's allowlist of data types{hint}; load it only if "
+            'you trust its source: --trust-checkpoint (CLI) or '
+            'trust_checkpoint=True (API)') from None
+    except (EOFError, RuntimeError) as e:
+        raise InputError(f'{filename!r} is not a PyTorch checkpoint '
+                         f'({_first_line(e)})') from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
+
+
+def load_checkpoint(model: nn.Module,
+                    filename: str,
+                    map_location: Any = 'cpu',
+                    strict: bool = False,
+                    trust_checkpoint: bool = False,
+                    revise_keys: Sequence[Tuple[str, str]] = (
+                        (r'^module\.', ''), ),
+                    logger: Optional[logging.Logger] = None) -> dict:
+    """Load a checkpoint's weights into ``model`` (MMEngine semantics).
+
+    Takes ``checkpoint['state_dict']`` (or the file itself when it is a bare
+    state dict), renames keys by ``revise_keys`` (regex, replacement) and
+    loads them with MMEngine's ``load_state_dict``: missing/unexpected keys
+    are logged, or raise ``RuntimeError`` when ``strict``. Copies
+    ``meta['dataset_meta']`` to ``model.dataset_meta`` when present.
+
+    Returns:
+        The checkpoint dict.
+    """
+    checkpoint = load_checkpoint_file(filename, map_location,
+                                      trust_checkpoint=trust_checkpoint)
+    if not isinstance(checkpoint, dict):
+        raise InputError(f'checkpoint {filename!r} holds a '
+                         f'{type(checkpoint).__name__}, not a state dict')
+    state = checkpoint.get('state_dict', checkpoint)
+    if not isinstance(state, dict):
+        raise InputError(f'checkpoint {filename!r}: state_dict is a '
+                         f'{type(state).__name__}, not a dict')
+    if not isinstance(state, OrderedDict):  # _load_checkpoint_to_model needs
+        state = OrderedDict(state)         # an object that takes _metadata
+        checkpoint = {**checkpoint, 'state_dict': state} \
+            if 'state_dict' in checkpoint else state
+    logger = logger or MMLogger.get_current_instance()
+    _load_checkpoint_to_model(model, checkpoint, strict, logger,
+                              [tuple(r) for r in revise_keys])
+    meta = checkpoint.get('meta') if 'state_dict' in checkpoint else None
+    if isinstance(meta, dict) and meta.get('dataset_meta') is not None:
+        model.dataset_meta = meta['dataset_meta']
+    return checkpoint

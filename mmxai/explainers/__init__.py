@@ -51,6 +51,7 @@ def build_explainer(cfg: Union[str, dict], model: nn.Module,
                 f"unknown method '{cfg.get('type')}'; available: "
                 f"{', '.join(sorted(aliases))}")
     cfg['type'] = kind
+    cfg.setdefault('_scope_', 'mmxai')  # whatever the default scope is
     cfg.update(kwargs)
     cfg['model'] = model
     return EXPLAINERS.build(cfg)

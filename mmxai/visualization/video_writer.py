@@ -76,6 +76,8 @@ def write_video(path: PathLike, frames: Any, fps: float = 25, codec: str = 'mp4v
 
     Odd heights/widths are padded by one replicated row/column (``mp4v`` and
     most players need even sizes), so the file is ``[T, H + H % 2, W + W % 2]``.
+    decord 0.6.0 cannot decode a few tiny widths (16, 24, 48, 72 px: a size
+    check fails in ``get_batch``) although the files are valid; OpenCV reads them.
 
     Returns:
         ``path`` as a string.
@@ -132,7 +134,9 @@ def write_gif(path: PathLike, frames: Any, fps: float = 10, max_size: Optional[i
         s = int(max_size) / max(H, W)
         size = (max(1, int(round(W * s))), max(1, int(round(H * s))))
         f = np.stack([cv2.resize(x, size, interpolation=cv2.INTER_AREA) for x in f])
-    images = [Image.fromarray(x, 'RGB').quantize(colors=256) for x in f]
+    # fast octree: ~100x faster than median cut at a similar error on overlays
+    images = [Image.fromarray(x, 'RGB').quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+              for x in f]
     duration = max(20, int(round(1000.0 / fps)))  # browsers treat < 20 ms as 100 ms
     path = os.fspath(path)
     with atomic_path(path) as tmp:

@@ -147,13 +147,16 @@ def _allowlisted() -> Iterator[None]:
         with ser.safe_globals(entries):
             yield
     elif hasattr(ser, 'add_safe_globals'):  # torch 2.4: process-wide list
-        before = list(ser.get_safe_globals())
+        can_restore = hasattr(ser, 'get_safe_globals') and hasattr(
+            ser, 'clear_safe_globals')
+        before = list(ser.get_safe_globals()) if can_restore else None
         ser.add_safe_globals(entries)
         try:
             yield
         finally:
-            ser.clear_safe_globals()
-            ser.add_safe_globals(before)
+            if can_restore:
+                ser.clear_safe_globals()
+                ser.add_safe_globals(before)
     else:  # torch < 2.4: weights-only loads accept torch's defaults only
         yield
 

@@ -1,0 +1,135 @@
+"""Build a recognizer from a config and load its weights safely."""
+import copy
+import importlib.util
+import os
+import os.path as osp
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import mmengine
+import torch
+import torch.nn as nn
+from mmengine.registry import init_default_scope
+
+from mmxai.checkpoint import load_checkpoint
+from mmxai.errors import ConfigError, InputError
+
+__all__ = ['init_recognizer', 'resolve_config_path', 'strip_pretrained']
+
+
+def resolve_config_path(config: Union[str, Path]) -> str:
+    """Turn ``'mmaction::recognition/tsn/x.py'`` into the packaged file.
+
+    ``<pkg>::<rel>`` resolves to ``<pkg dir>/.mim/configs/<rel>`` (where
+    OpenMMLab wheels ship their configs); other paths are returned as given.
+
+    Raises:
+        InputError: the package or the file does not exist.
+    """
+    config = os.fspath(config)
+    if '::' not in config:
+        return config
+    package, rel = config.split('::', 1)
+    spec = importlib.util.find_spec(package) if package.isidentifier() \
+        else None  # a top-level find_spec imports nothing
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(f'config {config!r}: package {package!r} is not '
+                         'installed')
+    root = list(spec.submodule_search_locations)[0]
+    path = osp.join(root, '.mim', 'configs', rel)
+    if not osp.isfile(path):
+        raise InputError(f'config not found: {config!r} (looked for {path})')
+    return path
+
+
+def strip_pretrained(model_cfg: Any) -> Any:
+    """Remove every pretrained-weight source from a model config, in place.
+
+    String ``pretrained`` entries become ``None`` (``True`` becomes
+    ``False``) and ``init_cfg`` entries of type ``Pretrained`` are dropped,
+    at any depth, so building (and ``init_weights``) never downloads.
+    """
+    if isinstance(model_cfg, dict):
+        for key in list(model_cfg.keys()):
+            value = model_cfg[key]
+            if key == 'pretrained' and isinstance(value, (str, Path)):
+                model_cfg[key] = None
+            elif key == 'pretrained' and value is True:
+                model_cfg[key] = False
+            elif key == 'init_cfg':
+                model_cfg[key] = _drop_pretrained_init(value)
+                strip_pretrained(model_cfg[key])
+            else:
+                strip_pretrained(value)
+    elif isinstance(model_cfg, (list, tuple)):
+        for item in model_cfg:
+            strip_pretrained(item)
+    return model_cfg
+
+
+def _drop_pretrained_init(init_cfg: Any) -> Any:
+    def is_pretrained(c: Any) -> bool:
+        return isinstance(c, dict) and c.get('type') == 'Pretrained'
+
+    if is_pretrained(init_cfg):
+        return None
+    if isinstance(init_cfg, (list, tuple)):
+        kept = [c for c in init_cfg if not is_pretrained(c)]
+        return kept or None
+    return init_cfg
+
+
+def _load_config(config: Union[str, Path, mmengine.Config]) -> mmengine.Config:
+    if isinstance(config, mmengine.Config):
+        return copy.deepcopy(config)
+    if not isinstance(config, (str, Path)):
+        raise TypeError('config must be a filename or mmengine.Config, '
+                        f'not {type(config).__name__}')
+    path = resolve_config_path(config)
+    if not osp.isfile(path):
+        raise InputError(f'config file not found: {os.fspath(config)!r}')
+    try:
+        return mmengine.Config.fromfile(path)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f'cannot read config {os.fspath(config)!r}: '
+                         f'{str(e).strip().splitlines()[0]}') from None
+
+
+def init_recognizer(config: Union[str, Path, mmengine.Config],
+                    checkpoint: Optional[str] = None,
+                    device: Union[str, torch.device] = 'cpu',
+                    trust_checkpoint: bool = False,
+                    cfg_options: Optional[dict] = None) -> nn.Module:
+    """Build a recognizer like ``mmaction.apis.init_recognizer``, safely.
+
+    Args:
+        config: config path, ``'mmaction::recognition/...'`` name, or a
+            ``mmengine.Config`` (copied, not modified).
+        checkpoint: path or http(s) URL of weights; ``None`` keeps the
+            random initialisation.
+        device: where to put the model.
+        trust_checkpoint: allow a checkpoint that needs types outside the
+            safe allowlist (runs code from the file: trusted sources only).
+        cfg_options: overrides merged into the config (dotted keys).
+
+    Returns:
+        The model in eval mode on ``device``, with ``model.cfg`` set (and
+        ``model.dataset_meta`` when the checkpoint carries it).
+    """
+    config = _load_config(config)
+    if cfg_options:
+        config.merge_from_dict(cfg_options)
+    if not isinstance(config.get('model'), dict):
+        raise ConfigError('config has no `model` section')
+    init_default_scope(config.get('default_scope', 'mmaction'))
+    strip_pretrained(config.model)
+
+    from mmaction.registry import MODELS  # after `import mmxai`'s shims
+    model = MODELS.build(config.model)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint, map_location='cpu',
+                        trust_checkpoint=trust_checkpoint)
+    model.cfg = config
+    model.to(device)
+    model.eval()
+    return model

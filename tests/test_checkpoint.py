@@ -1,0 +1,349 @@
+"""Safe checkpoint loading: real MMEngine checkpoints load weights-only,
+code-carrying pickles are refused unless trusted, URLs take the same path."""
+import functools
+import http.server
+import os
+import os.path as osp
+import pickle
+import threading
+
+import mmengine
+import pytest
+import torch
+from mmengine.dataset import pseudo_collate
+from mmengine.logging import HistoryBuffer
+from mmengine.runner import Runner
+from torch.utils.data import DataLoader, Dataset
+
+import tiny_models
+from mmaction.structures import ActionDataSample
+from mmxai.apis.model import init_recognizer, resolve_config_path
+from mmxai.checkpoint import SAFE_GLOBALS, load_checkpoint, load_checkpoint_file
+from mmxai.errors import InputError, UntrustedCheckpointError
+
+NUM_CLASSES = 3
+CLASSES = ('wave', 'jump', 'run')
+
+
+def model_cfg() -> dict:
+    return tiny_models.i3d_cfg(num_classes=NUM_CLASSES, base_channels=4)
+
+
+class _Clips(Dataset):
+    """Four random 8x32x32 clips; ``metainfo`` ends up in the checkpoint."""
+    metainfo = dict(classes=CLASSES)
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        clip = torch.randint(0, 256, (1, 3, 8, 32, 32), generator=g,
+                             dtype=torch.uint8)
+        return dict(inputs=clip,
+                    data_samples=ActionDataSample().set_gt_label(i % 3))
+
+
+@pytest.fixture(scope='module')
+def runner_ckpt(tmp_path_factory):
+    """A checkpoint written by MMEngine's Runner after 2 training iters."""
+    work_dir = str(tmp_path_factory.mktemp('runner'))
+    runner = Runner(
+        model=model_cfg(), work_dir=work_dir,
+        train_dataloader=DataLoader(_Clips(), batch_size=2,
+                                    collate_fn=pseudo_collate),
+        train_cfg=dict(by_epoch=False, max_iters=2, val_interval=100),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1,
+                                          momentum=0.9)),
+        param_scheduler=[dict(type='MultiStepLR', by_epoch=False,
+                              milestones=[1])],
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook',
+                                           interval=2, by_epoch=False),
+                           logger=dict(type='LoggerHook', interval=1)),
+        randomness=dict(seed=0), default_scope='mmaction')
+    runner.train()
+    path = osp.join(work_dir, 'iter_2.pth')
+    weights = {k: v.detach().clone()
+               for k, v in runner.model.state_dict().items()}
+    return path, weights
+
+
+def fresh_model(seed=123):
+    return tiny_models.build(model_cfg(), seed=seed)
+
+
+def assert_weights(model, weights):
+    state = model.state_dict()
+    assert set(state) == set(weights)
+    for k, v in weights.items():
+        torch.testing.assert_close(state[k], v, rtol=0, atol=0, msg=k)
+
+
+# Payloads: each writes a marker file when unpickled (harmless, visible).
+def _touch(path):
+    with open(path, 'w') as f:
+        f.write('ran')
+
+
+class TouchOnLoad:
+    """A custom class whose unpickling runs code (writes ``marker``)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (_touch, (self.marker, ))
+
+
+class ShellOnLoad:
+    """The classic payload: ``os.system`` at unpickling time."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"printf ran > '{self.marker}'", ))
+
+
+class GetattrOnLoad:
+    """Abuse of the HistoryBuffer ``getattr`` allowance."""
+
+    def __reduce__(self):
+        return (getattr, (HistoryBuffer, '__init__'))
+
+
+def malicious_ckpt(path, payload, weights):
+    torch.save(dict(state_dict=weights, meta=dict(note=payload)), path)
+    return str(path)
+
+
+# ---------------------------------------------------------------- real files
+def test_runner_checkpoint_needs_allowlist_and_loads_safely(runner_ckpt):
+    path, weights = runner_ckpt
+    needed = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    # What makes plain torch.load(weights_only=True) fail on real files.
+    assert 'mmengine.logging.history_buffer.HistoryBuffer' in needed
+    assert any(n.startswith('numpy.') for n in needed)
+    assert 'builtins.getattr' in needed
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
+    names = {n for _, n in SAFE_GLOBALS}
+    assert needed <= names
+
+    stats_before = dict(HistoryBuffer._statistics_methods)
+    model = fresh_model()
+    ckpt = load_checkpoint(model, path)
+    assert_weights(model, weights)
+    assert model.dataset_meta['classes'] == CLASSES
+    assert isinstance(ckpt['message_hub']['log_scalars']['train/loss'],
+                      HistoryBuffer)
+    assert ckpt['meta']['iter'] == 2
+    assert HistoryBuffer._statistics_methods == stats_before
+
+
+def test_save_checkpoint_with_numpy_meta(tmp_path):
+    np = pytest.importorskip('numpy')
+    model = fresh_model(seed=5)
+    hub = HistoryBuffer()
+    hub.update(np.float64(0.5))
+    meta = dict(seed=np.int64(7), best_score=np.float64(0.875),
+                hist=np.arange(4, dtype=np.float32), CLASSES=CLASSES,
+                mmcv_version='1.7.0', config='model = dict()')
+    path = str(tmp_path / 'np_meta.pth')
+    mmengine.runner.save_checkpoint(
+        dict(state_dict=model.state_dict(), meta=meta,
+             message_hub=dict(log_scalars=dict(loss=hub))), path)
+    ckpt = load_checkpoint_file(path)
+    assert ckpt['meta']['best_score'] == 0.875
+    assert ckpt['meta']['seed'].dtype == np.int64
+    assert ckpt['meta']['hist'].tolist() == [0, 1, 2, 3]
+    assert ckpt['message_hub']['log_scalars']['loss'].mean() == 0.5
+    other = fresh_model(seed=6)
+    load_checkpoint(other, path)
+    assert_weights(other, model.state_dict())
+
+
+def test_bare_state_dict_and_module_prefix(tmp_path):
+    src = fresh_model(seed=1)
+    bare = str(tmp_path / 'bare.pth')
+    torch.save(src.state_dict(), bare)
+    dst = fresh_model(seed=2)
+    ckpt = load_checkpoint(dst, bare)
+    assert_weights(dst, src.state_dict())
+    assert 'state_dict' not in ckpt
+
+    wrapped = str(tmp_path / 'ddp.pth')
+    torch.save(dict(state_dict={f'module.{k}': v
+                                for k, v in src.state_dict().items()}),
+               wrapped)
+    dst = fresh_model(seed=3)
+    load_checkpoint(dst, wrapped)
+    assert_weights(dst, src.state_dict())
+
+
+# ---------------------------------------------------------------- malicious
+@pytest.mark.parametrize('payload_cls,type_name', [
+    (TouchOnLoad, 'test_checkpoint._touch'),
+    (ShellOnLoad, 'system'),
+])
+def test_malicious_refused_unless_trusted(tmp_path, payload_cls, type_name):
+    marker = tmp_path / 'pwned'
+    src = fresh_model(seed=1)
+    path = malicious_ckpt(tmp_path / 'evil.pth', payload_cls(str(marker)),
+                          src.state_dict())
+    model = fresh_model(seed=2)
+    with pytest.raises(UntrustedCheckpointError) as err:
+        load_checkpoint(model, path)
+    msg = str(err.value)
+    assert type_name in msg and 'trust_checkpoint=True' in msg
+    assert '--trust-checkpoint' in msg and '\n' not in msg
+    assert not marker.exists()
+
+    load_checkpoint(model, path, trust_checkpoint=True)
+    assert marker.read_text() == 'ran'
+    assert_weights(model, src.state_dict())
+
+
+def test_getattr_allowance_is_restricted(tmp_path):
+    path = malicious_ckpt(tmp_path / 'getattr.pth', GetattrOnLoad(),
+                          fresh_model().state_dict())
+    with pytest.raises(UntrustedCheckpointError, match='HistoryBuffer'):
+        load_checkpoint_file(path)
+
+
+# ---------------------------------------------------------------- bad files
+def test_missing_and_corrupt_files(tmp_path, runner_ckpt):
+    with pytest.raises(InputError, match='not found'):
+        load_checkpoint_file(str(tmp_path / 'nope.pth'))
+    junk = tmp_path / 'junk.pth'
+    junk.write_bytes(os.urandom(64).replace(b'\x80', b'\x00') + b'\x80')
+    with pytest.raises(InputError, match='not a PyTorch checkpoint'):
+        load_checkpoint_file(str(junk))
+    data = open(runner_ckpt[0], 'rb').read()
+    truncated = tmp_path / 'truncated.pth'
+    truncated.write_bytes(data[:len(data) // 2])
+    for trust in (False, True):
+        with pytest.raises(InputError, match='not a PyTorch checkpoint'):
+            load_checkpoint_file(str(truncated), trust_checkpoint=trust)
+    legacy_cut = tmp_path / 'legacy_cut.pth'
+    torch.save({'w': torch.ones(3)}, str(legacy_cut),
+               _use_new_zipfile_serialization=False)
+    legacy_cut.write_bytes(legacy_cut.read_bytes()[:40])
+    with pytest.raises(InputError):
+        load_checkpoint_file(str(legacy_cut))
+
+
+def test_legacy_format_loads(tmp_path):
+    src = fresh_model(seed=4)
+    path = str(tmp_path / 'legacy.pth')
+    torch.save(dict(state_dict=src.state_dict(), meta=dict(epoch=3)), path,
+               _use_new_zipfile_serialization=False)
+    dst = fresh_model(seed=5)
+    load_checkpoint(dst, path)
+    assert_weights(dst, src.state_dict())
+
+
+def test_numpy1_era_names_load(tmp_path):
+    """Model-zoo files pickled under numpy 1.x name `numpy.core.*`."""
+    np = pytest.importorskip('numpy')
+    src = fresh_model(seed=7)
+    path = tmp_path / 'np1.pth'
+    torch.save(dict(state_dict=src.state_dict(),
+                    meta=dict(best=np.float64(0.25), arr=np.ones(2))),
+               str(path), _use_new_zipfile_serialization=False)
+    data = path.read_bytes()
+    if b'numpy._core.multiarray' in data:  # written by numpy 2
+        data = data.replace(b'numpy._core.multiarray',
+                            b'numpy.core.multiarray')
+        path.write_bytes(data)
+    assert b'numpy.core.multiarray' in data
+    ckpt = load_checkpoint_file(str(path))
+    assert ckpt['meta']['best'] == 0.25 and ckpt['meta']['arr'].sum() == 2
+
+
+# ---------------------------------------------------------------- URLs
+@pytest.fixture
+def http_dir(tmp_path, monkeypatch):
+    root = tmp_path / 'www'
+    root.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ('127.0.0.1', 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    cache = tmp_path / 'cache'
+    monkeypatch.setenv('MMXAI_CACHE', str(cache))
+    yield root, f'http://127.0.0.1:{server.server_address[1]}', cache
+    server.shutdown()
+    server.server_close()
+
+
+def test_url_goes_through_safe_path(http_dir, runner_ckpt):
+    root, base, cache = http_dir
+    path, weights = runner_ckpt
+    (root / 'zoo.pth').write_bytes(open(path, 'rb').read())
+    model = fresh_model()
+    load_checkpoint(model, f'{base}/zoo.pth')
+    assert_weights(model, weights)
+    cached = [f for _, _, fs in os.walk(cache) for f in fs]
+    assert cached == ['zoo.pth']
+
+    marker = root.parent / 'pwned_url'
+    malicious_ckpt(root / 'evil.pth', TouchOnLoad(str(marker)), weights)
+    with pytest.raises(UntrustedCheckpointError, match='_touch'):
+        load_checkpoint(fresh_model(), f'{base}/evil.pth')
+    assert not marker.exists()
+
+    with pytest.raises(InputError, match='cannot download'):
+        load_checkpoint_file(f'{base}/missing.pth')
+
+
+# ---------------------------------------------------------------- init API
+def test_init_recognizer_from_path(tmp_path, runner_ckpt):
+    path, weights = runner_ckpt
+    cfg_file = str(tmp_path / 'tiny_i3d.py')
+    mmengine.Config(dict(model=model_cfg(),
+                         default_scope='mmaction')).dump(cfg_file)
+    model = init_recognizer(cfg_file, path)
+    assert not model.training
+    assert model.cfg.model.type == 'Recognizer3D'
+    assert model.dataset_meta['classes'] == CLASSES
+    assert_weights(model, weights)
+
+    with pytest.raises(InputError, match='not found'):
+        init_recognizer(str(tmp_path / 'missing.py'))
+
+
+def test_init_recognizer_mmaction_name_builds_without_downloads():
+    name = ('mmaction::recognition/tsn/'
+            'tsn_imagenet-pretrained-r50_8xb32-1x1x3-100e_kinetics400-rgb.py')
+    assert osp.isfile(resolve_config_path(name))
+    cfg = mmengine.Config.fromfile(resolve_config_path(name))
+    assert cfg.model.backbone.pretrained.startswith('https://')
+    model = init_recognizer(
+        name, cfg_options={'model.backbone.depth': 18,
+                           'model.cls_head.in_channels': 512})
+    assert type(model).__name__ == 'Recognizer2D'
+    assert model.backbone.depth == 18 and model.backbone.pretrained is None
+    assert model.cfg.model.backbone.pretrained is None
+    with pytest.raises(InputError, match='not found'):
+        resolve_config_path('mmaction::recognition/nope.py')
+
+
+def test_strip_pretrained_init_cfg():
+    from mmxai.apis.model import strip_pretrained
+    cfg = dict(backbone=dict(
+        pretrained='torchvision://resnet50',
+        init_cfg=[dict(type='Pretrained', checkpoint='x.pth'),
+                  dict(type='Kaiming', layer='Conv3d')],
+        sub=dict(init_cfg=dict(type='Pretrained', checkpoint='y.pth'),
+                 pretrained=True)))
+    strip_pretrained(cfg)
+    assert cfg == dict(backbone=dict(
+        pretrained=None, init_cfg=[dict(type='Kaiming', layer='Conv3d')],
+        sub=dict(init_cfg=None, pretrained=False)))

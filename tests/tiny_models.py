@@ -102,3 +102,50 @@ def clip_batch(batch: int = 1, views: int = 1, frames: int = 8,
 def preprocess(model, data: dict) -> dict:
     with torch.no_grad():
         return model.data_preprocessor(copy.copy(data), False)
+
+
+def write_video_file(path, frames: int = 20, height: int = 40,
+                     width: int = 56, seed: int = 0, fps: int = 10) -> str:
+    """A small MP4 (moving bright square on noise) that decord can read."""
+    import cv2
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), fps,
+                             (width, height))
+    for t in range(frames):
+        img = rng.integers(0, 60, (height, width, 3), dtype=np.uint8)
+        x = 4 + (t * 2) % (width - 12)
+        img[10:20, x:x + 10] = 230
+        writer.write(img)
+    writer.release()
+    return str(path)
+
+
+TEST_PIPELINE_3D = [
+    dict(type='DecordInit'),
+    dict(type='SampleFrames', clip_len=8, frame_interval=2, num_clips=1,
+         test_mode=True),
+    dict(type='DecordDecode'),
+    dict(type='Resize', scale=(-1, 36)),
+    dict(type='CenterCrop', crop_size=32),
+    dict(type='FormatShape', input_format='NCTHW'),
+    dict(type='PackActionInputs'),
+]
+
+
+def write_config(path, model_cfg: dict = None, test_pipeline=None) -> str:
+    """A complete config file (model + test pipeline) for the CLI/APIs."""
+    from mmengine.config import Config
+    cfg = Config(dict(
+        default_scope='mmaction',
+        model=model_cfg or i3d_cfg(),
+        test_pipeline=test_pipeline or TEST_PIPELINE_3D))
+    cfg.dump(str(path))
+    return str(path)
+
+
+def write_checkpoint(path, model) -> str:
+    torch.save({'state_dict': model.state_dict(),
+                'meta': {'dataset_meta': {'classes': list('abcde')}}},
+               str(path))
+    return str(path)

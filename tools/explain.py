@@ -1,0 +1,202 @@
+#!/usr/bin/env python
+"""Explain an MMAction2 recognizer's decisions on a video (or a dataset).
+
+    python tools/explain.py CONFIG CHECKPOINT VIDEO [--method gradcam]
+        [--target-layers backbone.layer4] [--target pred|gt|INDEX]
+        [--out-dir DIR] [--device cpu] [--cfg-options k=v ...]
+        [--trust-checkpoint]
+
+With a CONFIG and CHECKPOINT but no VIDEO, the config's test dataset is
+explained through the Runner (see docs/integration.md). Errors a user can
+fix print one line and exit with status 2; nothing is left half-written.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+import time
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def parse_value(text: str):
+    """``'0.6'`` -> 0.6, ``'true'`` -> True, ``'a,b'`` -> ['a', 'b']."""
+    import ast
+    if ',' in text and not text.startswith(('[', '(')):
+        return [parse_value(t) for t in text.split(',') if t]
+    low = text.lower()
+    if low in ('true', 'false'):
+        return low == 'true'
+    if low in ('none', 'null'):
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    p = argparse.ArgumentParser(
+        description='Explain an MMAction2 recognizer on a video or dataset.')
+    p.add_argument('config', help='model config file (or mmaction::...)')
+    p.add_argument('checkpoint', help='checkpoint file or http(s) URL')
+    p.add_argument('video', nargs='?', default=None,
+                   help='video file; omit to explain the test dataset')
+    p.add_argument('--method', default='gradcam',
+                   help='gradcam, gradcam++, saliency_tubes, ... '
+                   "(see --list-methods)")
+    p.add_argument('--list-methods', action='store_true',
+                   help='print the available methods and exit')
+    p.add_argument('--target-layers', nargs='+', default=None,
+                   help='dotted module names (default: per model family)')
+    p.add_argument('--weighting', choices=['global', 'temporal'],
+                   default=None, help='Grad-CAM channel weights')
+    p.add_argument('--target', default='pred',
+                   help="'pred', 'gt' (needs --label) or a class index")
+    p.add_argument('--label', type=int, default=-1,
+                   help='ground-truth class of the video, if known')
+    p.add_argument('--method-options', nargs='+', action=DictAction,
+                   default={}, help='more method settings, key=value')
+    p.add_argument('--out-dir', default=None,
+                   help='output folder (default: work_dirs/explain/'
+                   '<video>_<method>)')
+    p.add_argument('--outputs', nargs='+', default=None,
+                   help='video gif montage plot npz json '
+                   '(default: all but gif)')
+    p.add_argument('--gif', action='store_true', help='also write a GIF')
+    p.add_argument('--label-map', default=None,
+                   help='class names, one per line')
+    p.add_argument('--device', default='cpu', help='cpu, cuda:0, ...')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='override config settings, key=value')
+    p.add_argument('--trust-checkpoint', action='store_true',
+                   help='allow a checkpoint that needs arbitrary pickled '
+                   'objects (runs code from the file: trusted sources only)')
+    p.add_argument('--split', default='test', choices=['test', 'val'],
+                   help='dataset runs: which dataloader')
+    p.add_argument('--max-samples', type=int, default=None,
+                   help='dataset runs: explain at most this many samples')
+    p.add_argument('--no-resume', action='store_true',
+                   help='dataset runs: redo samples already finished')
+    p.add_argument('--launcher', default='none',
+                   choices=['none', 'pytorch', 'slurm', 'mpi'],
+                   help='dataset runs: distributed launcher')
+    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    p.add_argument('--traceback', action='store_true',
+                   help='show the full traceback on errors')
+    args = p.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def method_options(args) -> dict:
+    opts = {k: v for k, v in dict(args.method_options or {}).items()}
+    if args.target_layers:
+        opts['target_layers'] = args.target_layers
+    if args.weighting:
+        opts['weighting'] = args.weighting
+    return opts
+
+
+def parse_target(text: str):
+    return int(text) if text.lstrip('-').isdigit() else text
+
+
+def run_video(args) -> int:
+    import mmxai  # noqa: F401
+    from mmxai.apis import explain_video, init_recognizer
+    from mmxai.apis.outputs import DEFAULT_OUTPUTS, check_writable, \
+        read_label_map
+    from mmxai.errors import InputError
+    from mmxai.explainers import build_explainer
+    if not osp.isfile(args.video):
+        raise InputError(f'video not found: {args.video}')
+    out_dir = args.out_dir or osp.join(
+        'work_dirs', 'explain',
+        f'{osp.splitext(osp.basename(args.video))[0]}_'
+        f'{args.method.replace("+", "p")}')
+    check_writable(out_dir)
+    class_names = read_label_map(args.label_map)
+    outputs = list(args.outputs or DEFAULT_OUTPUTS)
+    if args.gif and 'gif' not in outputs:
+        outputs.append('gif')
+    start = time.perf_counter()
+    model = init_recognizer(args.config, args.checkpoint, device=args.device,
+                            trust_checkpoint=args.trust_checkpoint,
+                            cfg_options=args.cfg_options)
+    explainer = build_explainer(args.method, model, **method_options(args))
+    result = explain_video(model, args.video, method=explainer,
+                           target=parse_target(args.target),
+                           out_dir=out_dir, class_names=class_names,
+                           outputs=outputs, label=args.label)
+    exp = result.explanation
+    from mmxai.apis.inference import class_names_of
+    names = class_names or class_names_of(model) or []
+    t = int(exp.targets[0])
+    label = names[t] if t < len(names) else str(t)
+    print(f'{exp.method}: explained class {label} '
+          f'(p={float(exp.probs[0, t]):.3f}) on {args.video} in '
+          f'{exp.settings.get("seconds", 0):.2f} s '
+          f'(total {time.perf_counter() - start:.1f} s)')
+    for kind, path in sorted(result.files.items()):
+        print(f'  {kind:8s} {path}')
+    return 0
+
+
+def run_dataset(args) -> int:
+    import mmxai  # noqa: F401
+    from mmxai.errors import MMXAIError
+    try:
+        from mmxai.apis.dataset_runner import explain_dataset
+    except ImportError as e:
+        raise MMXAIError('dataset runs are not available: '
+                         f'{e}') from e
+    out_dir = args.out_dir or osp.join(
+        'work_dirs', 'explain', osp.splitext(osp.basename(args.config))[0] +
+        f'_{args.method.replace("+", "p")}')
+    manifest = explain_dataset(
+        args.config, args.checkpoint, out_dir, method=args.method,
+        split=args.split, launcher=args.launcher,
+        resume=not args.no_resume, trust_checkpoint=args.trust_checkpoint,
+        cfg_options=args.cfg_options, target=parse_target(args.target),
+        max_samples=args.max_samples, device=args.device,
+        **method_options(args))
+    print(f'manifest: {manifest}')
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        import mmxai  # noqa: F401
+        from mmxai.errors import MMXAIError
+    except Exception as e:  # broken installation
+        print(f'error: cannot import mmxai: {e}', file=sys.stderr)
+        return 2
+    if args.list_methods:
+        from mmxai.explainers import method_names
+        print('\n'.join(sorted(method_names())))
+        return 0
+    try:
+        return run_video(args) if args.video else run_dataset(args)
+    except MMXAIError as e:
+        if args.traceback:
+            raise
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print('interrupted: nothing half-written was kept', file=sys.stderr)
+        return 130
+    except Exception as e:  # not foreseen: still one line, no traceback
+        if args.traceback:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ''
+        print(f'error: {type(e).__name__}: {first} (run with --traceback '
+              'for details)', file=sys.stderr)
+        return 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -39,8 +39,10 @@ def parse_args(argv=None):
     from mmengine.config import DictAction
     p = argparse.ArgumentParser(
         description='Explain an MMAction2 recognizer on a video or dataset.')
-    p.add_argument('config', help='model config file (or mmaction::...)')
-    p.add_argument('checkpoint', help='checkpoint file or http(s) URL')
+    p.add_argument('config', nargs='?',
+                   help='model config file (or mmaction::...)')
+    p.add_argument('checkpoint', nargs='?',
+                   help='checkpoint file or http(s) URL')
     p.add_argument('video', nargs='?', default=None,
                    help='video file; omit to explain the test dataset')
     p.add_argument('--method', default='gradcam',
@@ -86,6 +88,9 @@ def parse_args(argv=None):
     p.add_argument('--traceback', action='store_true',
                    help='show the full traceback on errors')
     args = p.parse_args(argv)
+    if not args.list_methods and (args.config is None or
+                                  args.checkpoint is None):
+        p.error('CONFIG and CHECKPOINT are required')
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args

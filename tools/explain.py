@@ -77,8 +77,6 @@ def parse_args(argv=None):
                    'objects (runs code from the file: trusted sources only)')
     p.add_argument('--split', default='test', choices=['test', 'val'],
                    help='dataset runs: which dataloader')
-    p.add_argument('--max-samples', type=int, default=None,
-                   help='dataset runs: explain at most this many samples')
     p.add_argument('--no-resume', action='store_true',
                    help='dataset runs: redo samples already finished')
     p.add_argument('--launcher', default='none',
@@ -151,13 +149,7 @@ def run_video(args) -> int:
 
 
 def run_dataset(args) -> int:
-    import mmxai  # noqa: F401
-    from mmxai.errors import MMXAIError
-    try:
-        from mmxai.apis.dataset_runner import explain_dataset
-    except ImportError as e:
-        raise MMXAIError('dataset runs are not available: '
-                         f'{e}') from e
+    from mmxai.apis.dataset_runner import explain_dataset
     out_dir = args.out_dir or osp.join(
         'work_dirs', 'explain', osp.splitext(osp.basename(args.config))[0] +
         f'_{args.method.replace("+", "p")}')
@@ -166,7 +158,6 @@ def run_dataset(args) -> int:
         split=args.split, launcher=args.launcher,
         resume=not args.no_resume, trust_checkpoint=args.trust_checkpoint,
         cfg_options=args.cfg_options, target=parse_target(args.target),
-        max_samples=args.max_samples, device=args.device,
         **method_options(args))
     print(f'manifest: {manifest}')
     return 0

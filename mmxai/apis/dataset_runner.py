@@ -1,0 +1,264 @@
+"""Explain a whole test (or val) dataset through MMEngine's Runner.
+
+One record per sample under ``out_dir``: ``records/<index>.json`` (status,
+target, top-5, files, or the error) and ``maps/<index>.npz``; then a
+``manifest.json``. Every write is atomic. A re-run skips samples whose record
+says ``ok`` (and whose maps exist); a sample that fails (e.g. a corrupt
+video) is recorded with its error and the run goes on. Under ``torchrun``
+(``launcher='pytorch'``) every process explains its shard (MMEngine's
+``DefaultSampler``) and the main process writes the manifest.
+
+    torchrun --nproc_per_node 2 -m mmxai.apis.dataset_runner CONFIG CKPT \
+        --out-dir OUT --launcher pytorch
+"""
+import argparse
+import copy
+import os
+import os.path as osp
+import sys
+import time
+import traceback
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from ..errors import ConfigError, MMXAIError
+
+__all__ = ['explain_dataset', 'main']
+
+RECORDS, MAPS = 'records', 'maps'
+
+
+def _record_ok(out_dir: str, idx: int) -> bool:
+    import json
+    path = osp.join(out_dir, RECORDS, f'{idx:06d}.json')
+    try:
+        with open(path) as f:
+            rec = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return rec.get('status') == 'ok' and all(
+        osp.isfile(osp.join(out_dir, p)) for p in rec.get('files', []))
+
+
+def _build_runner(cfg, out_dir: str, split: str, launcher: str):
+    from mmengine.runner import Runner
+    loader_key = f'{split}_dataloader'
+    if not isinstance(cfg.get(loader_key), dict):
+        raise ConfigError(f'config has no {loader_key}')
+    cfg = copy.deepcopy(cfg)
+    cfg.launcher = launcher
+    cfg.work_dir = out_dir
+    cfg.load_from = None
+    cfg.resume = False
+    cfg.custom_hooks = []  # the run itself explains; no ExplainHook twice
+    for key in ('train_dataloader', 'train_cfg', 'optim_wrapper',
+                'param_scheduler', 'val_dataloader', 'val_cfg',
+                'val_evaluator'):
+        cfg.pop(key, None)
+    cfg.test_dataloader = cfg[loader_key]
+    cfg.setdefault('test_cfg', dict(type='TestLoop'))
+    cfg.setdefault('test_evaluator', dict(type='AccMetric'))
+    cfg.visualizer = None  # no vis_data/ folders for a dataset run
+    cfg.default_hooks = dict(timer=None, logger=None, param_scheduler=None,
+                             checkpoint=None, sampler_seed=None)
+    from mmxai.apis.model import strip_pretrained
+    strip_pretrained(cfg.model)
+    if launcher != 'none' and not torch.cuda.is_available():
+        _init_cpu_dist(cfg)
+        # DDP on CPU takes no device_ids (MMEngine passes [LOCAL_RANK])
+        wrapper = dict(cfg.get('model_wrapper_cfg') or {})
+        wrapper.setdefault('type', 'MMDistributedDataParallel')
+        wrapper.setdefault('device_ids', None)
+        wrapper.setdefault('broadcast_buffers', False)
+        cfg.model_wrapper_cfg = wrapper
+    return Runner.from_cfg(cfg)
+
+
+def _init_cpu_dist(cfg) -> None:
+    """Start the process group on a machine without CUDA.
+
+    MMEngine 0.10.7's ``init_dist('pytorch')`` calls
+    ``torch.cuda.set_device`` first, which fails on CPU-only torch; the
+    Runner skips its own initialisation when a group exists.
+    """
+    import torch.distributed as dist
+    if dist.is_available() and not dist.is_initialized() and \
+            'WORLD_SIZE' in os.environ:
+        dist_cfg = dict((cfg.get('env_cfg') or {}).get('dist_cfg') or {})
+        backend = dist_cfg.pop('backend', 'gloo')
+        if backend == 'nccl':
+            backend = 'gloo'
+        dist.init_process_group(backend=backend)
+
+
+def explain_dataset(config: Any,
+                    checkpoint: Optional[str],
+                    out_dir: str,
+                    method: Any = 'gradcam',
+                    split: str = 'test',
+                    launcher: str = 'none',
+                    resume: bool = True,
+                    trust_checkpoint: bool = False,
+                    cfg_options: Optional[dict] = None,
+                    target: Any = 'pred',
+                    **method_options) -> str:
+    """Explain every sample of the config's ``<split>_dataloader`` dataset.
+
+    Args:
+        config: config path, ``mmaction::`` name or ``mmengine.Config``.
+        checkpoint: weights (loaded safely), or None for random weights.
+        out_dir: output folder (also the Runner's work dir).
+        method: method name or explainer config dict.
+        split: ``'test'`` or ``'val'``.
+        launcher: ``'none'`` or ``'pytorch'`` (under ``torchrun``).
+        resume: skip samples already recorded as ``ok``.
+        trust_checkpoint: allow checkpoints needing non-allowlisted types.
+        cfg_options: dotted-key overrides merged into the config.
+        target: ``'pred'``, ``'gt'`` or a class index.
+        **method_options: explainer settings (e.g. ``target_layers``).
+    Returns:
+        Path of ``manifest.json``.
+    """
+    from mmengine.dist import barrier, get_rank, get_world_size, \
+        is_main_process
+    from mmengine.logging import MMLogger
+
+    from mmxai.adapters import unwrap_model
+    from mmxai.apis.model import _load_config
+    from mmxai.checkpoint import load_checkpoint
+    from mmxai.explainers import build_explainer
+    if split not in ('test', 'val'):
+        raise ConfigError(f"split must be 'test' or 'val', got {split!r}")
+    cfg = _load_config(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    out_dir = osp.abspath(out_dir)
+    runner = _build_runner(cfg, out_dir, split, launcher)
+    logger = MMLogger.get_current_instance()
+    model = unwrap_model(runner.model)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint, trust_checkpoint=trust_checkpoint)
+    model.eval()
+    explainer = build_explainer(method, model, **method_options)
+    loader = runner.build_dataloader(runner.cfg.test_dataloader)
+    dataset = loader.dataset
+    classes = (getattr(dataset, 'metainfo', None) or {}).get('classes')
+    try:  # this process's shard, padding duplicates dropped
+        mine = list(dict.fromkeys(int(i) for i in loader.sampler))
+    except TypeError:
+        mine = list(range(get_rank(), len(dataset), get_world_size()))
+    logger.info(f'explain_dataset: {len(mine)} of {len(dataset)} samples on '
+                f'rank {get_rank()} -> {out_dir}')
+    for idx in mine:
+        if resume and _record_ok(out_dir, idx):
+            continue
+        _explain_one(explainer, dataset, idx, out_dir, target, classes,
+                     logger)
+    barrier()
+    manifest = osp.join(out_dir, 'manifest.json')
+    if is_main_process():
+        _write_manifest(manifest, out_dir, len(dataset), dataset, explainer,
+                        dict(config=getattr(cfg, 'filename', None),
+                             checkpoint=checkpoint, split=split,
+                             target=str(target),
+                             world_size=get_world_size()))
+    barrier()
+    return manifest
+
+
+def _explain_one(explainer, dataset, idx: int, out_dir: str, target,
+                 classes, logger) -> None:
+    from mmengine.dataset import pseudo_collate
+
+    from mmxai.engine.explain_hook import write_json, write_npz
+    rec: Dict[str, Any] = dict(index=idx)
+    try:
+        rec['filename'] = dataset.get_data_info(idx).get('filename')
+    except Exception:  # noqa: BLE001 - informative only
+        pass
+    start = time.perf_counter()
+    try:
+        batch = pseudo_collate([dataset[idx]])
+        exp = explainer.explain(batch, target).cpu()
+        name = osp.join(MAPS, f'{idx:06d}.npz')
+        write_npz(osp.join(out_dir, name), exp.to_numpy())
+        rec.update(status='ok', files=[name], **exp.summary(classes))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:  # noqa: BLE001 - recorded, the run goes on
+        rec.update(status='failed', error=f'{type(e).__name__}: {e}'
+                   .strip().splitlines()[0][:500],
+                   traceback=traceback.format_exc(limit=3)[-2000:])
+        logger.warning(f'sample {idx} failed: {rec["error"]}')
+    rec['seconds'] = round(time.perf_counter() - start, 3)
+    write_json(osp.join(out_dir, RECORDS, f'{idx:06d}.json'), rec)
+
+
+def _write_manifest(path: str, out_dir: str, num: int, dataset, explainer,
+                    info: dict) -> None:
+    import json
+
+    from mmxai.engine.explain_hook import write_json
+    samples: List[dict] = []
+    for idx in range(num):
+        p = osp.join(out_dir, RECORDS, f'{idx:06d}.json')
+        try:
+            with open(p) as f:
+                rec = json.load(f)
+        except (OSError, ValueError):
+            rec = dict(index=idx, status='missing')
+        entry = {k: rec.get(k) for k in ('index', 'filename', 'status',
+                                         'error', 'files')
+                 if rec.get(k) is not None}
+        if rec.get('status') == 'ok':
+            entry['record'] = osp.relpath(p, out_dir)
+            entry['target'] = rec.get('target')
+        samples.append(entry)
+    counts = {s: sum(e['status'] == s for e in samples)
+              for s in ('ok', 'failed', 'missing')}
+    write_json(path, dict(method=explainer.name,
+                          settings=explainer.settings(), **info,
+                          num_samples=num, counts=counts, samples=samples))
+
+
+def _parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description='Explain a dataset with mmxai (one record per sample)')
+    p.add_argument('config')
+    p.add_argument('checkpoint', nargs='?')
+    p.add_argument('--out-dir', required=True)
+    p.add_argument('--method', default='gradcam')
+    p.add_argument('--split', default='test', choices=['test', 'val'])
+    p.add_argument('--target', default='pred')
+    p.add_argument('--no-resume', action='store_true')
+    p.add_argument('--trust-checkpoint', action='store_true')
+    p.add_argument('--launcher', default='none',
+                   choices=['none', 'pytorch', 'slurm', 'mpi'])
+    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = _parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    import mmxai  # noqa: F401  (compat shims, registries)
+    target = int(args.target) if args.target.lstrip('-').isdigit() \
+        else args.target
+    try:
+        path = explain_dataset(args.config, args.checkpoint, args.out_dir,
+                               args.method, args.split, args.launcher,
+                               resume=not args.no_resume,
+                               trust_checkpoint=args.trust_checkpoint,
+                               target=target)
+    except MMXAIError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    if int(os.environ.get('RANK', '0')) == 0:
+        print(path)
+    return 0
+
+
+if __name__ == '__main__':
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    sys.exit(main())

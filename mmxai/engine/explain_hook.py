@@ -1,0 +1,355 @@
+"""``ExplainHook``: explanations of the test set from the toolbox's own
+``tools/test.py``, with one config line.
+
+.. code-block:: python
+
+    custom_imports = dict(imports=['mmxai'], allow_failed_imports=False)
+    custom_hooks = [dict(type='mmxai.ExplainHook', explainer=dict(type='GradCAM'))]
+
+For every selected test sample the hook computes an explanation just before
+the test step (gradients re-enabled inside ``TestLoop``'s ``no_grad``; the
+model is left exactly as found, so the test metrics do not change), hands
+the maps to mmxai's metrics in ``test_evaluator``, and after the step writes
+``<work_dir>/explanations/<index>/`` with ``explanation.json``, ``maps.npz``
+and per view an overlay video (labels drawn), a montage, a plot.
+"""
+import copy
+import glob
+import json
+import os
+import os.path as osp
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from mmengine.dist import barrier, is_main_process
+from mmengine.hooks import Hook
+from mmengine.logging import MMLogger
+
+from ..adapters import unwrap_model
+from ..errors import ConfigError
+from ..evaluation.base import ExplainedBatch, ExplanationMetric
+from ..explainers import build_explainer
+from ..registry import HOOKS, VISUALIZERS
+from ..visualization.video_writer import atomic_path
+from ..visualization.visualizer import (ExplanationVisualizer,
+                                        inputs_to_frames, label_lines)
+
+OUTPUTS = ('json', 'maps', 'overlay', 'gif', 'montage', 'temporal')
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Write ``obj`` as JSON atomically (temp file + rename)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, 'w') as f:
+            json.dump(obj, f, indent=1, default=_jsonable)
+
+
+def write_npz(path: str, arrays: Dict[str, np.ndarray]) -> None:
+    """``np.savez_compressed`` atomically."""
+    with atomic_path(path, suffix='.npz') as tmp:
+        np.savez_compressed(tmp, **arrays)
+
+
+def _jsonable(x):
+    if isinstance(x, (np.generic, )):
+        return x.item()
+    if isinstance(x, (np.ndarray, torch.Tensor)):
+        return np.asarray(x.cpu() if hasattr(x, 'cpu') else x).tolist()
+    return str(x)
+
+
+@HOOKS.register_module()
+class ExplainHook(Hook):
+    """Explain test samples during ``runner.test()``.
+
+    Args:
+        explainer: method config (``dict(type='GradCAM', ...)``) or name.
+        target: ``'pred'``, ``'gt'`` or a class index (with ``topk=1``).
+        topk: explain the k most probable classes of each sample (files of
+            ranks > 1 get a ``_top<r>`` suffix; metrics use rank 1).
+        interval: explain dataset indices ``i`` with ``i % interval == 0``.
+        max_samples: at most this many (the first ones by index).
+        indices: explain exactly these dataset indices (overrides both).
+        views: ``'all'`` or view indices whose outputs are written.
+        outputs: any of ``'json'`` (record), ``'maps'`` (``maps.npz``: maps,
+            raw_maps, targets, scores), ``'overlay'`` (MP4 with labels),
+            ``'gif'``, ``'montage'`` (PNG key frames), ``'temporal'`` (PNG
+            plot of per-frame importance). ``()`` writes nothing (metrics
+            only).
+        out_dir: folder; relative paths are under ``runner.work_dir``.
+        alpha, cmap: overlay blending and colour map.
+        fps: frame rate of overlay videos and GIFs.
+        visualizer: also send overlays to vis backends: ``'runner'`` (the
+            runner's visualizer's backends, e.g. Tensorboard/W&B) or a
+            visualizer config (``dict(type='mmxai.ExplanationVisualizer',
+            vis_backends=[...])``, ``save_dir`` defaults to ``out_dir``).
+        out_type: what backends receive: ``'img'``, ``'gif'`` or ``'video'``.
+    """
+    priority = 'NORMAL'
+
+    def __init__(self,
+                 explainer: Union[str, dict] = dict(type='GradCAM'),
+                 target: Union[str, int] = 'pred',
+                 topk: int = 1,
+                 interval: int = 1,
+                 max_samples: Optional[int] = None,
+                 indices: Optional[Sequence[int]] = None,
+                 views: Union[str, int, Sequence[int]] = 'all',
+                 outputs: Sequence[str] = ('json', 'maps', 'overlay'),
+                 out_dir: str = 'explanations',
+                 alpha: float = 0.5,
+                 cmap: str = 'jet',
+                 fps: int = 4,
+                 visualizer: Union[None, str, dict] = None,
+                 out_type: str = 'video') -> None:
+        outputs = (outputs, ) if isinstance(outputs, str) else tuple(outputs)
+        bad = [o for o in outputs if o not in OUTPUTS]
+        if bad:
+            raise ConfigError(f"ExplainHook: unknown output '{bad[0]}'; "
+                              f"choose from {', '.join(OUTPUTS)}")
+        if int(interval) < 1 or int(topk) < 1:
+            raise ConfigError('ExplainHook: interval and topk must be >= 1')
+        if views != 'all' and not isinstance(views, (int, list, tuple)):
+            raise ConfigError("ExplainHook: views must be 'all', an index "
+                              'or a list of indices')
+        if out_type not in ('img', 'gif', 'video'):
+            raise ConfigError("ExplainHook: out_type must be 'img', 'gif' "
+                              "or 'video'")
+        self.explainer_cfg = copy.deepcopy(explainer)
+        self.target = target
+        self.topk = int(topk)
+        self.interval = int(interval)
+        self.max_samples = max_samples
+        self.indices = None if indices is None else {int(i) for i in indices}
+        self.views = views
+        self.outputs = outputs
+        self.out_dir = out_dir
+        self.fps = fps
+        self.alpha = alpha
+        self.cmap = cmap
+        self.visualizer_cfg = visualizer
+        self.out_type = out_type
+        self.current: Optional[ExplainedBatch] = None
+        self.explained: List[int] = []
+
+    # ------------------------------------------------------------ helpers
+    def selected(self, index: int) -> bool:
+        """Whether dataset sample ``index`` is explained."""
+        if self.indices is not None:
+            return index in self.indices
+        if index % self.interval:
+            return False
+        return self.max_samples is None or \
+            index // self.interval < int(self.max_samples)
+
+    def _sample_index(self, data_sample, pos: int) -> int:
+        idx = data_sample.metainfo.get('sample_idx') \
+            if hasattr(data_sample, 'metainfo') else None
+        if idx is not None:
+            return int(idx)
+        if self._order is not None and pos < len(self._order):
+            return int(self._order[pos])
+        return pos
+
+    def _view_ids(self, num_views: int) -> List[int]:
+        if self.views == 'all':
+            return list(range(num_views))
+        ids = [self.views] if isinstance(self.views, int) else self.views
+        return [int(v) for v in ids if -num_views <= int(v) < num_views]
+
+    # -------------------------------------------------------------- hooks
+    def before_test(self, runner) -> None:
+        model = unwrap_model(runner.model)
+        self._model = model
+        self._explainer = build_explainer(self.explainer_cfg, model)
+        self._out = self.out_dir if osp.isabs(self.out_dir) else osp.join(
+            runner.work_dir, self.out_dir)
+        loader = runner.test_dataloader
+        try:
+            self._order = list(iter(loader.sampler))
+        except TypeError:
+            self._order = None
+        meta = getattr(loader.dataset, 'metainfo', None) or {}
+        self._classes = meta.get('classes')
+        self._dataset = loader.dataset
+        self._pos = 0
+        self.explained = []
+        self._drawer = ExplanationVisualizer(
+            name=f'mmxai_explain_hook_{id(self)}', alpha=self.alpha,
+            cmap=self.cmap)
+        self._drawer.dataset_meta = dict(classes=self._classes)
+        self._backend_vis = self._build_backend_visualizer(runner)
+        for metric in runner.test_loop.evaluator.metrics:
+            if isinstance(metric, ExplanationMetric):
+                metric.bind(self)
+
+    def _build_backend_visualizer(self, runner):
+        cfg = self.visualizer_cfg
+        if cfg is None:
+            return None
+        name = f'mmxai_explain_backends_{id(self)}'
+        if cfg == 'runner':
+            vis = ExplanationVisualizer(name=name, alpha=self.alpha,
+                                        cmap=self.cmap)
+            vis._vis_backends = runner.visualizer._vis_backends
+        elif isinstance(cfg, dict):
+            cfg = dict(cfg)
+            kind = cfg.pop('type', 'ExplanationVisualizer')
+            cls = VISUALIZERS.get(kind) if isinstance(kind, str) else kind
+            if cls is None:
+                raise ConfigError(f"ExplainHook: unknown visualizer '{kind}'")
+            cfg.setdefault('save_dir', self._out)
+            cfg.setdefault('alpha', self.alpha)
+            cfg.setdefault('cmap', self.cmap)
+            cfg['name'] = name
+            # direct construction: the runner's current visualizer stays
+            vis = cls(**cfg)
+        else:
+            raise ConfigError("ExplainHook: visualizer must be None, "
+                              "'runner' or a visualizer config")
+        vis.dataset_meta = dict(classes=self._classes)
+        return vis
+
+    def before_test_iter(self, runner, batch_idx: int,
+                         data_batch: Any = None) -> None:
+        self.current = None
+        if not isinstance(data_batch, dict) or 'inputs' not in data_batch:
+            return
+        raw_samples = data_batch.get('data_samples') or []
+        n = len(data_batch['inputs'])
+        indices = [self._sample_index(
+            raw_samples[p] if p < len(raw_samples) else None, self._pos + p)
+            for p in range(n)]
+        self._pos += n
+        positions = [p for p in range(n) if self.selected(indices[p])]
+        if not positions:
+            return
+        model = self._model
+        with torch.no_grad():
+            data = model.data_preprocessor(dict(data_batch), False)
+        inputs = data['inputs'][positions]
+        samples = [data['data_samples'][p] for p in positions]
+        explainer = self._explainer
+        with torch.enable_grad():
+            if self.topk > 1:
+                with torch.no_grad():
+                    top = explainer.adapter.scores(inputs).topk(
+                        min(self.topk, explainer.adapter.num_classes),
+                        dim=-1).indices
+                exps = [explainer.attribute(inputs, top[:, r], samples)
+                        for r in range(top.shape[1])]
+            else:
+                exps = [explainer.attribute(inputs, self.target, samples)]
+        self.current = ExplainedBatch(
+            positions=positions, indices=[indices[p] for p in positions],
+            inputs=inputs, data_samples=samples, explanation=exps[0],
+            adapter=explainer.adapter, extra=exps[1:])
+
+    def after_test_iter(self, runner, batch_idx: int, data_batch: Any = None,
+                        outputs: Optional[Sequence] = None) -> None:
+        batch, self.current = self.current, None
+        if batch is None:
+            return
+        exps = [batch.explanation] + list(batch.extra)
+        frames = None
+        if {'overlay', 'gif', 'montage'} & set(self.outputs) or \
+                self._backend_vis is not None:
+            frames = inputs_to_frames(self._model, batch.inputs)
+        for j, (pos, idx) in enumerate(zip(batch.positions, batch.indices)):
+            out = outputs[pos] if outputs is not None and \
+                pos < len(outputs) else batch.data_samples[j]
+            sample_frames = None if frames is None else frames[j]
+            self._write_sample(runner, idx, [e[j] for e in exps], out,
+                               sample_frames)
+            self.explained.append(idx)
+
+    def _write_sample(self, runner, idx: int, exps: List, data_sample,
+                      frames: Optional[np.ndarray]) -> None:
+        folder = osp.join(self._out, f'{idx:06d}')
+        if self.outputs:
+            os.makedirs(folder, exist_ok=True)
+        views = self._view_ids(exps[0].maps.shape[1])
+        record = dict(index=idx, views=views, ranks=[])
+        info = self._data_info(idx)
+        if info:
+            record['filename'] = info.get('filename')
+        labels = label_lines(data_sample, self._classes)
+        record['labels'] = labels
+        for rank, exp in enumerate(exps):
+            suffix = '' if rank == 0 else f'_top{rank + 1}'
+            entry = exp.summary(self._classes)
+            entry['files'] = []
+            maps = exp.maps[0].detach().float().cpu().numpy()  # [V,T,H,W]
+            target = int(exp.targets[0])
+            if 'maps' in self.outputs:
+                arrays = exp.to_numpy()
+                for key in ('maps', 'raw_maps'):
+                    arrays[key] = arrays[key][:, views]
+                name = f'maps{suffix}.npz'
+                write_npz(osp.join(folder, name), arrays)
+                entry['files'].append(name)
+            for v in views:
+                entry['files'] += self._write_view(
+                    runner, folder, idx, v, suffix, frames, maps[v],
+                    data_sample, target, exp)
+            record['ranks'].append(entry)
+        if 'json' in self.outputs:
+            write_json(osp.join(folder, 'explanation.json'), record)
+
+    def _write_view(self, runner, folder, idx, v, suffix, frames, maps,
+                    data_sample, target, exp) -> List[str]:
+        from ..visualization import (plot_temporal_importance, save_montage,
+                                     write_gif, write_video)
+        files = []
+        stem = f'view{v}{suffix}'
+        drawn = None
+        if frames is not None and {'overlay', 'gif'} & set(self.outputs):
+            drawn = self._drawer.draw_explanation(frames[v], maps,
+                                                  data_sample, target)
+        if 'overlay' in self.outputs:
+            write_video(osp.join(folder, stem + '.mp4'), drawn, fps=self.fps)
+            files.append(stem + '.mp4')
+        if 'gif' in self.outputs:
+            write_gif(osp.join(folder, stem + '.gif'), drawn, fps=self.fps)
+            files.append(stem + '.gif')
+        if 'montage' in self.outputs:
+            title = ' | '.join(label_lines(data_sample, self._classes,
+                                           target))
+            save_montage(osp.join(folder, stem + '_montage.png'), frames[v],
+                         maps, alpha=self.alpha, cmap=self.cmap,
+                         suptitle=title)
+            files.append(stem + '_montage.png')
+        if 'temporal' in self.outputs:
+            imp = exp.temporal_importance()[0, v].cpu().numpy()
+            plot_temporal_importance(osp.join(folder, stem + '_temporal.png'),
+                                     imp, title=f'sample {idx} view {v}')
+            files.append(stem + '_temporal.png')
+        if self._backend_vis is not None and frames is not None:
+            self._backend_vis.add_datasample(
+                f'{idx:06d}_{stem}', frames[v], data_sample, maps=maps,
+                target=target, out_type=self.out_type, step=runner.iter,
+                fps=self.fps)
+        return files
+
+    def _data_info(self, idx: int) -> Optional[dict]:
+        try:
+            return self._dataset.get_data_info(idx)
+        except Exception:  # noqa: BLE001 - informative only
+            return None
+
+    def after_test(self, runner) -> None:
+        self.current = None
+        logger = MMLogger.get_current_instance()
+        logger.info(f'ExplainHook: explained {len(self.explained)} samples '
+                    f'on this process -> {self._out}')
+        if not self.outputs:
+            return
+        barrier()
+        if is_main_process() and osp.isdir(self._out):
+            done = sorted(int(osp.basename(osp.dirname(p))) for p in
+                          glob.glob(osp.join(self._out, '*',
+                                             'explanation.json')))
+            write_json(osp.join(self._out, 'index.json'), dict(
+                method=self._explainer.name,
+                settings=self._explainer.settings(), samples=done))

@@ -1,0 +1,15 @@
+"""Explanation metrics for ``test_evaluator`` (registered in
+``mmxai.registry.METRICS``) and their Runner-free functions."""
+from .average_drop import AverageDrop
+from .base import ExplainedBatch, ExplanationMetric
+from .deletion_insertion import DeletionInsertionAUC
+from .pointing import GT_META_KEYS, PointingGame, load_ground_truth
+from .functional import (auc, average_drop, deletion_insertion_curve,  # noqa
+                         gaussian_blur, pointing_game, temporal_grounding)
+
+__all__ = [
+    'AverageDrop', 'DeletionInsertionAUC', 'ExplainedBatch',
+    'ExplanationMetric', 'GT_META_KEYS', 'PointingGame', 'auc',
+    'average_drop', 'deletion_insertion_curve', 'gaussian_blur',
+    'load_ground_truth', 'pointing_game', 'temporal_grounding'
+]

@@ -1,0 +1,101 @@
+"""Dataset runs: records + manifest, failures recorded, resume, torchrun."""
+import json
+import os
+import os.path as osp
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import explain_data as data
+from mmxai.apis.dataset_runner import explain_dataset
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('videos'))
+    data.make_dataset(root, num=5, corrupt=[2])
+    ckpt = data.save_checkpoint(osp.join(root, 'ckpt.pth'))
+    cfg = data.write_config(osp.join(root, 'cfg.py'), root)
+    return root, ckpt, cfg
+
+
+@pytest.fixture(scope='module')
+def one_process(dataset, tmp_path_factory):
+    root, ckpt, cfg = dataset
+    out = str(tmp_path_factory.mktemp('one'))
+    return explain_dataset(cfg, ckpt, out, 'gradcam'), out
+
+
+def _manifest(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_manifest_records_and_corrupt_sample(one_process):
+    path, out = one_process
+    man = _manifest(path)
+    assert man['num_samples'] == 5
+    assert man['counts'] == {'ok': 4, 'failed': 1, 'missing': 0}
+    bad = man['samples'][2]
+    assert bad['status'] == 'failed' and bad['error']
+    assert bad['filename'].endswith('clip02.mp4')
+    for i in (0, 1, 3, 4):
+        s = man['samples'][i]
+        assert s['status'] == 'ok'
+        with np.load(osp.join(out, s['files'][0])) as z:
+            assert z['maps'].shape == (1, 1, 8, 32, 32)
+    assert not [f for f in os.listdir(osp.join(out, 'records'))
+                if f.startswith('.')]  # no temporary files left
+
+
+def test_resume_after_interruption(dataset, one_process, tmp_path):
+    root, ckpt, cfg = dataset
+    _, full = one_process
+    out = str(tmp_path / 'run')
+    shutil.copytree(full, out)
+    # as if interrupted before samples 3 and 4, mid-write of 3's record
+    for i in (3, 4):
+        os.remove(osp.join(out, 'records', f'{i:06d}.json'))
+    os.remove(osp.join(out, 'maps', '000004.npz'))
+    os.remove(osp.join(out, 'manifest.json'))
+    with open(osp.join(out, 'records', '.000003.json.x.tmp.json'), 'w') as f:
+        f.write('{"stat')
+    kept = {i: os.stat(osp.join(out, 'records', f'{i:06d}.json')).st_mtime_ns
+            for i in (0, 1)}
+    man = _manifest(explain_dataset(cfg, ckpt, out, 'gradcam'))
+    assert man['counts'] == {'ok': 4, 'failed': 1, 'missing': 0}
+    for i, t in kept.items():  # finished samples were skipped
+        assert os.stat(osp.join(out, 'records',
+                                f'{i:06d}.json')).st_mtime_ns == t
+    for i in (3, 4):
+        with np.load(osp.join(out, 'maps', f'{i:06d}.npz')) as a, \
+                np.load(osp.join(full, 'maps', f'{i:06d}.npz')) as b:
+            np.testing.assert_allclose(a['maps'], b['maps'], atol=1e-6)
+
+
+def test_two_processes_equal_one(dataset, one_process, tmp_path):
+    root, ckpt, cfg = dataset
+    _, full = one_process
+    out = str(tmp_path / 'two')
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    torchrun = osp.join(osp.dirname(data.PYTHON), 'torchrun')
+    proc = subprocess.run(
+        [torchrun, '--nproc_per_node', '2', '--master_port', '29531',
+         '-m', 'mmxai.apis.dataset_runner', cfg, ckpt, '--out-dir', out,
+         '--launcher', 'pytorch'], capture_output=True, text=True, env=env,
+        timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two, one = _manifest(osp.join(out, 'manifest.json')), _manifest(
+        osp.join(full, 'manifest.json'))
+    assert two['world_size'] == 2
+    assert [s['status'] for s in two['samples']] == \
+        [s['status'] for s in one['samples']]
+    for s in one['samples']:
+        if s['status'] != 'ok':
+            continue
+        with np.load(osp.join(out, s['files'][0])) as a, \
+                np.load(osp.join(full, s['files'][0])) as b:
+            np.testing.assert_allclose(a['maps'], b['maps'], atol=1e-5)
+            assert (a['targets'] == b['targets']).all()

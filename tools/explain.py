@@ -58,6 +58,10 @@ def parse_args(argv=None):
                    help="'pred', 'gt' (needs --label) or a class index")
     p.add_argument('--label', type=int, default=-1,
                    help='ground-truth class of the video, if known')
+    p.add_argument('--cfp-theta', default=None,
+                   help="cfp: threshold (float) or a paper key, e.g. 'i3d'")
+    p.add_argument('--cfp-depth', type=int, default=None,
+                   help='cfp: number of back-steps D')
     p.add_argument('--method-options', nargs='+', action=DictAction,
                    default={}, help='more method settings, key=value')
     p.add_argument('--out-dir', default=None,
@@ -100,6 +104,10 @@ def method_options(args) -> dict:
         opts['target_layers'] = args.target_layers
     if args.weighting:
         opts['weighting'] = args.weighting
+    if args.cfp_theta is not None:
+        opts['theta'] = parse_value(args.cfp_theta)
+    if args.cfp_depth is not None:
+        opts['depth'] = args.cfp_depth
     return opts
 
 

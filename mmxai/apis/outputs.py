@@ -163,7 +163,8 @@ def write_video_outputs(out_dir: str, exp: Explanation, sample: VideoSample,
             files['npz'] = path
         if explainer is not None and hasattr(explainer, 'write_extras'):
             for path in explainer.write_extras(
-                    exp, stage, frames=frames, class_names=class_names) or []:
+                    exp, stage, frames=_view_frames(explainer, sample),
+                    class_names=class_names) or []:
                 files[osp.splitext(osp.basename(path))[0]] = path
         if 'json' in outputs:
             rec = explanation_record(exp, sample, class_names, extra_record)
@@ -174,6 +175,14 @@ def write_video_outputs(out_dir: str, exp: Explanation, sample: VideoSample,
                 json.dump(rec, f, indent=2, default=_json_default)
             files['json'] = path
     return {k: osp.join(out_dir, osp.basename(p)) for k, p in files.items()}
+
+
+def _view_frames(explainer, sample: VideoSample) -> np.ndarray:
+    """The first view as the model saw it (before normalisation):
+    uint8 ``[T, H, W, 3]``."""
+    raw = sample.data['inputs'][0].unsqueeze(0)
+    video = explainer.adapter.to_video(raw)  # [1, V, C, T, H, W]
+    return video[0, 0].permute(1, 2, 3, 0).clamp(0, 255).byte().cpu().numpy()
 
 
 def _mass(maps: np.ndarray, valid: np.ndarray) -> np.ndarray:

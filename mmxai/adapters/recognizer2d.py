@@ -53,7 +53,8 @@ class Recognizer2DAdapter(Recognizer3DAdapter):
 
     def from_video(self, video: Tensor) -> Tensor:
         b, v, c, t, h, w = video.shape
-        return video.permute(0, 1, 3, 2, 4, 5).reshape(b, v * t, c, h, w)
+        return video.permute(0, 1, 3, 2, 4, 5).reshape(b, v * t, c, h,
+                                                       w).contiguous()
 
     def input_shape(self, inputs: Tensor) -> Tuple[int, int, int, int, int]:
         b, n, _, h, w = inputs.shape

@@ -1,0 +1,194 @@
+"""Input-gradient methods: plain gradients (saliency), Integrated Gradients,
+SmoothGrad. Our own implementation: batched steps/samples per sample, no
+parameter gradients, views handled by the adapter (see docs/perturbation.md
+for why Captum's versions are also reachable through ``CaptumExplainer``)."""
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import MMXAIError
+from ..registry import EXPLAINERS
+from .base import BaseExplainer
+from .perturbation_utils import (REDUCTIONS, SCORES, Progress, batches,
+                                 check_choice, check_positive,
+                                 frozen_parameters, make_baseline, model_inputs,
+                                 reduce_channels)
+from .targets import TargetSpec, resolve_targets
+
+
+class _GradientExplainer(BaseExplainer):
+    """Common machinery: ``d s_c / d x`` for batches of inputs.
+
+    ``s_c`` is the view-averaged pre-softmax score of the target
+    (``score='logit'``, default: the quantity whose completeness IG
+    guarantees) or its softmax probability (``'prob'``). Gradients are
+    taken for the whole multi-view input, so every view gets its own map of
+    the view-averaged score. Colour channels are reduced by ``reduction``.
+    """
+    default_reduction = 'max_abs'
+
+    def __init__(self, model: nn.Module, score: str = 'logit',
+                 reduction: Optional[str] = None, batch_size: int = 8,
+                 progress: Optional[bool] = None, **kwargs):
+        super().__init__(model, **kwargs)
+        check_choice('score', score, SCORES)
+        reduction = reduction or self.default_reduction
+        check_choice('reduction', reduction, REDUCTIONS)
+        check_positive('batch_size', batch_size)
+        self.score, self.reduction = score, reduction
+        self.batch_size, self.progress = int(batch_size), progress
+
+    def settings(self) -> Dict[str, Any]:
+        return dict(score=self.score, reduction=self.reduction,
+                    batch_size=self.batch_size)
+
+    def objective(self, video: Tensor) -> Tensor:
+        """``[N, V, C, T, H, W]`` -> ``[N, K]`` scores as configured."""
+        s = self.adapter.scores(model_inputs(self.adapter, video))
+        return s.float().softmax(-1) if self.score == 'prob' else s.float()
+
+    def gradients(self, video: Tensor, cls: int,
+                  bar: Optional[Progress] = None) -> Tuple[Tensor, Tensor]:
+        """``(grads [N, V, C, T, H, W], target scores [N])``, in batches."""
+        grads, outs = [], []
+        with torch.enable_grad(), frozen_parameters(self.model):
+            for start, stop in batches(video.shape[0], self.batch_size):
+                x = video[start:stop].detach().requires_grad_(True)
+                s = self.objective(x)[:, cls]
+                grads.append(torch.autograd.grad(s.sum(), x)[0])
+                outs.append(s.detach())
+                if bar is not None:
+                    bar.update(stop - start)
+        return torch.cat(grads), torch.cat(outs)
+
+    def _attribute(self, inputs: Tensor, target: TargetSpec,
+                   data_samples: Optional[Sequence]):
+        scores, targets = self.scores_and_targets(inputs, target,
+                                                  data_samples)
+        video = self.adapter.to_video(inputs).detach()
+        attrs, extras = [], {}
+        bar = Progress(video.shape[0] * self.evaluations(), self.name,
+                       self.progress)
+        with bar:
+            for b in range(video.shape[0]):
+                attr, extra = self.sample_attribution(video[b:b + 1],
+                                                      int(targets[b]), bar)
+                attrs.append(attr)
+                for k, val in extra.items():
+                    extras.setdefault(k, []).append(val)
+        attr = torch.cat(attrs)  # [B, V, C, T, H, W]
+        extras = {k: torch.stack(v) for k, v in extras.items()}
+        extras['attributions'] = attr
+        return reduce_channels(attr, self.reduction).float(), {}, scores, \
+            targets, extras
+
+    def evaluations(self) -> int:
+        return 1
+
+    def sample_attribution(self, video: Tensor, cls: int, bar: Progress
+                           ) -> Tuple[Tensor, Dict[str, Tensor]]:
+        raise NotImplementedError
+
+
+@EXPLAINERS.register_module()
+class Saliency(_GradientExplainer):
+    """Plain gradients (Simonyan et al. 2014): ``max_c |d s / d x_c|``."""
+    name = 'saliency'
+
+    def sample_attribution(self, video, cls, bar):
+        grads, _ = self.gradients(video, cls, bar)
+        return grads, {}
+
+
+@EXPLAINERS.register_module()
+class IntegratedGradients(_GradientExplainer):
+    """Integrated Gradients (Sundararajan et al. 2017), midpoint rule:
+    ``(x - x0) * 1/n sum_i grad s(x0 + (i + 0.5)/n (x - x0))``.
+
+    Channels are summed (``reduction='sum'``) so the map keeps
+    completeness: ``sum map = s(x) - s(x0)`` up to the integration error,
+    reported per sample in ``extras['convergence_delta']``.
+
+    Args:
+        n_steps: integration steps (batched by ``batch_size``).
+        baseline: ``'mean'`` (0 after normalisation), ``'blur'`` or a
+            number.
+    """
+    name = 'integrated_gradients'
+    default_reduction = 'sum'
+
+    def __init__(self, model: nn.Module, n_steps: int = 32,
+                 baseline='mean',
+                 blur_sigma: Optional[Sequence[float]] = None, **kwargs):
+        super().__init__(model, **kwargs)
+        check_positive('n_steps', n_steps)
+        self.n_steps, self.baseline = int(n_steps), baseline
+        self.blur_sigma = blur_sigma
+
+    def settings(self) -> Dict[str, Any]:
+        return dict(super().settings(), n_steps=self.n_steps,
+                    baseline=self.baseline if not isinstance(
+                        self.baseline, Tensor) else 'tensor')
+
+    def evaluations(self) -> int:
+        return self.n_steps
+
+    def sample_attribution(self, video, cls, bar):
+        base = make_baseline(video, self.baseline, self.blur_sigma)
+        delta = video - base
+        alphas = (torch.arange(self.n_steps, device=video.device,
+                               dtype=video.dtype) + 0.5) / self.n_steps
+        total = torch.zeros_like(video)
+        for start, stop in batches(self.n_steps, self.batch_size):
+            a = alphas[start:stop].view(-1, *([1] * (video.dim() - 1)))
+            grads, _ = self.gradients(base + a * delta, cls)
+            total += grads.sum(0, keepdim=True)
+            bar.update(stop - start)
+        attr = delta * total / self.n_steps
+        with torch.no_grad():
+            ends = self.objective(torch.cat([video, base]))[:, cls]
+        delta_s = attr.sum() - (ends[0] - ends[1])
+        return attr, {'convergence_delta': delta_s.detach(),
+                      'score_difference': (ends[0] - ends[1]).detach()}
+
+
+@EXPLAINERS.register_module()
+class SmoothGrad(_GradientExplainer):
+    """SmoothGrad (Smilkov et al. 2017): the mean gradient over
+    ``n_samples`` copies with Gaussian noise of standard deviation
+    ``noise_level * (max(x) - min(x))``, then ``max_c |.|`` (or
+    ``squared=True``: mean of squared gradients, SmoothGrad-Squared).
+    Noise is drawn from a seeded generator (reproducible)."""
+    name = 'smoothgrad'
+
+    def __init__(self, model: nn.Module, n_samples: int = 16,
+                 noise_level: float = 0.15, squared: bool = False,
+                 seed: int = 0, **kwargs):
+        super().__init__(model, **kwargs)
+        check_positive('n_samples', n_samples)
+        if noise_level < 0:
+            raise MMXAIError(f'noise_level must be >= 0, got {noise_level}')
+        self.n_samples, self.noise_level = int(n_samples), float(noise_level)
+        self.squared, self.seed = bool(squared), int(seed)
+
+    def settings(self) -> Dict[str, Any]:
+        return dict(super().settings(), n_samples=self.n_samples,
+                    noise_level=self.noise_level, squared=self.squared,
+                    seed=self.seed)
+
+    def evaluations(self) -> int:
+        return self.n_samples
+
+    def sample_attribution(self, video, cls, bar):
+        gen = torch.Generator().manual_seed(self.seed)
+        std = self.noise_level * float(video.max() - video.min())
+        total = torch.zeros_like(video)
+        for start, stop in batches(self.n_samples, self.batch_size):
+            noise = torch.randn((stop - start, *video.shape[1:]),
+                                generator=gen).to(video) * std
+            grads, _ = self.gradients(video + noise, cls)
+            total += (grads.pow(2) if self.squared else grads).sum(
+                0, keepdim=True)
+            bar.update(stop - start)
+        return total / self.n_samples, {}

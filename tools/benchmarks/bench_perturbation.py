@@ -1,0 +1,160 @@
+"""Cost of mmxai's perturbation explainers relative to plain forwards.
+
+I3D-R50 (toolbox config, random weights), input 1x1x3x16x224x224, CPU:
+each method's time / the time of the same number of plain batched forward
+passes (forward+backward for STEP); mmxai 3D occlusion vs Captum
+``Occlusion`` on the same 147 windows; peak RSS of 3D RISE with 500 and
+4000 masks (each in its own process, on a tiny real ResNet3d at 16x224x224
+so 4000 masks stay affordable: the masks, not the model, are what could
+grow).
+
+    .venv/bin/python tools/benchmarks/bench_perturbation.py [--quick]
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+CONFIG = ('recognition/i3d/'
+          'i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_kinetics400-rgb.py')
+
+
+def build_i3d():
+    import mmxai  # noqa: F401
+    import mmaction
+    from mmaction.registry import MODELS
+    from mmaction.utils import register_all_modules
+    from mmengine.config import Config
+    register_all_modules(init_default_scope=True)
+    path = os.path.join(os.path.dirname(mmaction.__file__), '.mim',
+                        'configs', CONFIG)
+    cfg = Config.fromfile(path).model
+    cfg.backbone.pretrained = None
+    cfg.backbone.pretrained2d = False
+    torch.manual_seed(0)
+    return MODELS.build(cfg).eval()
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def per_forward(model, x, batch, reps, backward=False):
+    """Seconds per clip of plain batched forwards (+ input backward)."""
+    from mmxai.explainers.perturbation_utils import frozen_parameters
+    xb = x.expand(batch, *x.shape[1:]).contiguous()
+
+    def run():
+        for _ in range(reps):
+            if backward:
+                with frozen_parameters(model), torch.enable_grad():
+                    xi = xb.clone().requires_grad_(True)
+                    s = model.extract_feat(xi, test_mode=True)[0]
+                    torch.autograd.grad(model.cls_head(s)[:, 0].sum(), xi)
+            else:
+                with torch.inference_mode():
+                    model.cls_head(model.extract_feat(xb, test_mode=True)[0])
+    run()  # warm-up
+    sec, _ = timed(run)
+    return sec / (reps * batch)
+
+
+def memory_child(n_masks):
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..',
+                                    'tests'))
+    import tiny_models as tm
+    from mmxai.explainers import build_explainer
+    model = tm.build(tm.i3d_cfg(num_classes=400, base_channels=2))
+    x = torch.randn(1, 1, 3, 16, 224, 224)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    build_explainer(dict(type='rise', num_masks=n_masks, batch_size=8,
+                         progress=False), model).attribute(x, 0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps(dict(masks=n_masks, peak_mib=peak / 1024,
+                          growth_mib=(peak - base) / 1024)))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--quick', action='store_true')
+    ap.add_argument('--skip-memory', action='store_true')
+    ap.add_argument('--memory-child', type=int)
+    args = ap.parse_args()
+    if args.memory_child:
+        return memory_child(args.memory_child)
+    from captum.attr import Occlusion
+    from mmxai.explainers import build_explainer
+    q = args.quick
+    model = build_i3d()
+    size, frames = (112, 8) if q else (224, 16)
+    x = torch.randn(1, 1, 3, frames, size, size)
+    bs = 4 if q else 8
+    fwd = per_forward(model, x, bs, 1 if q else 2)
+    fwd_bwd = per_forward(model, x, 2, 1, backward=True)
+    rows = []
+    win = (frames // 2, size // 7, size // 7)
+    stride = (frames // 4, size // 7, size // 7)  # 3 x 7 x 7 = 147 windows
+    cases = [
+        ('rise', dict(type='rise', num_masks=16 if q else 64,
+                      batch_size=bs), 16 if q else 64, fwd),
+        ('occlusion', dict(type='occlusion', window=win, stride=stride,
+                           batch_size=bs), 147, fwd),
+        ('lime', dict(type='lime', num_samples=16 if q else 32,
+                      segmentation='grid', batch_size=bs),
+         16 if q else 32, fwd),
+        ('kernel_shap', dict(type='kernel_shap', num_samples=16 if q else 32,
+                             segmentation='grid', batch_size=bs),
+         16 if q else 32, fwd),
+        ('step', dict(type='step', max_iter=2 if q else 3,
+                      areas=[0.05, 0.1, 0.15, 0.5]),
+         4 * (2 if q else 3), fwd_bwd),
+    ]
+    maps = {}
+    for name, cfg, n_eval, unit in cases:
+        exp = build_explainer(dict(cfg, progress=False), model)
+        sec, out = timed(lambda: exp.attribute(x, 0))
+        maps[name] = out
+        # occlusion also runs the clean clip once; others as counted
+        rows.append(dict(method=name, evaluations=n_eval, seconds=round(
+            sec, 2), ratio=round(sec / (n_eval * unit), 3)))
+        print(rows[-1], flush=True)
+
+    def forward(inp):
+        with torch.inference_mode():
+            return model.cls_head(model.extract_feat(inp,
+                                                     test_mode=True)[0])
+    occ = Occlusion(forward)
+    sec, ref = timed(lambda: occ.attribute(
+        x, sliding_window_shapes=(1, 3, *win), strides=(1, 3, *stride),
+        target=0, baselines=0, perturbations_per_eval=bs))
+    rows.append(dict(method='captum Occlusion (logits)', evaluations=147,
+                     seconds=round(sec, 2),
+                     ratio=round(sec / (147 * fwd), 3)))
+    print(rows[-1], flush=True)
+    mem = []
+    if not args.skip_memory:
+        for n in ((100, 800) if q else (500, 4000)):
+            out = subprocess.run(
+                [sys.executable, __file__, '--memory-child', str(n)],
+                capture_output=True, text=True, check=True).stdout
+            mem.append(json.loads(out.strip().splitlines()[-1]))
+            print(mem[-1], flush=True)
+    print(json.dumps(dict(
+        machine=f'{platform.processor() or platform.machine()}, '
+        f'{os.cpu_count()} cores, torch {torch.__version__}, '
+        f'threads {torch.get_num_threads()}',
+        input=list(x.shape), sec_per_forward=round(fwd, 4),
+        sec_per_forward_backward=round(fwd_bwd, 4), rows=rows,
+        memory=mem), indent=1))
+
+
+if __name__ == '__main__':
+    main()

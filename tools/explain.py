@@ -15,7 +15,10 @@ import os
 import os.path as osp
 import sys
 import time
+import warnings
 
+# mmcv-lite has no compiled ops; RGB recognizers do not need them.
+warnings.filterwarnings('ignore', message='Fail to import ``MultiScaleDeform')
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 

@@ -9,7 +9,8 @@ from torch import nn
 import tiny_models as tm
 from mmaction.registry import MODELS
 from mmxai.explainers import build_explainer
-from mmxai.explainers.cfp import ClassFeaturePyramid, trace_channels
+from mmxai.explainers.cfp import (ClassFeaturePyramid, _PerKernelWalker,
+                                  _round6, trace_channels)
 from mmxai.errors import MMXAIError
 
 
@@ -256,3 +257,80 @@ def test_bad_options():
     with pytest.raises(MMXAIError):
         ClassFeaturePyramid(model, depth=-1)
     assert ClassFeaturePyramid(model, theta='i3d').theta == 0.65
+
+
+def _with_reference(model, inputs, target='pred', **kwargs):
+    """Explanations by the batched walker and the per-kernel reference."""
+    fast = ClassFeaturePyramid(model, **kwargs)
+    ref = ClassFeaturePyramid(model, **kwargs)
+    ref._walker_cls = _PerKernelWalker
+    return (fast.attribute(inputs, target=target),
+            ref.attribute(inputs, target=target))
+
+
+def _assert_identical(fast, ref):
+    assert fast.extras['cfp_graph'] == ref.extras['cfp_graph']
+    # same key order too (the JSON file)
+    assert json.dumps(fast.extras['cfp_graph']) == \
+        json.dumps(ref.extras['cfp_graph'])
+    tf, tr = fast.extras['cfp_tubes'], ref.extras['cfp_tubes']
+    assert list(tf) == list(tr)
+    for node_id in tf:
+        assert torch.equal(tf[node_id], tr[node_id]), node_id
+    assert torch.equal(fast.raw_maps, ref.raw_maps)
+
+
+@pytest.mark.parametrize('groups,kb,theta,depth', [
+    (1, KAPPA_B, 0.6, 3), (1, KAPPA_B, 0.0, 2),
+    (2, [[1.0, 0.2], [0.1, 0.9], [0.3, 1.0], [1.0, 0.5]], 0.6, 3),
+    (4, [[1.0], [0.5], [0.7], [2.0]], 0.05, 3)])
+def test_batched_back_step_matches_reference_hand_made(groups, kb, theta,
+                                                       depth):
+    model = _hand_made(groups=groups, kappa_b=kb)
+    _assert_identical(*_with_reference(model, _inputs(), target=0,
+                                       theta=theta, depth=depth))
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(theta=0.5, depth=3),
+    dict(theta=0.3, depth=4, max_children=3, tubes_per_level=2)])
+def test_batched_back_step_matches_reference_tiny_i3d(kwargs):
+    """Batch of 2 clips x 2 views: per-sample graphs and tubes."""
+    model = tm.build(tm.i3d_cfg())
+    data = tm.preprocess(model, tm.clip_batch(batch=2, views=2))
+    fast, ref = _with_reference(model, data['inputs'], **kwargs)
+    assert sum(len(g['root']['children']) for g in
+               fast.extras['cfp_graph']) > 0
+    _assert_identical(fast, ref)
+
+
+@pytest.mark.parametrize('max_children', [None, 20])
+def test_batched_back_step_matches_reference_with_ties(max_children):
+    """Dead input channels (alpha = 0) give many equal normalised products
+    above theta: their order (and which survive ``max_children``) must
+    be ``argsort``'s, as in the per-kernel reference."""
+    model = tm.build(tm.i3d_cfg(base_channels=16))
+    with torch.no_grad():  # every other channel into layer4.1.conv2: 0
+        model.backbone.layer4[1].conv1.bn.bias[::2] = -1e3
+    data = tm.preprocess(model, tm.clip_batch())
+    fast, ref = _with_reference(model, data['inputs'], theta=0.4, depth=2,
+                                max_children=max_children)
+    _assert_identical(fast, ref)
+    if max_children is None:  # the case is exercised: a big tie group
+        tied = []
+
+        def visit(n):
+            scores = [c['score'] for c in n['children']]
+            tied.append(max((scores.count(v) for v in scores), default=0))
+            for c in n['children']:
+                visit(c)
+        visit(fast.extras['cfp_graph'][0]['root'])
+        assert max(tied) > 16
+
+
+def test_round6_is_python_round():
+    x = torch.cat([torch.rand(20000),
+                   (torch.arange(0, 10 ** 6, 97).double() + 0.5).div(1e6),
+                   torch.tensor([0.0, 1.0, 5e-7, 1.5e-6, 2.5e-6, 1e-40])])
+    x = x.float()
+    assert _round6(x).tolist() == [round(v, 6) for v in x.tolist()]

@@ -83,6 +83,11 @@ class Recognizer3DAdapter:
         """
         model = self.model
         batch = inputs.shape[0]
+        test_cfg = getattr(model, 'test_cfg', None) or {}
+        if batch > 1 and test_cfg.get('max_testing_views', False):
+            # MMAction2 chunks the views of one sample at a time only
+            return torch.cat([self.scores(inputs[i:i + 1], per_view)
+                              for i in range(batch)])
         feats, kwargs = model.extract_feat(inputs, test_mode=True)
         cls_scores = model.cls_head(feats, **kwargs)
         num_segs = cls_scores.shape[0] // batch
@@ -122,6 +127,14 @@ class Recognizer3DAdapter:
     def time_bases(self, inputs: Tensor) -> Dict[str, int]:
         """Input frames each target layer's map is shown on (one pathway)."""
         return {}
+
+    def head_feature_parts(self, feats, inputs: Tensor
+                           ) -> List[Tuple[str, Tensor]]:
+        """The classifier head's input -> ``[(name, grid [B,V,C_p,t,h,w])]``
+        in the order the head concatenates channels (one part here; one per
+        pathway for multi-pathway models). ``name`` picks the time base
+        used by :meth:`upsample`."""
+        return [('cls_head', self.activation_grid('cls_head', feats, inputs))]
 
 
 def _first_tensor(name: str, act) -> Tensor:

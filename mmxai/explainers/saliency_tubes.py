@@ -8,6 +8,7 @@ from ..errors import UnsupportedModelError
 from ..registry import EXPLAINERS
 from ..utils.hooks import capture_activations
 from .base import BaseExplainer
+from .gradcam import _to_input_time
 from .targets import TargetSpec, resolve_targets
 
 #: Heads that are global average pooling followed by one linear layer,
@@ -40,8 +41,13 @@ class SaliencyTubes(BaseExplainer):
         super().__init__(model, **kwargs)
         head = self.model.cls_head
         kind = type(head).__name__
-        if kind not in LINEAR_GAP_HEADS or getattr(head, 'avg_pool',
-                                                   None) is None:
+        if kind in LINEAR_GAP_HEADS and getattr(head, 'avg_pool',
+                                                None) is None:
+            raise UnsupportedModelError(
+                f'Saliency Tubes needs global average pooling before the '
+                f'classifier; this {kind} has none (spatial_type=None: its '
+                'input is already a feature vector, e.g. C3D fc7); use gradcam')
+        if kind not in LINEAR_GAP_HEADS:
             raise UnsupportedModelError(
                 f'Saliency Tubes needs a global-average-pooling + linear '
                 f'head ({", ".join(sorted(LINEAR_GAP_HEADS))}); {kind} is '
@@ -63,13 +69,22 @@ class SaliencyTubes(BaseExplainer):
             scores = adapter.scores(inputs)
             feats = store.collect()['cls_head']
             targets = resolve_targets(target, scores, data_samples)
-            if not isinstance(feats, Tensor):
+            parts = adapter.head_feature_parts(feats, inputs)
+            weights = self.class_weights(targets)
+            layer_maps, cams, raw, start = {}, {}, None, 0
+            for name, grid in parts:  # split W by each part's channels
+                stop = start + grid.shape[2]
+                cam = torch.einsum('bvcthw,bc->bvthw', grid,
+                                   weights[:, start:stop].to(grid.dtype))
+                start = stop
+                cams[name] = cam
+                layer_maps[name] = adapter.upsample(cam, name, inputs)
+                full = _to_input_time(layer_maps[name], adapter, inputs)
+                raw = full if raw is None else raw + full
+            if start != weights.shape[1]:
                 raise UnsupportedModelError(
-                    'Saliency Tubes for multi-pathway heads needs the pathway '
-                    'adapter; this model passes several feature tensors')
-            grid = adapter.activation_grid('cls_head', feats, inputs)
-            weights = self.class_weights(targets).to(grid.dtype)
-            cam = torch.einsum('bvcthw,bc->bvthw', grid, weights)
-        layer_maps = {'cls_head': adapter.upsample(cam, 'cls_head', inputs)}
-        return layer_maps['cls_head'], layer_maps, scores, targets, \
-            {'feature_maps': cam}
+                    f'the head input has {start} channels but its classifier '
+                    f'takes {weights.shape[1]}')
+        extras = {'feature_maps': cams['cls_head'] if list(cams) == [
+            'cls_head'] else cams}
+        return raw, layer_maps, scores, targets, extras

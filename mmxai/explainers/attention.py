@@ -1,0 +1,281 @@
+"""Attention rollout (Abnar & Zuidema 2020) and gradient-weighted attention
+relevance (Chefer et al., ICCV 2021) for global-attention video ViTs:
+TimeSformer (divided, joint and space-only attention) and VideoMAE ViT.
+
+Each attention call is recorded as per-head probabilities ``[M, h, L, S]``
+that stay in the autograd graph: ``nn.MultiheadAttention`` calls are
+recomputed by a forward hook from the module's own weights (the weights it
+returns are a detached-from-use view), VideoMAE's ``Attention`` exposes them
+as the output of its ``attn_drop``. A call is one of three operators on the
+token set:
+
+* ``full``: ``L x L`` attention over all tokens of the call's batch;
+* ``temporal`` (TimeSformer divided): ``T x T`` per patch, the cls token
+  passes unchanged;
+* ``spatial`` (TimeSformer divided): ``(1+P) x (1+P)`` per frame, the cls
+  token replicated per frame and its outputs averaged over frames.
+
+Only one row of the product is needed (the cls token's, or the mean over
+tokens for VideoMAE's mean-pooled head), so operators are applied to a row
+vector from the last call to the first: ``r <- r O_B ... O_1``.
+"""
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import UnsupportedModelError
+from ..registry import EXPLAINERS
+from .base import BaseExplainer
+from .targets import TargetSpec, resolve_targets
+
+SUPPORTED_BACKBONES = ('TimeSformer', 'VisionTransformer')
+_KINDS = {'DividedTemporalAttentionWithNorm': 'temporal',
+          'DividedSpatialAttentionWithNorm': 'spatial'}
+
+
+@dataclass
+class AttentionCall:
+    """One recorded attention: ``kind`` and probabilities ``[M, h, L, S]``."""
+    kind: str
+    probs: Tensor
+
+
+def _mha_probs_forward(m: nn.MultiheadAttention, args, kwargs):
+    """``nn.MultiheadAttention`` recomputed so that the per-head
+    probabilities are used downstream. Returns ``(output, probs)``."""
+    names = ('query', 'key', 'value')
+    q, k, v = [args[i] if i < len(args) else kwargs[n]
+               for i, n in enumerate(names)]
+    masks = [kwargs.get('key_padding_mask'), kwargs.get('attn_mask')]
+    if len(args) > 3:
+        masks.append(args[3])
+    if any(x is not None for x in masks) or m.bias_k is not None or \
+            m.add_zero_attn:
+        raise UnsupportedModelError(
+            'attention methods support unmasked nn.MultiheadAttention only')
+    if m.batch_first:
+        q, k, v = (x.transpose(0, 1) for x in (q, k, v))
+    length, batch, embed = q.shape
+    heads = m.num_heads
+    dim = embed // heads
+    if m._qkv_same_embed_dim:
+        wq, wk, wv = m.in_proj_weight.chunk(3)
+    else:
+        wq, wk, wv = m.q_proj_weight, m.k_proj_weight, m.v_proj_weight
+    bq, bk, bv = m.in_proj_bias.chunk(3) if m.in_proj_bias is not None \
+        else (None, None, None)
+
+    def split(x, w, b):
+        return F.linear(x, w, b).reshape(x.shape[0], batch * heads,
+                                         dim).transpose(0, 1)
+    qh, kh, vh = split(q, wq, bq), split(k, wk, bk), split(v, wv, bv)
+    attn = torch.softmax((qh * dim ** -0.5) @ kh.transpose(1, 2), dim=-1)
+    probs = attn.view(batch, heads, length, -1)
+    out = probs.reshape(batch * heads, length, -1) @ vh
+    out = out.transpose(0, 1).reshape(length, batch, embed)
+    out = F.linear(out, m.out_proj.weight, m.out_proj.bias)
+    if m.batch_first:
+        out = out.transpose(0, 1)
+    return out, probs
+
+
+@contextlib.contextmanager
+def record_attention(backbone: nn.Module) -> Iterator[List[AttentionCall]]:
+    """Record every attention call of ``backbone`` during forwards inside
+    the block (in call order). Hooks are removed on exit."""
+    calls: List[AttentionCall] = []
+    handles = []
+    kinds: Dict[nn.Module, str] = {}
+    for parent in backbone.modules():
+        kind = _KINDS.get(type(parent).__name__)
+        if kind is not None and isinstance(getattr(parent, 'attn', None),
+                                           nn.MultiheadAttention):
+            kinds[parent.attn] = kind
+    try:
+        for m in backbone.modules():
+            if isinstance(m, nn.MultiheadAttention):
+                def hook(mod, args, kwargs, output, kind=kinds.get(m, 'full')):
+                    out, probs = _mha_probs_forward(mod, args, kwargs)
+                    calls.append(AttentionCall(kind, probs))
+                    return out, probs.mean(1)
+                handles.append(m.register_forward_hook(hook, with_kwargs=True))
+            elif type(m).__name__ == 'Attention' and isinstance(
+                    getattr(m, 'attn_drop', None), nn.Module):  # VideoMAE
+                handles.append(m.attn_drop.register_forward_hook(
+                    lambda mod, args, out: calls.append(
+                        AttentionCall('full', out))))
+        yield calls
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def apply_operator(r: Tensor, kind: str, mat: Tensor, patches: int,
+                   frames: int) -> Tensor:
+    """Row vectors ``r`` times one attention operator built from ``mat``
+    (``[M, L, S]``, heads already reduced).
+
+    ``full``: ``r [M, L]``. ``temporal``/``spatial``: ``r [B, 1 + P*T]`` in
+    TimeSformer's cls + patch-major ``(p t)`` order, ``mat`` ``[B*P, T, T]``
+    or ``[B*T, 1+P, 1+P]``.
+    """
+    if kind == 'full':
+        return torch.bmm(r.unsqueeze(1), mat).squeeze(1)
+    b = r.shape[0]
+    cls, tok = r[:, :1], r[:, 1:].reshape(b, patches, frames)
+    if kind == 'temporal':
+        out = torch.bmm(tok.reshape(b * patches, 1, frames), mat)
+        return torch.cat([cls, out.reshape(b, patches * frames)], dim=1)
+    if kind == 'spatial':
+        u = torch.cat([cls.unsqueeze(1).expand(b, frames, 1) / frames,
+                       tok.transpose(1, 2)], dim=2)  # [B, T, 1+P]
+        out = torch.bmm(u.reshape(b * frames, 1, 1 + patches), mat)
+        out = out.reshape(b, frames, 1 + patches)
+        new_cls = out[..., 0].sum(1, keepdim=True)
+        return torch.cat([new_cls, out[..., 1:].transpose(1, 2).reshape(
+            b, patches * frames)], dim=1)
+    raise ValueError(f'unknown attention kind {kind}')
+
+
+class _AttentionExplainer(BaseExplainer):
+    """Shared layout logic: which token row to start from, how to read the
+    resulting row as a ``[B, V, t, h, w]`` grid."""
+
+    def __init__(self, model: nn.Module, **kwargs):
+        super().__init__(model, **kwargs)
+        kind = type(getattr(self.model, 'backbone', None)).__name__
+        if kind not in SUPPORTED_BACKBONES:
+            raise UnsupportedModelError(
+                f'{self.name} needs global self-attention over a fixed token '
+                f'set (TimeSformer, VideoMAE ViT); {kind} is not one '
+                '(windowed/pooled/local attention has no token-to-token '
+                'rollout): use gradcam')
+        self.backbone_type = kind
+
+    def layout(self, inputs: Tensor) -> Dict[str, Any]:
+        """Token layout read from the model: ``mode``, ``t, h, w`` grid."""
+        bb = self.model.backbone
+        if self.backbone_type == 'TimeSformer':
+            h, w = self.adapter.patch_grid(inputs)
+            return dict(mode=bb.attention_type, t=int(bb.num_frames), h=h,
+                        w=w, cls=True)
+        t, h, w = self.adapter.token_grid(inputs)
+        return dict(mode='mean_pooled' if getattr(bb, 'fc_norm', None)
+                    is not None else 'first_token', t=t, h=h, w=w, cls=False)
+
+    def propagate(self, calls: Sequence[Tuple[str, Tensor]], inputs: Tensor,
+                  residual: str) -> Tensor:
+        """Row of the product of operators, read as ``[B, V, t, h, w]``.
+
+        ``residual='rollout'``: each operator is ``rownorm(A + I)``;
+        ``'relevance'``: each is ``I + A`` (Chefer's ``R <- R + A R``).
+        """
+        b, v, _, _, _ = self.adapter.input_shape(inputs)
+        lay = self.layout(inputs)
+        t, h, w = lay['t'], lay['h'], lay['w']
+        p = h * w
+        bv = b * v
+        first = calls[0][1]
+        dev, dt = first.device, first.dtype
+        if lay['mode'] == 'space_only':
+            r = torch.zeros(bv * t, 1 + p, device=dev, dtype=dt)
+            r[:, 0] = 1.0 / t
+        elif lay['cls']:
+            r = torch.zeros(bv, 1 + p * t, device=dev, dtype=dt)
+            r[:, 0] = 1.0
+        elif lay['mode'] == 'mean_pooled':
+            r = torch.full((bv, t * p), 1.0 / (t * p), device=dev, dtype=dt)
+        else:  # the head reads the first token
+            r = torch.zeros(bv, t * p, device=dev, dtype=dt)
+            r[:, 0] = 1.0
+        start = r.clone()
+        for kind, mat in reversed(list(calls)):
+            moved = apply_operator(r, kind, mat, p, t)
+            if residual == 'rollout':
+                if kind == 'full':  # rownorm(A + I) for any A
+                    norm = mat.sum(-1) + 1  # [M, L] row sums of A + I
+                    r_scaled = r / norm
+                    r = apply_operator(r_scaled, kind, mat, p, t) + r_scaled
+                else:  # A row-stochastic: rownorm(A + I) = (A + I) / 2
+                    r = (moved + r) / 2
+            else:
+                r = r + moved
+        if lay['mode'] == 'space_only':
+            grid = r[:, 1:].reshape(bv, t, p)
+        elif lay['cls']:
+            grid = r[:, 1:].reshape(bv, p, t).transpose(1, 2)
+        else:
+            if residual == 'relevance':
+                r = r - start  # column mean of R - I
+            grid = r
+        return grid.reshape(b, v, t, h, w)
+
+    def _finish(self, grid: Tensor, inputs: Tensor, scores: Tensor,
+                targets: Tensor):
+        maps = self.adapter.upsample(grid.float(), 'backbone', inputs)
+        layer_maps = {'attention': maps}
+        return maps, layer_maps, scores.detach(), targets, \
+            {'token_map': grid.detach()}
+
+
+@EXPLAINERS.register_module()
+class AttentionRollout(_AttentionExplainer):
+    """Attention rollout: ``C = prod_b rownorm(mean_heads A_b + I)``, map =
+    the cls token's row of ``C`` over patch tokens (VideoMAE, no cls: the
+    mean over token rows, as its head mean-pools). One forward pass, no
+    gradients, not class specific (the target only selects the score)."""
+    name = 'attention_rollout'
+
+    def settings(self) -> Dict[str, Any]:
+        return dict(head_fusion='mean', residual='rownorm(A + I)')
+
+    def _attribute(self, inputs: Tensor, target: TargetSpec,
+                   data_samples: Optional[Sequence]):
+        with record_attention(self.model.backbone) as calls, \
+                torch.no_grad():
+            scores = self.adapter.scores(inputs)
+            targets = resolve_targets(target, scores, data_samples)
+            ops = [(c.kind, c.probs.float().mean(1)) for c in calls]
+            grid = self.propagate(ops, inputs, 'rollout')
+        return self._finish(grid, inputs, scores, targets)
+
+
+@EXPLAINERS.register_module()
+class AttentionRelevance(_AttentionExplainer):
+    """Gradient-weighted attention relevance (Chefer et al. 2021):
+    ``R = I``; per attention call ``A_bar = mean_h ReLU(dS_c/dA * A)``,
+    ``R <- R + A_bar R``; map = ``R[cls, patches]`` (VideoMAE: the column
+    mean of ``R - I``). TimeSformer's divided attention contributes a
+    temporal then a spatial operator per block. One forward + one backward.
+    """
+    name = 'attention_relevance'
+
+    def settings(self) -> Dict[str, Any]:
+        return dict(head_fusion='mean of ReLU(grad * A)')
+
+    def _attribute(self, inputs: Tensor, target: TargetSpec,
+                   data_samples: Optional[Sequence]):
+        with record_attention(self.model.backbone) as calls, \
+                torch.enable_grad():
+            x = inputs.detach().clone().requires_grad_(True)
+            scores = self.adapter.scores(x)
+            targets = resolve_targets(target, scores, data_samples)
+            objective = scores.gather(1, targets.view(-1, 1)).sum()
+            probs = [c.probs for c in calls]
+            grads = torch.autograd.grad(objective, probs, allow_unused=True)
+        ops = []
+        for call, grad in zip(calls, grads):
+            a = call.probs.detach().float()
+            g = torch.zeros_like(a) if grad is None else grad.float()
+            ops.append((call.kind, F.relu(g * a).mean(1)))
+        with torch.no_grad():
+            grid = self.propagate(ops, inputs, 'relevance')
+        return self._finish(grid, inputs, scores, targets)
+
+
+__all__ = ['AttentionCall', 'AttentionRelevance', 'AttentionRollout',
+           'apply_operator', 'record_attention']

@@ -297,3 +297,35 @@ def test_tpn_scores_equal_predict():
         feats, kw = model.extract_feat(sm.inputs, test_mode=True)
         theirs = model.cls_head(feats, **kw)  # fcn_test path (no grad)
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_c2d_inner_layers_regroup_time_folded_in_batch():
+    """C2D folds time into the batch inside its stages: '(b t) c h w'."""
+    import torch.nn.functional as F
+    from mmxai.explainers import GradCAM
+    from mmxai.utils.toolbox_configs import build_small, representative_configs
+    small = build_small(representative_configs()['c2d'], size=32)
+    model, x = small.model, small.inputs
+    exp = GradCAM(model, target_layers=['backbone.layer3']).attribute(x)
+    b, v = x.shape[:2]
+    assert exp.maps.shape == (b, v) + tuple(x.shape[-3:])
+    # hand-computed: per-frame layer3 activations regrouped by hand
+    acts = {}
+    h = model.backbone.layer3.register_forward_hook(
+        lambda m, i, o: acts.__setitem__('a', o))
+    with torch.enable_grad():
+        xx = x.detach().requires_grad_(True)
+        s = model.cls_head(model.backbone(xx.flatten(0, 1)))
+        c = int(exp.targets[0])
+        g, = torch.autograd.grad(s[:, c].sum() / v, acts['a'])
+    h.remove()
+    a = acts['a'].detach()
+    t = a.shape[0] // (b * v)
+    a = a.view(b, v, t, *a.shape[1:])
+    g = g.view(b, v, t, *g.shape[1:])
+    w = g.mean(dim=(2, 4, 5), keepdim=True)
+    cam = F.relu((w * a).sum(3))  # [b, v, t, h, w]
+    ref = F.interpolate(cam.flatten(0, 1)[:, None], size=x.shape[-3:],
+                        mode='trilinear', align_corners=False)
+    torch.testing.assert_close(exp.raw_maps, ref.view_as(exp.raw_maps),
+                               rtol=1e-4, atol=1e-6)

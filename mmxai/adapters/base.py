@@ -113,6 +113,10 @@ class Recognizer3DAdapter:
         act = _first_tensor(name, act)
         if act.dim() == 5 and act.shape[0] == b * v:
             return act.view(b, v, *act.shape[1:])
+        if act.dim() == 4 and act.shape[0] % (b * v) == 0:
+            # time folded into the batch, '(b t) c h w' (C2D's inner layers)
+            t = act.shape[0] // (b * v)
+            return act.view(b, v, t, *act.shape[1:]).permute(0, 1, 3, 2, 4, 5)
         raise UnsupportedModelError(
             f"layer '{name}' gives {tuple(act.shape)}, not a spatio-temporal "
             f'grid [B*V={b * v}, C, t, h, w]; choose a convolutional layer '

@@ -346,4 +346,4 @@ def test_strip_pretrained_init_cfg():
     strip_pretrained(cfg)
     assert cfg == dict(backbone=dict(
         pretrained=None, init_cfg=[dict(type='Kaiming', layer='Conv3d')],
-        sub=dict(init_cfg=None, pretrained=False)))
+        sub=dict(pretrained=False)))

@@ -13,6 +13,7 @@ from mmengine.registry import init_default_scope
 
 from mmxai.checkpoint import load_checkpoint
 from mmxai.errors import ConfigError, InputError
+from mmxai.utils.config import strip_pretrained
 
 __all__ = ['init_recognizer', 'resolve_config_path', 'strip_pretrained']
 
@@ -40,43 +41,6 @@ def resolve_config_path(config: Union[str, Path]) -> str:
     if not osp.isfile(path):
         raise InputError(f'config not found: {config!r} (looked for {path})')
     return path
-
-
-def strip_pretrained(model_cfg: Any) -> Any:
-    """Remove every pretrained-weight source from a model config, in place.
-
-    String ``pretrained`` entries become ``None`` (``True`` becomes
-    ``False``) and ``init_cfg`` entries of type ``Pretrained`` are dropped,
-    at any depth, so building (and ``init_weights``) never downloads.
-    """
-    if isinstance(model_cfg, dict):
-        for key in list(model_cfg.keys()):
-            value = model_cfg[key]
-            if key == 'pretrained' and isinstance(value, (str, Path)):
-                model_cfg[key] = None
-            elif key == 'pretrained' and value is True:
-                model_cfg[key] = False
-            elif key == 'init_cfg':
-                model_cfg[key] = _drop_pretrained_init(value)
-                strip_pretrained(model_cfg[key])
-            else:
-                strip_pretrained(value)
-    elif isinstance(model_cfg, (list, tuple)):
-        for item in model_cfg:
-            strip_pretrained(item)
-    return model_cfg
-
-
-def _drop_pretrained_init(init_cfg: Any) -> Any:
-    def is_pretrained(c: Any) -> bool:
-        return isinstance(c, dict) and c.get('type') == 'Pretrained'
-
-    if is_pretrained(init_cfg):
-        return None
-    if isinstance(init_cfg, (list, tuple)):
-        kept = [c for c in init_cfg if not is_pretrained(c)]
-        return kept or None
-    return init_cfg
 
 
 def _load_config(config: Union[str, Path, mmengine.Config]) -> mmengine.Config:

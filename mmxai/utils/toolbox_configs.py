@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, UnsupportedModelError
+from .config import strip_pretrained
 
 #: One representative config per family (directory), used by the fast
 #: coverage run and ``docs/coverage.md``.
@@ -49,9 +50,6 @@ REPRESENTATIVES = {
 #: Backbone type prefixes from other OpenMMLab/third-party codebases.
 _EXTERNAL = {'torchvision.': 'torchvision', 'mmpretrain.': 'mmpretrain',
              'mmcls.': 'mmcls (mmpretrain)', 'timm.': 'timm'}
-_PRETRAINED_KEYS = {'pretrained': None, 'pretrained2d': False,
-                    'torchvision_pretrain': False, 'clip_pretrained': False,
-                    'pretrained_type': None, 'pretrain_2d': None}
 
 
 def configs_root() -> str:
@@ -97,28 +95,6 @@ def representative_configs() -> Dict[str, str]:
         if rel.split('/')[-1] == REPRESENTATIVES.get(fam) or fam not in out:
             out[fam] = rel
     return dict(sorted(out.items()))
-
-
-def strip_pretrained(cfg: Any) -> Any:
-    """Recursively clear pretrained weight references in a model config
-    (``pretrained``, ``pretrained2d``, ``torchvision_pretrain``,
-    ``clip_pretrained``, ``init_cfg`` of type ``Pretrained``), in place."""
-    if isinstance(cfg, dict):
-        for key in list(cfg.keys()):
-            if key in _PRETRAINED_KEYS:
-                cfg[key] = _PRETRAINED_KEYS[key]
-            elif key == 'init_cfg':
-                ic = cfg[key]
-                items = ic if isinstance(ic, list) else [ic]
-                if any(isinstance(i, dict) and i.get('type') == 'Pretrained'
-                       for i in items):
-                    cfg[key] = None
-            else:
-                strip_pretrained(cfg[key])
-    elif isinstance(cfg, (list, tuple)):
-        for item in cfg:
-            strip_pretrained(item)
-    return cfg
 
 
 def load_recognition_config(path: str):

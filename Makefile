@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mmxai-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test install benchmark clean
+.PHONY: demo test test-full install benchmark coverage clean
 
 $(STAMP): setup.py requirements/runtime.txt requirements/tests.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
+
+# Every recognition config shipped with MMAction2 (CI runs it after `test`).
+test-full: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m full_coverage tests/test_coverage.py
+
+# Regenerate docs/coverage.md (families x methods).
+coverage: $(STAMP)
+	$(PY) tools/coverage_matrix.py
 
 clean:
 	rm -rf $(VENV) work_dirs

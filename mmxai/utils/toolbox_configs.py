@@ -176,7 +176,9 @@ def _shrink(model: dict, size: int) -> Tuple[dict, Dict[str, Any], dict]:
         set_(bb, 'base_channels', 8)
     if kind in ('ResNet', 'ResNetTSM', 'C2D', 'TANet', 'ResNetTIN') and \
             not has_neck:
-        set_(bb, 'depth', 18 if kind != 'TANet' else 50)
+        # non-local blocks wrap bottlenecks (conv3): keep depth 50 there
+        bottleneck = kind == 'TANet' or bb.get('non_local_cfg')
+        set_(bb, 'depth', 50 if bottleneck else 18)
     if kind == 'ResNet3dSlowFast':
         for path, base in (('slow_pathway', 16), ('fast_pathway', 2)):
             if bb.get(path, {}).get('depth', 50) > 50:

@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mmxai-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-full install benchmark coverage clean
+.PHONY: demo test test-full install benchmark benchmark-models coverage clean
 
 $(STAMP): setup.py requirements/runtime.txt requirements/tests.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ test: $(STAMP)
 # Every recognition config shipped with MMAction2 (CI runs it after `test`).
 test-full: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -m full_coverage tests/test_coverage.py
+
+# Regenerate docs/benchmarks.md and docs/figures/ (< 30 min on 2 cores).
+benchmark: $(STAMP)
+	$(PY) tools/benchmarks/run_benchmarks.py
+
+# Retrain the three benchmark models (checkpoints/benchmark/).
+benchmark-models: $(STAMP)
+	$(PY) tools/benchmarks/train_benchmark_models.py --jobs 3 --threads 1
 
 # Regenerate docs/coverage.md (families x methods).
 coverage: $(STAMP)

@@ -157,3 +157,32 @@ def test_model_left_unchanged_and_bad_options(i3d):
                              stride=(4, 16, 16)), i3d).attribute(x)
     with pytest.raises(MMXAIError):
         build_explainer(dict(type='step', areas=[1.5]), i3d)
+
+
+class _FlatScorer:
+    """A scorer whose score ignores the clip: only the area loss acts."""
+
+    def __init__(self, video):
+        self.video = video
+
+    def __call__(self, b, v, clips):
+        return clips.flatten(1)[:, :4] * 0
+
+
+@pytest.mark.parametrize('balance', [True, False])
+def test_step_mask_has_no_border_bias(i3d, balance):
+    from mmxai.explainers.perturbation_utils import Progress
+    exp = build_explainer(dict(type='step', variant='3d_ep', max_iter=25,
+                               balance_edges=balance, progress=False), i3d)
+    video = torch.randn(1, 1, 3, 4, 64, 64)
+    mask, _ = exp.optimise(_FlatScorer(video), 0, 0, 0, [0.05],
+                           Progress(1, enabled=False))
+    m = mask[0]
+    border = torch.ones_like(m, dtype=torch.bool)
+    border[:, 6:-6, 6:-6] = False
+    gap = float(m[border].mean() - m[~border].mean())
+    if balance:  # the border no longer outlives the interior
+        assert gap < 0.0 and not border[tuple(
+            int(i) for i in torch.unravel_index(m.argmax(), m.shape))]
+    else:  # plain SGD: border bumps, cut by the crop, lag behind
+        assert gap > 0.05

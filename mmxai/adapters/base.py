@@ -108,7 +108,9 @@ class Recognizer3DAdapter:
             else ['backbone']
 
     def activation_grid(self, name: str, act: Tensor, inputs: Tensor) -> Tensor:
-        """A layer output ``[B*V, C, t, h, w]`` -> ``[B, V, C, t, h, w]``."""
+        """A layer output -> ``[B, V, C, t, h, w]``: ``[B*V, C, t, h, w]``
+        (3D layers), or ``[B*V*t, C, h, w]`` with time folded into the batch
+        (2D recognizers' frames, C2D's inner layers)."""
         b, v, _, _, _ = self.input_shape(inputs)
         act = _first_tensor(name, act)
         if act.dim() == 5 and act.shape[0] == b * v:

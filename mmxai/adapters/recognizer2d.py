@@ -5,7 +5,7 @@ from torch import Tensor, nn
 
 from ..errors import UnsupportedModelError
 from ..registry import ADAPTERS
-from .base import Recognizer3DAdapter, _first_tensor
+from .base import Recognizer3DAdapter
 
 
 @ADAPTERS.register_module()
@@ -60,21 +60,6 @@ class Recognizer2DAdapter(Recognizer3DAdapter):
         b, n, _, h, w = inputs.shape
         t = self._segments(n)
         return b, n // t, t, h, w
-
-    def activation_grid(self, name: str, act, inputs: Tensor) -> Tensor:
-        """``[B*V*t, C, h, w]`` (or an already temporal ``[B*V, C, t, h, w]``)
-        -> ``[B, V, C, t, h, w]``."""
-        b, v, _, _, _ = self.input_shape(inputs)
-        act = _first_tensor(name, act)
-        if act.dim() == 5 and act.shape[0] == b * v:
-            return act.view(b, v, *act.shape[1:])
-        if act.dim() == 4 and act.shape[0] % (b * v) == 0:
-            t = act.shape[0] // (b * v)
-            return act.view(b, v, t, *act.shape[1:]).permute(0, 1, 3, 2, 4, 5)
-        raise UnsupportedModelError(
-            f"layer '{name}' gives {tuple(act.shape)}, not per-frame feature "
-            f'maps [B*V*T, C, h, w]; choose a convolutional layer '
-            f'(e.g. {", ".join(self.default_target_layers())})')
 
     def default_target_layers(self) -> List[str]:
         return ['backbone']

@@ -3,8 +3,8 @@
 Default run: one config per family (``representative_configs``) with the
 class-activation and attention methods, plus the model-agnostic methods on
 one model of each input layout. ``-m full_coverage`` (run by CI): every
-config shipped in ``mmaction/.mim/configs/recognition`` with the
-layer/head-dependent methods and plain gradients.
+config shipped in ``mmaction/.mim/configs/recognition`` with every
+registered method.
 """
 import pytest
 import torch
@@ -100,10 +100,5 @@ def test_full_walk(config):
             or 'mobileone' in config, str(e)
         return
     torch.manual_seed(0)
-    # Layer/head-dependent methods on every config; one model-agnostic
-    # gradient method shows those run unchanged (all of them run per input
-    # layout in the default tests), which keeps the walk CI-sized.
-    methods = [m for m in registered_methods()
-               if m in CORE_METHODS or m == 'saliency']
-    row = family_row(config, methods, size=SIZE)
+    row = family_row(config, registered_methods(), size=SIZE)
     _check_row(family, row)

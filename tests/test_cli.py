@@ -258,3 +258,28 @@ def test_cli_subprocess_one_line_error(files, tmp_path):
     err = [l for l in proc.stderr.splitlines() if l.startswith('error')]
     assert err == [f'error: video not found: {tmp_path / "missing.mp4"}']
     assert 'Traceback' not in proc.stderr
+
+
+def test_cli_cfp_options_and_extra_files(files, capsys, tmp_path):
+    out = tmp_path / 'cfp'
+    code, _, err = run_cli(capsys, files['config'], files['ckpt'],
+                           files['video'], '--method', 'cfp', '--cfp-theta',
+                           '0.7', '--cfp-depth', '1', '--outputs', 'json',
+                           '--out-dir', out)
+    assert code == 0, err
+    assert sorted(os.listdir(out)) == ['cfp_graph.json', 'cfp_pyramid.png',
+                                       'explanation.json']
+    rec = json.load(open(out / 'explanation.json'))
+    assert rec['settings']['theta'] == 0.7 and rec['settings']['depth'] == 1
+    assert 'cfp_graph.json' in rec['files']
+
+
+def test_cli_method_options_reach_the_method(files, capsys, tmp_path):
+    out = tmp_path / 'rise'
+    code, _, err = run_cli(capsys, files['config'], files['ckpt'],
+                           files['video'], '--method', 'rise',
+                           '--method-options', 'num_masks=4', 'seed=3',
+                           '--outputs', 'json', '--out-dir', out)
+    assert code == 0, err
+    rec = json.load(open(out / 'explanation.json'))
+    assert rec['settings']['num_masks'] == 4 and rec['settings']['seed'] == 3

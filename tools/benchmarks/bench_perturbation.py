@@ -91,14 +91,58 @@ def memory_child(n_masks):
                           peak_growth_mib=round(growth, 1))))
 
 
+def occlusion_vs_captum(repeats: int, quick: bool):
+    """mmxai ``Occlusion3D`` vs Captum ``Occlusion``: same 147 windows,
+    same batch, logits, baseline 0; runs interleaved, medians reported."""
+    import statistics
+    from captum.attr import Occlusion
+    from mmxai.explainers import build_explainer
+    model = build_i3d()
+    size, frames = (112, 8) if quick else (224, 16)
+    x = torch.randn(1, 1, 3, frames, size, size)
+    win = (frames // 2, size // 7, size // 7)
+    stride = (frames // 4, size // 7, size // 7)
+    ours = build_explainer(dict(type='occlusion', window=win, stride=stride,
+                                batch_size=8, baseline=0.0, score='logit',
+                                progress=False), model)
+
+    def forward(inp):
+        with torch.inference_mode():
+            return model.cls_head(model.extract_feat(inp,
+                                                     test_mode=True)[0])
+    occ = Occlusion(forward)
+    cases = {
+        'mmxai occlusion': lambda: ours.attribute(x, 0),
+        'captum Occlusion': lambda: occ.attribute(
+            x, sliding_window_shapes=(1, 3, *win), strides=(1, 3, *stride),
+            target=0, baselines=0, perturbations_per_eval=8)}
+    for fn in cases.values():  # warm-up
+        fn()
+    times = {k: [] for k in cases}
+    for _ in range(repeats):
+        for k, fn in cases.items():
+            sec, _ = timed(fn)
+            times[k].append(sec)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(json.dumps(dict(input=list(x.shape), windows=147, repeats=repeats,
+                          seconds=med, ratio_mmxai_over_captum=round(
+                              med['mmxai occlusion'] /
+                              med['captum Occlusion'], 3)), indent=1))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--quick', action='store_true')
     ap.add_argument('--skip-memory', action='store_true')
     ap.add_argument('--memory-child', type=int)
+    ap.add_argument('--occlusion-vs-captum', type=int, metavar='REPEATS',
+                    help='only time mmxai occlusion against Captum Occlusion, '
+                    'interleaved, on identical work (logits, baseline 0)')
     args = ap.parse_args()
     if args.memory_child:
         return memory_child(args.memory_child)
+    if args.occlusion_vs_captum:
+        return occlusion_vs_captum(args.occlusion_vs_captum, args.quick)
     from captum.attr import Occlusion
     from mmxai.explainers import build_explainer
     q = args.quick

@@ -90,16 +90,8 @@ class Recognizer3DAdapter:
                               for i in range(batch)])
         feats, kwargs = model.extract_feat(inputs, test_mode=True)
         cls_scores = model.cls_head(feats, **kwargs)
-        num_segs = cls_scores.shape[0] // batch
-        if per_view:
-            return cls_scores.view(batch, num_segs, -1)
-        head = model.cls_head
-        saved = head.average_clips
-        head.average_clips = 'score'
-        try:
-            return head.average_clip(cls_scores, num_segs=num_segs)
-        finally:
-            head.average_clips = saved
+        return average_view_scores(model.cls_head, cls_scores, batch,
+                                   per_view)
 
     # ------------------------------------------------------------- layers
     def default_target_layers(self) -> List[str]:
@@ -141,6 +133,22 @@ class Recognizer3DAdapter:
         pathway for multi-pathway models). ``name`` picks the time base
         used by :meth:`upsample`."""
         return [('cls_head', self.activation_grid('cls_head', feats, inputs))]
+
+
+def average_view_scores(head: nn.Module, cls_scores: Tensor, batch: int,
+                        per_view: bool = False) -> Tensor:
+    """Head scores ``[B*S, K]`` -> ``[B, K]`` by the head's own
+    ``average_clip`` in ``'score'`` mode (its setting restored), or
+    ``[B, S, K]`` with ``per_view``."""
+    num_segs = cls_scores.shape[0] // batch
+    if per_view:
+        return cls_scores.view(batch, num_segs, -1)
+    saved = head.average_clips
+    head.average_clips = 'score'
+    try:
+        return head.average_clip(cls_scores, num_segs=num_segs)
+    finally:
+        head.average_clips = saved
 
 
 def _first_tensor(name: str, act) -> Tensor:

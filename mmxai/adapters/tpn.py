@@ -2,7 +2,7 @@
 from torch import Tensor, nn
 
 from ..registry import ADAPTERS
-from .base import Recognizer3DAdapter
+from .base import Recognizer3DAdapter, average_view_scores
 from .recognizer2d import Recognizer2DAdapter
 
 
@@ -21,16 +21,7 @@ def _tpn_scores(adapter, inputs: Tensor, per_view: bool) -> Tensor:
         # the head's own 3D-pooling path: avg_pool3d, (eval) dropout, fc_cls
         kwargs = {k: v for k, v in kwargs.items()
                   if k not in ('fcn_test', 'num_segs')}
-    cls_scores = head(feats, **kwargs)
-    num_segs = cls_scores.shape[0] // batch
-    if per_view:
-        return cls_scores.view(batch, num_segs, -1)
-    saved = head.average_clips
-    head.average_clips = 'score'
-    try:
-        return head.average_clip(cls_scores, num_segs=num_segs)
-    finally:
-        head.average_clips = saved
+    return average_view_scores(head, head(feats, **kwargs), batch, per_view)
 
 
 def _has_tpn(model: nn.Module) -> bool:

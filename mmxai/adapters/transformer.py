@@ -48,6 +48,14 @@ class _TokenAdapter(Recognizer3DAdapter):
             f'out as tokens of {type(self.backbone).__name__}; choose one of '
             f'{", ".join(self.default_target_layers())}')
 
+    def embed_grid(self, inputs: Tensor) -> Tuple[int, int, int]:
+        """``(t, h, w)`` of a Conv3d patch embedding's output grid."""
+        proj = self.backbone.patch_embed.projection
+        _, _, tt, hh, ww = self.input_shape(inputs)
+        k, s, p = proj.kernel_size, proj.stride, proj.padding
+        return tuple(_conv_out(n, k[i], s[i], p[i])
+                     for i, n in enumerate((tt, hh, ww)))
+
 
 @ADAPTERS.register_module()
 class TimeSformerAdapter(_TokenAdapter):
@@ -105,11 +113,7 @@ class VideoMAEAdapter(_TokenAdapter):
     backbone_type = 'VisionTransformer'
 
     def token_grid(self, inputs: Tensor) -> Tuple[int, int, int]:
-        proj = self.backbone.patch_embed.projection
-        _, _, tt, hh, ww = self.input_shape(inputs)
-        k, s, p = proj.kernel_size, proj.stride, proj.padding
-        return tuple(_conv_out(n, k[i], s[i], p[i])
-                     for i, n in enumerate((tt, hh, ww)))
+        return self.embed_grid(inputs)
 
     def default_target_layers(self) -> List[str]:
         """The last block when the head mean-pools the tokens (every token
@@ -166,11 +170,7 @@ class MViTAdapter(_TokenAdapter):
     backbone_type = 'MViT'
 
     def patch_grid(self, inputs: Tensor) -> Tuple[int, int, int]:
-        proj = self.backbone.patch_embed.projection
-        _, _, tt, hh, ww = self.input_shape(inputs)
-        k, s, p = proj.kernel_size, proj.stride, proj.padding
-        return tuple(_conv_out(n, k[i], s[i], p[i])
-                     for i, n in enumerate((tt, hh, ww)))
+        return self.embed_grid(inputs)
 
     def default_target_layers(self) -> List[str]:
         """Tokens entering the last block (the head reads its cls token)."""

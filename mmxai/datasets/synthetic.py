@@ -159,17 +159,11 @@ def make_clip(label: int, rng: np.random.Generator, **cfg) -> dict:
     return dict(frames=frames, mask=mask, label=int(label), active_frames=active)
 
 
-def write_video(path: str, frames: np.ndarray, fps: int = 16) -> None:
-    """Write RGB ``frames`` uint8 ``[T, H, W, 3]`` as an 'mp4v' MP4 at ``path``."""
-    T, H, W, _ = frames.shape
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'mp4v'), fps, (W, H))
-    if not writer.isOpened():
-        raise OSError(f'cannot open a video writer for {path}')
-    try:
-        for frame in frames:
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    finally:
-        writer.release()
+def write_video(path: str, frames: np.ndarray, fps: int = 16) -> str:
+    """Write RGB ``frames`` uint8 ``[T, H, W, 3]`` as an 'mp4v' MP4 at
+    ``path`` (atomically, via :func:`mmxai.visualization.write_video`)."""
+    from ..visualization.video_writer import write_video as _write_video
+    return _write_video(path, frames, fps=fps)
 
 
 def save_clip(clip: dict, video_path: str, fps: int = 16) -> str:

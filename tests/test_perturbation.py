@@ -186,3 +186,22 @@ def test_step_mask_has_no_border_bias(i3d, balance):
             int(i) for i in torch.unravel_index(m.argmax(), m.shape))]
     else:  # plain SGD: border bumps, cut by the crop, lag behind
         assert gap > 0.05
+
+
+def test_one_view_runs_one_clean_forward(i3d):
+    """The clean clip is scored once: windows in batches + 1 forward."""
+    x = tm.preprocess(i3d, tm.clip_batch(views=1))['inputs']
+    calls = []
+    handle = i3d.backbone.register_forward_hook(
+        lambda m, a, o: calls.append(a[0].shape[0]))
+    try:
+        exp = build_explainer(dict(type='occlusion', window=(4, 12, 12),
+                                   stride=(3, 10, 10), batch_size=8,
+                                   progress=False), i3d).attribute(x, 1)
+    finally:
+        handle.remove()
+    assert exp.extras['num_windows'] == 27
+    assert calls == [1, 8, 8, 8, 3]
+    with torch.no_grad():
+        ref = build_explainer('occlusion', i3d).adapter.scores(x)
+    assert torch.allclose(exp.scores, ref, atol=1e-5)

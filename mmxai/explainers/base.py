@@ -6,9 +6,11 @@ import torch
 from torch import Tensor, nn
 
 from ..adapters import build_adapter, unwrap_model
+from ..utils.heap import retained_heap
 from ..utils.model_state import preserved_model_state
 from ..utils.normalize import minmax_normalize
 from .explanation import Explanation
+from .perturbation_utils import ViewScorer
 from .targets import TargetSpec, resolve_targets
 
 
@@ -29,6 +31,9 @@ class BaseExplainer:
     """
     #: Registered name used in outputs (``explanation.json``).
     name = 'base'
+    #: Methods that run many forwards keep freed CPU memory in the process
+    #: while they run (:func:`mmxai.utils.heap.retained_heap`).
+    many_forwards = False
 
     def __init__(self, model: nn.Module, adapter: Optional[dict] = None,
                  frames_per_view: Optional[int] = None):
@@ -54,7 +59,9 @@ class BaseExplainer:
             :class:`Explanation` with maps ``[B, V, T, H, W]``.
         """
         start = time.perf_counter()
-        with preserved_model_state(self.model):
+        on_cpu = inputs.device.type == 'cpu'
+        with preserved_model_state(self.model), \
+                retained_heap(self.many_forwards and on_cpu):
             self.model.eval()
             raw, layer_maps, scores, targets, extras = self._attribute(
                 inputs, target, data_samples)
@@ -96,3 +103,18 @@ class BaseExplainer:
         with torch.inference_mode():
             scores = self.adapter.scores(inputs)
         return scores, resolve_targets(target, scores, data_samples)
+
+    def view_scorer(self, inputs: Tensor, target: TargetSpec,
+                    data_samples: Optional[Sequence], score: str = 'prob'
+                    ) -> Tuple[Tensor, Tensor, ViewScorer]:
+        """``scores [B, K]``, ``targets [B]`` and a :class:`ViewScorer` for
+        perturbation methods. With one view the scorer's clean forward is
+        the model's score, so no separate forward is run."""
+        scorer = ViewScorer(self.adapter, inputs, score)
+        if scorer.num_views == 1:
+            scores = scorer.view_logits[:, 0].detach().clone()
+            return (scores, resolve_targets(target, scores, data_samples),
+                    scorer)
+        scores, targets = self.scores_and_targets(inputs, target,
+                                                  data_samples)
+        return scores, targets, scorer

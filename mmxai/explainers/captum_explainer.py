@@ -36,6 +36,7 @@ class CaptumExplainer(BaseExplainer):
     n_steps=32)``.
     """
     name = 'captum'
+    many_forwards = True
 
     def __init__(self, model: nn.Module,
                  algorithm: str = 'IntegratedGradients',

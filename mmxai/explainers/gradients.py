@@ -116,6 +116,7 @@ class IntegratedGradients(_GradientExplainer):
             number.
     """
     name = 'integrated_gradients'
+    many_forwards = True
     default_reduction = 'sum'
 
     def __init__(self, model: nn.Module, n_steps: int = 32,
@@ -161,6 +162,7 @@ class SmoothGrad(_GradientExplainer):
     ``squared=True``: mean of squared gradients, SmoothGrad-Squared).
     Noise is drawn from a seeded generator (reproducible)."""
     name = 'smoothgrad'
+    many_forwards = True
 
     def __init__(self, model: nn.Module, n_samples: int = 16,
                  noise_level: float = 0.15, squared: bool = False,

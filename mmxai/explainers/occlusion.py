@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from ..errors import MMXAIError
 from ..registry import EXPLAINERS
 from .base import BaseExplainer
-from .perturbation_utils import (SCORES, Progress, ViewScorer, batches,
+from .perturbation_utils import (SCORES, Progress, batches,
                                  check_choice, check_positive, make_baseline,
                                  triple)
 from .targets import TargetSpec
@@ -45,6 +45,7 @@ class Occlusion3D(BaseExplainer):
         batch_size: occluded clips per forward pass.
     """
     name = 'occlusion'
+    many_forwards = True
 
     def __init__(self, model: nn.Module,
                  window: Optional[Sequence[int]] = None,
@@ -90,9 +91,8 @@ class Occlusion3D(BaseExplainer):
 
     def _attribute(self, inputs: Tensor, target: TargetSpec,
                    data_samples: Optional[Sequence]):
-        scores, targets = self.scores_and_targets(inputs, target,
-                                                  data_samples)
-        scorer = ViewScorer(self.adapter, inputs, self.score)
+        scores, targets, scorer = self.view_scorer(inputs, target,
+                                                   data_samples, self.score)
         video = scorer.video
         b_n, v_n, c_n, t, h, w = video.shape
         (wt, wh, ww), _, pos = self.geometry(t, h, w)

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from ..registry import EXPLAINERS
 from .base import BaseExplainer
-from .perturbation_utils import (SCORES, Progress, ViewScorer, batches,
+from .perturbation_utils import (SCORES, Progress, batches,
                                  check_choice, check_positive, make_baseline,
                                  triple, upsample_shifted)
 from .targets import TargetSpec
@@ -42,6 +42,7 @@ class RISE3D(BaseExplainer):
         progress: ``True``/``False``/``None`` (after 2 s).
     """
     name = 'rise'
+    many_forwards = True
 
     def __init__(self, model: nn.Module, num_masks: int = 1000,
                  cells: Sequence[int] = (4, 7, 7), p: float = 0.5,
@@ -72,9 +73,8 @@ class RISE3D(BaseExplainer):
 
     def _attribute(self, inputs: Tensor, target: TargetSpec,
                    data_samples: Optional[Sequence]):
-        scores, targets = self.scores_and_targets(inputs, target,
-                                                  data_samples)
-        scorer = ViewScorer(self.adapter, inputs, self.score)
+        scores, targets, scorer = self.view_scorer(inputs, target,
+                                                   data_samples, self.score)
         video = scorer.video
         b_n, v_n, _, t, h, w = video.shape
         raw = video.new_zeros((b_n, v_n, t, h, w), dtype=torch.float32)
@@ -91,13 +91,21 @@ class RISE3D(BaseExplainer):
                     gen = torch.Generator().manual_seed(self.seed)
                     acc = raw.new_zeros((scores.shape[1] if self.all_classes
                                          else 1, t * h * w))
+                    # one set of batch buffers, reused: the per-batch
+                    # allocations do not depend on the number of masks
+                    n_buf = min(self.batch_size, self.num_masks)
+                    mask_buf = torch.empty((n_buf, t, h, w),
+                                           device=x.device)
+                    clip_buf = x.new_empty((n_buf, *x.shape))
                     for start, stop in batches(self.num_masks,
                                                self.batch_size):
                         grids = (torch.rand((stop - start, *self.cells),
                                             generator=gen) < self.p).float()
-                        masks = upsample_shifted(grids, (t, h, w), gen).to(
-                            x.device)
-                        clips = base + delta * masks[:, None].to(x.dtype)
+                        masks = mask_buf[:stop - start]
+                        upsample_shifted(grids, (t, h, w), gen, out=masks)
+                        clips = torch.mul(delta, masks[:, None].to(x.dtype),
+                                          out=clip_buf[:stop - start])
+                        clips.add_(base)
                         s = scorer(b, v, clips)  # [n, K]
                         if not self.all_classes:
                             s = s[:, targets[b]:targets[b] + 1]

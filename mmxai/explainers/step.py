@@ -146,6 +146,7 @@ class STEP(BaseExplainer):
     uncovered and favoured the top-left corner).
     """
     name = 'step'
+    many_forwards = True
 
     def __init__(self, model: nn.Module,
                  areas: Sequence[float] = (0.05, 0.1, 0.15, 0.5),
@@ -311,9 +312,8 @@ class STEP(BaseExplainer):
 
     def _attribute(self, inputs: Tensor, target: TargetSpec,
                    data_samples: Optional[Sequence]):
-        scores, targets = self.scores_and_targets(inputs, target,
-                                                  data_samples)
-        scorer = ViewScorer(self.adapter, inputs, 'logit')
+        scores, targets, scorer = self.view_scorer(inputs, target,
+                                                   data_samples, 'logit')
         video = scorer.video
         b_n, v_n, _, t, h, w = video.shape
         chunk = self.batch_size or len(self.areas)

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ..errors import MMXAIError
 from ..registry import EXPLAINERS
 from .base import BaseExplainer
-from .perturbation_utils import (SCORES, Progress, ViewScorer, batches,
+from .perturbation_utils import (SCORES, Progress, batches,
                                  check_choice, check_positive, make_baseline,
                                  triple)
 from .targets import TargetSpec
@@ -59,6 +59,7 @@ class _SegmentExplainer(BaseExplainer):
     its own, with its own segments). ``extras['segments']`` holds the
     labels ``[B, V, T, H, W]``.
     """
+    many_forwards = True
 
     def __init__(self, model: nn.Module, num_samples: int = 1000,
                  segmentation: str = 'slic', n_segments: int = 200,
@@ -107,9 +108,8 @@ class _SegmentExplainer(BaseExplainer):
 
     def _attribute(self, inputs: Tensor, target: TargetSpec,
                    data_samples: Optional[Sequence]):
-        scores, targets = self.scores_and_targets(inputs, target,
-                                                  data_samples)
-        scorer = ViewScorer(self.adapter, inputs, self.score)
+        scores, targets, scorer = self.view_scorer(inputs, target,
+                                                   data_samples, self.score)
         video = scorer.video
         b_n, v_n, _, t, h, w = video.shape
         raw = video.new_zeros((b_n, v_n, t, h, w), dtype=torch.float32)

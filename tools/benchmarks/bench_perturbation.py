@@ -47,9 +47,12 @@ def timed(fn):
     return time.perf_counter() - start, out
 
 
-def per_forward(model, x, batch, reps, backward=False):
-    """Seconds per clip of plain batched forwards (+ input backward)."""
+def per_forward(model, x, batch, reps, backward=False, retain=False):
+    """Seconds per clip of plain batched forwards (+ input backward);
+    ``retain``: inside :func:`mmxai.utils.heap.retained_heap`, as the
+    perturbation explainers run."""
     from mmxai.explainers.perturbation_utils import frozen_parameters
+    from mmxai.utils.heap import retained_heap
     xb = x.expand(batch, *x.shape[1:]).contiguous()
 
     def run():
@@ -62,8 +65,9 @@ def per_forward(model, x, batch, reps, backward=False):
             else:
                 with torch.inference_mode():
                     model.cls_head(model.extract_feat(xb, test_mode=True)[0])
-    run()  # warm-up
-    sec, _ = timed(run)
+    with retained_heap(retain):
+        run()  # warm-up
+        sec, _ = timed(run)
     return sec / (reps * batch)
 
 
@@ -91,6 +95,12 @@ def memory_child(n_masks):
                           peak_growth_mib=round(growth, 1))))
 
 
+def _in_retained(fn):
+    from mmxai.utils.heap import retained_heap
+    with retained_heap():
+        return fn()
+
+
 def occlusion_vs_captum(repeats: int, quick: bool):
     """mmxai ``Occlusion3D`` vs Captum ``Occlusion``: same 147 windows,
     same batch, logits, baseline 0; runs interleaved, medians reported."""
@@ -116,16 +126,27 @@ def occlusion_vs_captum(repeats: int, quick: bool):
         'captum Occlusion': lambda: occ.attribute(
             x, sliding_window_shapes=(1, 3, *win), strides=(1, 3, *stride),
             target=0, baselines=0, perturbations_per_eval=8)}
+    # not how Captum runs by default: shows how much of the difference is
+    # the allocator policy that mmxai's perturbation explainers apply
+    cases['captum Occlusion in retained_heap()'] = lambda: _in_retained(
+        cases['captum Occlusion'])
     for fn in cases.values():  # warm-up
         fn()
     times = {k: [] for k in cases}
+    faults = {k: [] for k in cases}
     for _ in range(repeats):
         for k, fn in cases.items():
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             sec, _ = timed(fn)
             times[k].append(sec)
+            faults[k].append(
+                resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(json.dumps(dict(input=list(x.shape), windows=147, repeats=repeats,
-                          seconds=med, ratio_mmxai_over_captum=round(
+                          seconds=med, minor_page_faults={
+                              k: int(statistics.median(v))
+                              for k, v in faults.items()},
+                          ratio_mmxai_over_captum=round(
                               med['mmxai occlusion'] /
                               med['captum Occlusion'], 3)), indent=1))
 
@@ -135,6 +156,8 @@ def main():
     ap.add_argument('--quick', action='store_true')
     ap.add_argument('--skip-memory', action='store_true')
     ap.add_argument('--memory-child', type=int)
+    ap.add_argument('--memory-runs', type=int, default=3,
+                    help='fresh processes per mask count (median reported)')
     ap.add_argument('--occlusion-vs-captum', type=int, metavar='REPEATS',
                     help='only time mmxai occlusion against Captum Occlusion, '
                     'interleaved, on identical work (logits, baseline 0)')
@@ -151,6 +174,9 @@ def main():
     x = torch.randn(1, 1, 3, frames, size, size)
     bs = 4 if q else 8
     fwd = per_forward(model, x, bs, 1 if q else 2)
+    # the same forwards with freed memory kept in the process, as the
+    # explainers run them: the model's own compute, without page faults
+    fwd_kept = per_forward(model, x, bs, 1 if q else 2, retain=True)
     fwd_bwd = per_forward(model, x, 2, 1, backward=True)
     rows = []
     win = (frames // 2, size // 7, size // 7)
@@ -176,8 +202,12 @@ def main():
         sec, out = timed(lambda: exp.attribute(x, 0))
         maps[name] = out
         # occlusion also runs the clean clip once; others as counted
-        rows.append(dict(method=name, evaluations=n_eval, seconds=round(
-            sec, 2), ratio=round(sec / (n_eval * unit), 3)))
+        row = dict(method=name, evaluations=n_eval, seconds=round(sec, 2),
+                   ratio=round(sec / (n_eval * unit), 3))
+        if unit is fwd:
+            row['ratio_heap_retained_forwards'] = round(
+                sec / (n_eval * fwd_kept), 3)
+        rows.append(row)
         print(rows[-1], flush=True)
 
     def forward(inp):
@@ -190,21 +220,34 @@ def main():
         target=0, baselines=0, perturbations_per_eval=bs))
     rows.append(dict(method='captum Occlusion (logits)', evaluations=147,
                      seconds=round(sec, 2),
-                     ratio=round(sec / (147 * fwd), 3)))
+                     ratio=round(sec / (147 * fwd), 3),
+                     ratio_heap_retained_forwards=round(
+                         sec / (147 * fwd_kept), 3)))
     print(rows[-1], flush=True)
     mem = []
     if not args.skip_memory:
         for n in ((100, 800) if q else (500, 4000)):
-            out = subprocess.run(
-                [sys.executable, __file__, '--memory-child', str(n)],
-                capture_output=True, text=True, check=True).stdout
-            mem.append(json.loads(out.strip().splitlines()[-1]))
+            runs = []
+            for _ in range(args.memory_runs):  # fresh process each
+                out = subprocess.run(
+                    [sys.executable, __file__, '--memory-child', str(n)],
+                    capture_output=True, text=True, check=True).stdout
+                runs.append(json.loads(out.strip().splitlines()[-1]))
+            peaks = sorted(r['peak_growth_mib'] for r in runs)
+            mem.append(dict(masks=n, peak_growth_mib_median=peaks[
+                len(peaks) // 2], peak_growth_mib_runs=peaks,
+                seconds=[r['seconds'] for r in runs]))
             print(mem[-1], flush=True)
+        if len(mem) == 2:
+            a, b = (m['peak_growth_mib_median'] for m in mem)
+            print(f'RISE peak memory {mem[1]["masks"]} / {mem[0]["masks"]} '
+                  f'masks: {b / a:.3f}', flush=True)
     print(json.dumps(dict(
         machine=f'{platform.processor() or platform.machine()}, '
         f'{os.cpu_count()} cores, torch {torch.__version__}, '
         f'threads {torch.get_num_threads()}',
         input=list(x.shape), sec_per_forward=round(fwd, 4),
+        sec_per_forward_heap_retained=round(fwd_kept, 4),
         sec_per_forward_backward=round(fwd_bwd, 4), rows=rows,
         memory=mem), indent=1))
 

@@ -112,8 +112,11 @@ class IntegratedGradients(_GradientExplainer):
 
     Args:
         n_steps: integration steps (batched by ``batch_size``).
-        baseline: ``'mean'`` (0 after normalisation), ``'blur'`` or a
-            number.
+        baseline: ``'mean'`` (0 after normalisation), ``'blur'``,
+            ``'temporal_mean'`` (every frame replaced by the clip's mean
+            frame: the motion removed, the static appearance kept; the map
+            then credits what changes over time, and completeness holds
+            against that clip) or a number.
     """
     name = 'integrated_gradients'
     many_forwards = True

@@ -40,8 +40,9 @@ class Occlusion3D(BaseExplainer):
         window: occluder size ``(t, h, w)``; default ``T/4 x H/7 x W/7``
             (REVEX), rounded up.
         stride: default half the window (rounded up).
-        baseline: ``'mean'`` (0 after normalisation), ``'blur'`` or a
-            number (normalised units).
+        baseline: ``'mean'`` (0 after normalisation), ``'blur'``,
+            ``'temporal_mean'`` (the clip's mean frame) or a number
+            (normalised units).
         batch_size: occluded clips per forward pass.
     """
     name = 'occlusion'

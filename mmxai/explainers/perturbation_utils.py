@@ -150,8 +150,12 @@ def make_baseline(video: Tensor, baseline: Baseline,
     """The removal value for ``video [..., C, T, H, W]`` (same shape).
 
     ``'mean'``/``'zero'``: 0, the dataset mean after normalisation;
-    ``'blur'``: a 3D-Gaussian-blurred copy; a number: that constant (in
-    normalised units); a tensor: broadcast to the video.
+    ``'blur'``: a 3D-Gaussian-blurred copy; ``'temporal_mean'``: every
+    frame replaced by the clip's mean frame (the clip with its motion
+    removed and its static appearance kept, so attributions answer "which
+    changes over time matter"; an mmxai choice, not from a paper); a
+    number: that constant (in normalised units); a tensor: broadcast to the
+    video.
     """
     if isinstance(baseline, Tensor):
         return baseline.to(video).expand_as(video)
@@ -159,12 +163,14 @@ def make_baseline(video: Tensor, baseline: Baseline,
         return torch.full_like(video, float(baseline))
     if baseline in ('mean', 'zero'):
         return torch.zeros_like(video)
+    if baseline == 'temporal_mean':
+        return video.mean(-3, keepdim=True).expand_as(video).contiguous()
     if baseline == 'blur':
         t, h, w = video.shape[-3:]
         sigma = blur_sigma or default_blur_sigma(t, h, w)
         return gaussian_blur3d(video, sigma)
-    raise MMXAIError(f"unknown baseline '{baseline}': use 'mean', 'blur' or "
-                     'a number')
+    raise MMXAIError(f"unknown baseline '{baseline}': use 'mean', 'blur', "
+                     "'temporal_mean' or a number")
 
 
 # ------------------------------------------------------------------ masks

@@ -33,7 +33,8 @@ class RISE3D(BaseExplainer):
         cells: low-resolution grid ``(t, h, w)`` (an int: the same for all).
         p: probability of keeping a cell.
         baseline: removal value: ``'mean'`` (0 after normalisation, RISE's
-            own), ``'blur'`` (3D Gaussian blur) or a number.
+            own), ``'blur'`` (3D Gaussian blur), ``'temporal_mean'`` (the
+            clip's mean frame) or a number.
         batch_size: perturbed clips per forward pass.
         all_classes: also accumulate the maps of every class at once
             (``scores^T @ masks``) into ``extras['class_maps']``

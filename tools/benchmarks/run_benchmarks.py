@@ -54,6 +54,15 @@ METHOD_SETTINGS = {
     'attention_rollout': {},
     'attention_relevance': {},
 }
+#: Configurations evaluated as rows of their own: name -> (method,
+#: settings on top of the method's benchmark settings). The temporal-mean
+#: baseline removes the clip's motion and keeps its appearance (every
+#: frame replaced by the mean frame), the natural "absence" for a
+#: recogniser of actions.
+VARIANTS = {
+    'integrated_gradients[temporal_mean]': (
+        'integrated_gradients', dict(baseline='temporal_mean')),
+}
 #: Methods left out of the per-clip evaluation, with the reason.
 SKIPPED = {
     'captum': "wrapper around Captum's algorithms: see the speed table",
@@ -63,13 +72,23 @@ SKIPPED = {
 #: randomisation test: every method except the perturbation ones is run).
 PERTURBATION = {'occlusion', 'rise', 'step', 'lime', 'kernel_shap'}
 GRADIENT = {'gradcam', 'gradcam++', 'saliency', 'integrated_gradients',
+            'integrated_gradients[temporal_mean]',
             'smoothgrad', 'attention_relevance'}
 
 #: Layers randomised top-down in the sanity check (cumulative).
+#: Adebayo et al.'s full cascade: from the head down to the first layer
+#: (TSM's backbone returns stage 5: layers 6-7 and conv2 are unused).
 CASCADES = {
-    'i3d': ['cls_head', 'backbone.layer4', 'backbone.layer3'],
-    'tsm': ['cls_head', 'backbone.layer5', 'backbone.layer4'],
-    'transformer': ['cls_head', 'backbone.blocks4', 'backbone.blocks3'],
+    'i3d': ['cls_head', 'backbone.layer4', 'backbone.layer3',
+            'backbone.layer2', 'backbone.layer1', 'backbone.conv1'],
+    'tsm': ['cls_head', 'backbone.layer5', 'backbone.layer4',
+            'backbone.layer3', 'backbone.layer2', 'backbone.layer1',
+            'backbone.conv1'],
+    'transformer': ['cls_head', 'backbone.norm', 'backbone.blocks4',
+                    'backbone.patch_embed4', 'backbone.blocks3',
+                    'backbone.patch_embed3', 'backbone.blocks2',
+                    'backbone.patch_embed2', 'backbone.blocks1',
+                    'backbone.patch_embed1'],
 }
 #: Grad-CAM layers where the adapter's default is not the fair choice:
 #: UniFormer's output is a 2x2 grid at 64 px; its last stage-3 attention
@@ -125,13 +144,19 @@ def balanced_indices(dataset, n: int) -> List[int]:
     return out
 
 
+def base_method(name: str) -> str:
+    """The registered method behind a benchmark row."""
+    return VARIANTS.get(name, (name, ))[0]
+
+
 def method_settings(method: str, model: str = '') -> dict:
     """Benchmark settings of ``method`` (on benchmark ``model``), with
     progress bars off."""
     import inspect
     from mmxai.explainers import method_names
     from mmxai.registry import EXPLAINERS
-    settings = dict(METHOD_SETTINGS.get(method, {}))
+    method, extra = VARIANTS.get(method, (method, {}))
+    settings = dict(METHOD_SETTINGS.get(method, {}), **extra)
     cls = EXPLAINERS.get(method_names().get(method, method))
     if cls is not None and any(
             'progress' in inspect.signature(c.__init__).parameters
@@ -172,11 +197,12 @@ def evaluate_model(name: str, args: argparse.Namespace) -> dict:
     dataset = DATASETS.build(ds_cfg)
     indices = balanced_indices(dataset, args.clips)
 
-    names = args.methods or [m for m in method_names() if m not in SKIPPED]
+    names = args.methods or [m for m in method_names()
+                             if m not in SKIPPED] + list(VARIANTS)
     explainers, na = {}, {}
     for m in names:
         try:
-            explainers[m] = build_explainer(m, model,
+            explainers[m] = build_explainer(base_method(m), model,
                                             **method_settings(m, name))
         except (MMXAIError, TypeError, ValueError) as e:
             na[m] = str(e).split('\n')[0][:160]
@@ -250,7 +276,7 @@ def evaluate_model(name: str, args: argparse.Namespace) -> dict:
         settings = method_settings(m, name)
 
         def explain(mdl, m=m, settings=settings):
-            e = build_explainer(m, mdl, **settings)
+            e = build_explainer(base_method(m), mdl, **settings)
             return e.attribute(s_inputs, target=s_labels).raw_maps[:, 0]
 
         try:
@@ -282,7 +308,8 @@ def _reusable(name: str, args: argparse.Namespace) -> bool:
 def _run_settings(args: argparse.Namespace) -> dict:
     return dict(clips=args.clips, steps=args.steps, cell=args.cell,
                 sanity_clips=args.sanity_clips, methods=args.methods,
-                method_settings=json.loads(json.dumps(METHOD_SETTINGS)))
+                method_settings=json.loads(json.dumps(METHOD_SETTINGS)),
+                variants=json.loads(json.dumps(VARIANTS)))
 
 
 def _jsonable(example: Optional[dict]) -> Optional[dict]:
@@ -319,6 +346,7 @@ def sanity_table(res: dict) -> Dict[str, dict]:
             continue
         out[m] = dict(head=s['steps'][0]['spearman'],
                       top=s['steps'][-1]['spearman'],
+                      per_step=[st['spearman'] for st in s['steps']],
                       layers=s['steps'][-1]['layers'])
     return out
 
@@ -502,6 +530,11 @@ def write_report(args, results, accuracy, speed_md, figs, elapsed, machine,
     lines += ['Method settings: ' + '; '.join(
         f'`{m}` {json.dumps(s)}' for m, s in METHOD_SETTINGS.items() if s)
         + '.', '']
+    lines += ['Configurations with rows of their own: ' + '; '.join(
+        f'`{v}` = `{m}` with {json.dumps(extra)}'
+        for v, (m, extra) in VARIANTS.items()) + ' (every frame replaced '
+        'by the clip\'s mean frame: the motion removed, the appearance '
+        'kept; static voxels get zero attribution).', '']
     lines += ['## Localisation and faithfulness', '',
               f'Per model, {args.clips} held-out clips (balanced over the 4 '
               'classes). Columns: **pointing** = spatio-temporal pointing game '
@@ -552,16 +585,19 @@ def write_report(args, results, accuracy, speed_md, figs, elapsed, machine,
               '![curves](figures/benchmark_deletion_insertion.png)', '']
     lines += ['## Sanity check: model parameter randomisation', '',
               'Adebayo et al.: the layers are re-initialised top-down on a '
-              'copy of the model (cumulatively: the head, then the last '
-              'stage, then the one below); the Spearman rank correlation of '
+              'copy of the model, cumulatively, from the head down to the '
+              'first layer (the full cascade); the Spearman rank correlation of '
               'each clip\'s raw map with the trained model\'s map is averaged '
               f'over {args.sanity_clips} clips (target fixed to the '
               'ground-truth class). A method passes when the correlation '
               f'after the whole cascade is below {SANITY_PASS} (its maps '
               'depend on the learnt weights). Perturbation methods are left '
-              'out (their cost; they query only the model\'s outputs).', '',
+              'out (their cost; they query only the model\'s outputs). '
+              'Cascades: ' + '; '.join(
+                  f'{n}: ' + ' > '.join(f'`{c}`' for c in CASCADES[n])
+                  for n in args.models) + '.', '',
               '| model | method | gradient-based | after head | after '
-              'cascade | layers | passes |', '|---|---|---|---:|---:|---|---|']
+              'cascade | per step | passes |', '|---|---|---|---:|---:|---|---|']
     for name in args.models:
         for m, s in sanity_table(results[name]).items():
             if 'error' in s:
@@ -572,7 +608,8 @@ def write_report(args, results, accuracy, speed_md, figs, elapsed, machine,
             lines.append(
                 f'| {name} | {m} | {"yes" if m in GRADIENT else "no"} | '
                 f'{s["head"]:.2f} | {s["top"]:.2f} | '
-                f'{", ".join(s["layers"])} | {"yes" if ok else "**no**"} |')
+                f'{" ".join(f"{v:.2f}" for v in s.get("per_step", []))} | '
+                f'{"yes" if ok else "**no**"} |')
     lines += ['']
     lines += goals_section(args, results, accuracy)
     if speed_md:

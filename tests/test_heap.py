@@ -24,14 +24,16 @@ def _faults_of_big_allocations(rounds: int = 4) -> int:
 
 @needs_glibc
 def test_big_blocks_are_reused_inside_the_block():
-    outside = _faults_of_big_allocations()
+    outside = _faults_of_big_allocations(6)
     with heap.retained_heap() as acted:
         assert acted
-        _faults_of_big_allocations(1)  # first touch of the heap pages
-        inside = _faults_of_big_allocations()
-    # outside: every round re-faults 24,576 pages; inside: reused pages
-    assert outside > 4 * 20000
-    assert inside < outside / 10
+        _faults_of_big_allocations(2)  # first touch of the heap pages
+        inside = _faults_of_big_allocations(6)
+    # outside: every round re-faults its 24,576 pages; inside: the pages
+    # are reused (a free heap block released earlier by malloc_trim may
+    # fault once more)
+    assert outside > 6 * 20000
+    assert inside < outside / 3
 
 
 @needs_glibc

@@ -162,8 +162,11 @@ def build_cases(args):
     for m in names:
         settings = method_settings(m)
         settings.update(SPEED_BUDGETS.get(m, {}))
-        if m == 'occlusion':
-            settings.update(window=occ_window, stride=occ_window)
+        if m == 'occlusion':  # Captum's work: windows, batch, logits, 0
+            settings.update(window=occ_window, stride=occ_window,
+                            batch_size=8, score='logit', baseline=0.0)
+        if m == 'integrated_gradients':  # Captum's internal batch
+            settings['batch_size'] = 8
         if m in ('gradcam', 'gradcam++'):
             settings['target_layers'] = [LAYER]
         try:

@@ -1,8 +1,7 @@
 # A tiny I3D (ResNet3d-18, 8 base channels) for mmxai's synthetic action data:
 # 4 classes (direction of the one moving object), 32-frame 64x64 clips.
 # Train/evaluate with tools/make_demo.py (data in data/synthetic).
-custom_imports = dict(imports=['mmxai'], allow_failed_imports=False)
-default_scope = 'mmaction'
+_base_ = ['../_base_/synthetic_runtime.py']
 
 num_classes = 4
 model = dict(
@@ -93,21 +92,10 @@ test_dataloader = dict(
         pipeline=test_pipeline,
         test_mode=True))
 
-val_evaluator = dict(
-    type='AccMetric',
-    metric_options=dict(top_k_accuracy=dict(topk=(1, ))))
-test_evaluator = val_evaluator
-
 max_epochs = 12
 train_cfg = dict(
     type='EpochBasedTrainLoop', max_epochs=max_epochs, val_begin=1,
     val_interval=3)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-
-optim_wrapper = dict(
-    optimizer=dict(type='AdamW', lr=3e-3, weight_decay=1e-4),
-    clip_grad=dict(max_norm=10, norm_type=2))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1,
          convert_to_iter_based=True),
@@ -115,24 +103,4 @@ param_scheduler = [
          by_epoch=True, begin=1, end=max_epochs, convert_to_iter_based=True)
 ]
 
-default_hooks = dict(
-    runtime_info=dict(type='RuntimeInfoHook'),
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=20, ignore_last=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=-1, save_last=False),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    sync_buffers=dict(type='SyncBuffersHook'))
-
-env_cfg = dict(
-    cudnn_benchmark=False,
-    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    dist_cfg=dict(backend='gloo'))
-log_processor = dict(type='LogProcessor', window_size=20, by_epoch=True)
-vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(type='ActionVisualizer', vis_backends=vis_backends)
-log_level = 'INFO'
-load_from = None
-resume = False
-randomness = dict(seed=0, deterministic=False)
 work_dir = 'work_dirs/i3d_tiny_synthetic'

@@ -21,9 +21,9 @@ import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
-CONFIG = ('mmaction::recognition/i3d/'
-          'i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_kinetics400-rgb.py')
+from bench_model import random_i3d_and_clip  # noqa: E402
 
 
 def main():
@@ -36,20 +36,12 @@ def main():
     args = p.parse_args()
 
     import torch
-    import mmxai  # noqa: F401
-    from mmaction.structures import ActionDataSample
     from mmaction.utils import GradCAM as BuiltinGradCAM
-    from mmxai.apis import init_recognizer
     from mmxai.explainers import GradCAM, SaliencyTubes
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model = init_recognizer(CONFIG, None, device='cpu')
-    g = torch.Generator().manual_seed(0)
-    data = dict(inputs=[torch.randint(0, 256, (1, 3, args.frames, args.size,
-                                               args.size), generator=g,
-                                      dtype=torch.uint8)],
-                data_samples=[ActionDataSample()])
+    model, data = random_i3d_and_clip(args.frames, args.size)
 
     def plain_forward():
         with torch.no_grad():

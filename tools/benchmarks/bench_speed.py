@@ -40,8 +40,6 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
-CONFIG = ('mmaction::recognition/i3d/'
-          'i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_kinetics400-rgb.py')
 LAYER = 'backbone.layer4'
 #: Smaller budgets than the localisation benchmark (times scale linearly
 #: with them): the speed table must run in minutes on 2 cores.
@@ -73,10 +71,8 @@ def build_cases(args):
     """``(model, {case name: callable})`` on one shared input."""
     import torch
     import torch.nn.functional as F
-    import mmxai  # noqa: F401
-    from mmaction.structures import ActionDataSample
+    from bench_model import random_i3d_and_clip
     from mmaction.utils import GradCAM as BuiltinGradCAM
-    from mmxai.apis import init_recognizer
     from mmxai.errors import MMXAIError
     from mmxai.explainers import build_explainer, method_names
     from mmxai.utils.layers import get_layer
@@ -84,12 +80,7 @@ def build_cases(args):
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model = init_recognizer(CONFIG, None, device='cpu')
-    g = torch.Generator().manual_seed(0)
-    data = dict(inputs=[torch.randint(0, 256, (1, 3, args.frames, args.size,
-                                               args.size), generator=g,
-                                      dtype=torch.uint8)],
-                data_samples=[ActionDataSample()])
+    model, data = random_i3d_and_clip(args.frames, args.size)
     with torch.no_grad():
         inputs = model.data_preprocessor(data, False)['inputs']
     from mmxai.adapters import build_adapter

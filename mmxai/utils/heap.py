@@ -12,13 +12,20 @@ loop hits this depends on heap-layout accidents (Captum's ``Occlusion``
 happens to avoid it, a plain loop of forwards does not).
 
 :func:`retained_heap` turns glibc's ``mmap`` for large blocks off and
-raises the trim threshold for the duration of the block, so the second
-forward reuses the first one's pages; on exit it restores mmap, sets the
+raises the trim threshold for the duration of the block, so after the
+first forward or two (until freed blocks fit torch's 64-byte-aligned
+requests) the forwards reuse each other's pages; on exit it restores mmap, sets the
 thresholds to the values glibc's own dynamic rule reaches once a block of
 32 MiB or more has been freed (mmap threshold 32 MiB, trim threshold
 64 MiB: any video forward does that), and gives the free memory back to the
 OS with ``malloc_trim``. Peak memory is unchanged (the same blocks, reused);
 the memory is released at the end, not after every forward.
+
+The release has a price on short runs: the next explanation faults its
+pages again (16 windows of 8x64x64: occlusion 1.21x Captum's time with the
+release, 0.90x without). Without it, blocks carved from the heap stay
+resident after the run wherever a live allocation pins them, which a
+long-running process (training with ``ExplainHook``) should not inherit.
 
 It is a no-op off Linux/glibc, when ``MMXAI_RETAIN_HEAP=0``, and nests
 (only the outermost block acts). Thread-safe.

@@ -38,7 +38,8 @@ def test_toolbox_test_py_with_hook_keeps_metrics(dataset, tmp_path):
     plain = data.write_config(str(tmp_path / 'plain.py'), root)
     evaluator = [dict(type='AccMetric'),
                  dict(type='mmxai.DeletionInsertionAUC', steps=4,
-                      cell_size=(2, 8, 8), batch_size=5)]
+                      cell_size=(2, 8, 8), batch_size=5),
+                 dict(type='mmxai.ModelRandomization', max_samples=2)]
     hooked = data.write_config(str(tmp_path / 'hooked.py'), root,
                                hooks=[HOOK], evaluator=evaluator,
                                imports=['mmxai'])
@@ -64,6 +65,9 @@ def test_toolbox_test_py_with_hook_keeps_metrics(dataset, tmp_path):
         assert a[key] == b[key]
     assert 0 <= b['mmxai/deletion_auc'] <= 1
     assert 0 <= b['mmxai/insertion_auc'] <= 1
+    # the sanity check of the hook's Grad-CAM, on the test clips
+    assert -1 <= b['mmxai/randomization_spearman'] < 0.5
+    assert b['mmxai/randomization_passed'] == 1.0
     out_dir = tmp_path / 'wd_hook' / 'explanations'
     done = sorted(d for d in os.listdir(out_dir) if d.isdigit())
     assert done == ['000000', '000001', '000002']  # max_samples=3
@@ -163,3 +167,42 @@ def test_hook_rejects_bad_options():
     hook = ExplainHook(interval=2, max_samples=2)
     assert [i for i in range(10) if hook.selected(i)] == [0, 2]
     assert ExplainHook(indices=[5]).selected(5)
+
+
+@pytest.mark.parametrize('base,keys', [
+    ('deletion_insertion.py', ('mmxai/deletion_auc', 'mmxai/average_drop')),
+    ('sanity_check.py', ('mmxai/randomization_spearman',
+                         'mmxai/randomization_passed')),
+])
+def test_explain_bases_inherit_beside_any_config(dataset, tmp_path, base,
+                                                 keys):
+    """configs/_base_/explain/*.py next to a config that has its own
+    test_evaluator and custom_imports (MMEngine refuses duplicate keys among
+    bases): the hook adds its metrics for the run, then removes them."""
+    root, ckpt = dataset
+    own = data.write_config(str(tmp_path / 'own.py'), root)
+    shipped = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                       'configs', '_base_', 'explain', base)
+    child = tmp_path / 'child.py'
+    child.write_text(f'_base_ = [{own!r}, {shipped!r}]\n')
+    runner = _runner(str(child), tmp_path / 'wd',
+                     **{'custom_hooks.0.max_samples': 2})
+    _load(runner, ckpt)
+    if base == 'deletion_insertion.py':  # keep the test fast
+        hook = next(h for h in runner.hooks
+                    if type(h).__name__ == 'ExplainHook')
+        hook.metrics_cfg[0].update(steps=4, cell_size=(2, 8, 8))
+    metrics = runner.test()
+    assert 'acc/top1' in metrics
+    for key in keys:
+        assert key in metrics
+    assert [type(m).__name__ for m in runner.test_loop.evaluator.metrics] \
+        == ['AccMetric']
+
+
+def test_hook_metrics_must_be_explanation_metrics():
+    from mmxai.engine import ExplainHook
+    with pytest.raises(ConfigError, match='metric configs'):
+        ExplainHook(metrics=['DeletionInsertionAUC'])
+    with pytest.raises(ConfigError, match='not one'):
+        ExplainHook._build_metric(dict(type='AccMetric'), None)

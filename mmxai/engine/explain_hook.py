@@ -30,7 +30,7 @@ from ..adapters import unwrap_model
 from ..errors import ConfigError
 from ..evaluation.base import ExplainedBatch, ExplanationMetric
 from ..explainers import build_explainer
-from ..registry import HOOKS, VISUALIZERS
+from ..registry import HOOKS, METRICS, VISUALIZERS
 from ..visualization.video_writer import atomic_path
 from ..visualization.visualizer import (ExplanationVisualizer,
                                         inputs_to_frames, label_lines)
@@ -85,6 +85,12 @@ class ExplainHook(Hook):
             visualizer config (``dict(type='mmxai.ExplanationVisualizer',
             vis_backends=[...])``, ``save_dir`` defaults to ``out_dir``).
         out_type: what backends receive: ``'img'``, ``'gif'`` or ``'video'``.
+        metrics: explanation metric configs (``dict(type='mmxai.
+            DeletionInsertionAUC', ...)``) added to the test evaluator for
+            the run and removed afterwards, so a config that inherits the
+            hook does not have to restate (and cannot clash on)
+            ``test_evaluator``. Metrics already listed in ``test_evaluator``
+            are used as well.
     """
     priority = 'NORMAL'
 
@@ -102,7 +108,8 @@ class ExplainHook(Hook):
                  cmap: str = 'jet',
                  fps: int = 4,
                  visualizer: Union[None, str, dict] = None,
-                 out_type: str = 'video') -> None:
+                 out_type: str = 'video',
+                 metrics: Optional[Sequence[dict]] = None) -> None:
         outputs = (outputs, ) if isinstance(outputs, str) else tuple(outputs)
         bad = [o for o in outputs if o not in OUTPUTS]
         if bad:
@@ -130,6 +137,13 @@ class ExplainHook(Hook):
         self.cmap = cmap
         self.visualizer_cfg = visualizer
         self.out_type = out_type
+        metrics = [] if metrics is None else (
+            [metrics] if isinstance(metrics, dict) else list(metrics))
+        if not all(isinstance(m, dict) and 'type' in m for m in metrics):
+            raise ConfigError('ExplainHook: metrics must be metric configs, '
+                              "e.g. [dict(type='mmxai.DeletionInsertionAUC')]")
+        self.metrics_cfg = copy.deepcopy(metrics)
+        self._added_metrics: List[Any] = []
         self.current: Optional[ExplainedBatch] = None
         self.explained: List[int] = []
 
@@ -180,9 +194,27 @@ class ExplainHook(Hook):
             cmap=self.cmap)
         self._drawer.dataset_meta = dict(classes=self._classes)
         self._backend_vis = self._build_backend_visualizer(runner)
-        for metric in runner.test_loop.evaluator.metrics:
+        evaluator = runner.test_loop.evaluator
+        self._added_metrics = [self._build_metric(c, evaluator)
+                               for c in self.metrics_cfg]
+        evaluator.metrics.extend(self._added_metrics)
+        for metric in evaluator.metrics:
             if isinstance(metric, ExplanationMetric):
                 metric.bind(self)
+
+    @staticmethod
+    def _build_metric(cfg: dict, evaluator) -> ExplanationMetric:
+        cfg = dict(cfg)
+        kind = cfg.get('type')
+        if isinstance(kind, str) and '.' not in kind:
+            cfg['type'] = f'mmxai.{kind}'  # whatever the default scope is
+        metric = METRICS.build(cfg)
+        if not isinstance(metric, ExplanationMetric):
+            raise ConfigError(
+                f"ExplainHook: metrics takes explanation metrics; '{kind}' "
+                'is not one (list it in test_evaluator instead)')
+        metric.dataset_meta = getattr(evaluator, 'dataset_meta', None)
+        return metric
 
     def _build_backend_visualizer(self, runner):
         cfg = self.visualizer_cfg
@@ -244,7 +276,8 @@ class ExplainHook(Hook):
         self.current = ExplainedBatch(
             positions=positions, indices=[indices[p] for p in positions],
             inputs=inputs, data_samples=samples, explanation=exps[0],
-            adapter=explainer.adapter, extra=exps[1:])
+            adapter=explainer.adapter, extra=exps[1:],
+            explainer_cfg=self.explainer_cfg)
 
     def after_test_iter(self, runner, batch_idx: int, data_batch: Any = None,
                         outputs: Optional[Sequence] = None) -> None:
@@ -340,6 +373,11 @@ class ExplainHook(Hook):
 
     def after_test(self, runner) -> None:
         self.current = None
+        if self._added_metrics:  # leave the evaluator as configured
+            metrics = runner.test_loop.evaluator.metrics
+            metrics[:] = [m for m in metrics
+                          if all(m is not a for a in self._added_metrics)]
+            self._added_metrics = []
         logger = MMLogger.get_current_instance()
         logger.info(f'ExplainHook: explained {len(self.explained)} samples '
                     f'on this process -> {self._out}')

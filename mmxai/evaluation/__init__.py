@@ -3,6 +3,7 @@
 from .average_drop import AverageDrop
 from .base import ExplainedBatch, ExplanationMetric
 from .deletion_insertion import DeletionInsertionAUC
+from .model_randomization import ModelRandomization
 from .pointing import GT_META_KEYS, PointingGame, load_ground_truth
 from .functional import (auc, average_drop, deletion_insertion_curve,  # noqa
                          gaussian_blur, pointing_game, temporal_grounding)
@@ -10,16 +11,16 @@ from .localization import (centre_map, energy_in_tube,  # noqa: E402
                            localization_scores, random_map, scaled_tolerance,
                            st_pointing_game, temporal_energy,
                            temporal_grounding_hit)
-from .sanity import (cascading_randomization, rank_correlation,  # noqa: E402
-                     randomize_layers, randomized_copy)
+from .sanity import (cascading_randomization, default_cascade,  # noqa: E402
+                     rank_correlation, randomize_layers, randomized_copy)
 
 __all__ = [
     'AverageDrop', 'DeletionInsertionAUC', 'ExplainedBatch',
-    'ExplanationMetric', 'GT_META_KEYS', 'PointingGame', 'auc',
+    'ExplanationMetric', 'GT_META_KEYS', 'ModelRandomization', 'PointingGame', 'auc',
     'average_drop', 'deletion_insertion_curve', 'gaussian_blur',
     'load_ground_truth', 'pointing_game', 'temporal_grounding',
     'centre_map', 'energy_in_tube', 'localization_scores', 'random_map',
     'scaled_tolerance', 'st_pointing_game', 'temporal_energy',
-    'temporal_grounding_hit', 'cascading_randomization', 'rank_correlation',
+    'temporal_grounding_hit', 'cascading_randomization', 'default_cascade', 'rank_correlation',
     'randomize_layers', 'randomized_copy'
 ]

@@ -28,6 +28,8 @@ class ExplainedBatch:
             (maps ``[N, V, T, H, W]``).
         adapter: the model adapter (``adapter.model`` is the unwrapped model).
         extra: further explanations (top-k ranks > 1), as a list.
+        explainer_cfg: the config the explanations were built from (to
+            rebuild the explainer on another model, e.g. a randomised copy).
     """
     positions: List[int]
     indices: List[int]
@@ -36,6 +38,7 @@ class ExplainedBatch:
     explanation: Any
     adapter: Any
     extra: List[Any] = field(default_factory=list)
+    explainer_cfg: Any = None
 
 
 class ExplanationMetric(BaseMetric):

@@ -15,7 +15,7 @@ from ..errors import MMXAIError
 from ..utils.layers import get_layer
 
 __all__ = ['rank_correlation', 'randomize_layers', 'randomized_copy',
-           'cascading_randomization']
+           'cascading_randomization', 'default_cascade']
 
 
 def rank_correlation(a, b) -> float:
@@ -86,9 +86,10 @@ def cascading_randomization(
             'backbone.layer4', ...]``).
         reference: maps of the trained model (computed if None).
     Returns:
-        One dict per step: ``layers`` (randomised so far) and ``spearman``
+        One dict per step: ``layers`` (randomised so far), ``spearman``
         (rank correlation with the trained model's maps; one value per
-        leading map if the maps are batched ``[B, ...]``, averaged).
+        leading map if the maps are batched ``[B, ...]``, averaged) and
+        ``per_sample`` (those values).
     """
     if not cascade:
         raise MMXAIError('the randomisation cascade names no layer')
@@ -101,5 +102,32 @@ def cascading_randomization(
         maps = explain(work)
         rho = [rank_correlation(a, b) for a, b in zip(ref, maps)] \
             if ref.dim() > 3 else [rank_correlation(ref, maps)]
-        out.append(dict(layers=list(done), spearman=float(np.mean(rho))))
+        out.append(dict(layers=list(done), spearman=float(np.mean(rho)),
+                        per_sample=[float(r) for r in rho]))
+    return out
+
+
+def default_cascade(model: nn.Module) -> List[str]:
+    """Top-down randomisation cascade of a recognizer: ``cls_head``, the
+    neck, then the backbone's top-level modules that hold parameters, last
+    registered first (for ResNets: ``layer4`` ... ``conv1``).
+
+    Registration order is the forward order in MMAction2's CNN backbones; a
+    backbone that registers modules out of forward order still ends with
+    every listed module randomised, only the intermediate steps differ.
+    """
+    def has_params(m: nn.Module) -> bool:
+        return any(True for _ in m.parameters())
+
+    out = [n for n in ('cls_head', 'neck')
+           if isinstance(getattr(model, n, None), nn.Module)
+           and has_params(getattr(model, n))]
+    backbone = getattr(model, 'backbone', None)
+    if isinstance(backbone, nn.Module):
+        kids = [n for n, m in backbone.named_children() if has_params(m)]
+        out += [f'backbone.{n}' for n in reversed(kids)]
+    if not out:
+        raise MMXAIError(f'{type(model).__name__} has no cls_head, neck or '
+                         'backbone to randomise; pass cascade=[...] '
+                         '(module names, top first)')
     return out

@@ -616,10 +616,15 @@ def write_report(args, results, accuracy, speed_md, figs, elapsed, machine,
         lines += ['## Speed against the anchors', '', speed_md, '']
     lines += reading_section(results, accuracy)
     lines += ['## Faithfulness on your own models and data', '',
-              'The same deletion/insertion and localisation scores run on any '
-              'config through the test-time metrics (`mmxai.DeletionInsertionAUC`'
-              ', `mmxai.PointingGame`, see `configs/_base_/explain/`) or as '
-              'plain functions: `mmxai.evaluation.functional.'
+              'The deletion/insertion, localisation and sanity-check scores '
+              'run on any config through MMAction2\'s own `tools/test.py` as '
+              'test-time metrics (`mmxai.DeletionInsertionAUC`, '
+              '`mmxai.PointingGame`, `mmxai.ModelRandomization`): inherit '
+              '`configs/_base_/explain/deletion_insertion.py`, '
+              '`pointing_game.py` or `sanity_check.py` beside the config, e.g. '
+              '`_base_ = [\'my_config.py\', \'.../explain/sanity_check.py\']` '
+              '(docs/integration.md). They are also plain '
+              'functions: `mmxai.evaluation.functional.'
               'deletion_insertion_curve`, `mmxai.evaluation.localization.'
               'localization_scores`, `mmxai.evaluation.sanity.'
               'cascading_randomization` (a `model -> maps` callable and the '

@@ -2,7 +2,6 @@
 # In any MMAction2 config:  _base_ = [..., 'path/to/_base_/explain/gradcam.py']
 # then run MMAction2's tools/test.py as usual; outputs go to
 # <work_dir>/explanations/<sample index>/.
-custom_imports = dict(imports=['mmxai'], allow_failed_imports=False)
 custom_hooks = [
     dict(
         type='mmxai.ExplainHook',

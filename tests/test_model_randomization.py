@@ -1,0 +1,101 @@
+"""ModelRandomization metric: the sanity check of the hook's explainer on the
+test set (Adebayo et al. 2018), on one explained batch of a tiny I3D."""
+import pytest
+import torch
+
+from tiny_models import build, clip_batch, i3d_cfg, preprocess
+from mmxai.errors import MMXAIError
+from mmxai.evaluation import (ExplainedBatch, ModelRandomization,
+                              cascading_randomization, default_cascade)
+from mmxai.explainers import BaseExplainer, build_explainer
+from mmxai.registry import EXPLAINERS
+
+
+@EXPLAINERS.register_module(name='MMXAITestInputMagnitude', force=True)
+class InputMagnitude(BaseExplainer):
+    """A map that ignores the model: the clip's per-voxel magnitude (an
+    edge-detector-like explanation, which the check must fail)."""
+    name = 'input_magnitude'
+
+    def _attribute(self, inputs, target, data_samples):
+        scores, targets = self.scores_and_targets(inputs, target,
+                                                  data_samples)
+        raw = inputs.abs().sum(2)  # [B, V, C, T, H, W] -> [B, V, T, H, W]
+        return raw, {}, scores, targets, {}
+
+
+@pytest.fixture(scope='module')
+def setup():
+    model = build(i3d_cfg())
+    data = preprocess(model, clip_batch(batch=3, views=1, seed=5,
+                                        labels=[0, 1, 2]))
+    return model, data['inputs'], data['data_samples']
+
+
+def _run(model, inputs, samples, cfg, **kwargs):
+    explainer = build_explainer(cfg, model)
+    exp = explainer.attribute(inputs, 'gt', samples)
+    batch = ExplainedBatch(positions=[0, 1, 2], indices=[10, 11, 12],
+                           inputs=inputs, data_samples=samples,
+                           explanation=exp, adapter=explainer.adapter,
+                           explainer_cfg=cfg)
+
+    class Source:
+        current = batch
+    metric = ModelRandomization(keep_steps=True, **kwargs)
+    metric.bind(Source)
+    metric.process({}, [])
+    return metric.evaluate(3), exp
+
+
+def test_default_cascade_is_top_down():
+    model = build(i3d_cfg())
+    assert default_cascade(model) == [
+        'cls_head', 'backbone.layer4', 'backbone.layer3', 'backbone.layer2',
+        'backbone.layer1', 'backbone.conv1']
+
+
+def test_gradcam_passes_and_model_is_untouched(setup):
+    model, inputs, samples = setup
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    res, exp = _run(model, inputs, samples, dict(type='GradCAM'))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert not model.training
+    # the same numbers as the Runner-free function, same targets and seed
+    cascade = default_cascade(model)
+
+    def explain(mdl):
+        return build_explainer('gradcam', mdl).attribute(
+            inputs, exp.targets.tolist(), samples).raw_maps
+    ref = cascading_randomization(explain, model, cascade, seed=0,
+                                  reference=exp.raw_maps)
+    assert res['mmxai/randomization_curve'] == pytest.approx(
+        [s['spearman'] for s in ref], abs=1e-4)
+    assert res['mmxai/randomization_spearman'] == pytest.approx(
+        ref[-1]['spearman'], abs=1e-6)
+    assert res['mmxai/randomization_spearman'] < 0.5
+    assert res['mmxai/randomization_passed'] == 1.0
+
+
+def test_model_independent_map_fails(setup):
+    model, inputs, samples = setup
+    res, _ = _run(model, inputs, samples, dict(type='MMXAITestInputMagnitude'),
+                  cascade=['cls_head', 'backbone'])
+    assert res['mmxai/randomization_spearman'] == pytest.approx(1.0)
+    assert res['mmxai/randomization_passed'] == 0.0
+    assert len(res['mmxai/randomization_curve']) == 2
+
+
+def test_max_samples_and_bad_options(setup):
+    model, inputs, samples = setup
+    res, _ = _run(model, inputs, samples, dict(type='GradCAM'),
+                  max_samples=1, cascade=['cls_head'])
+    assert len(res['mmxai/randomization_curve']) == 1
+    with pytest.raises(MMXAIError):
+        ModelRandomization(cascade=[])
+    with pytest.raises(MMXAIError):
+        ModelRandomization(max_samples=0)
+    with pytest.raises(MMXAIError, match='backbone.layer9'):
+        _run(model, inputs, samples, dict(type='GradCAM'),
+             cascade=['backbone.layer9'])

@@ -11,7 +11,6 @@ from mmxai.explainers import BaseExplainer, build_explainer
 from mmxai.registry import EXPLAINERS
 
 
-@EXPLAINERS.register_module(name='MMXAITestInputMagnitude', force=True)
 class InputMagnitude(BaseExplainer):
     """A map that ignores the model: the clip's per-voxel magnitude (an
     edge-detector-like explanation, which the check must fail)."""
@@ -22,6 +21,15 @@ class InputMagnitude(BaseExplainer):
                                                   data_samples)
         raw = inputs.abs().sum(2)  # [B, V, C, T, H, W] -> [B, V, T, H, W]
         return raw, {}, scores, targets, {}
+
+
+@pytest.fixture
+def input_magnitude():
+    """Registered for this test only (other tests walk every method)."""
+    name = 'MMXAITestInputMagnitude'
+    EXPLAINERS.register_module(name=name, force=True, module=InputMagnitude)
+    yield name
+    EXPLAINERS._module_dict.pop(name, None)
 
 
 @pytest.fixture(scope='module')
@@ -78,9 +86,9 @@ def test_gradcam_passes_and_model_is_untouched(setup):
     assert res['mmxai/randomization_passed'] == 1.0
 
 
-def test_model_independent_map_fails(setup):
+def test_model_independent_map_fails(setup, input_magnitude):
     model, inputs, samples = setup
-    res, _ = _run(model, inputs, samples, dict(type='MMXAITestInputMagnitude'),
+    res, _ = _run(model, inputs, samples, dict(type=input_magnitude),
                   cascade=['cls_head', 'backbone'])
     assert res['mmxai/randomization_spearman'] == pytest.approx(1.0)
     assert res['mmxai/randomization_passed'] == 0.0

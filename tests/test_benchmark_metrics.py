@@ -78,6 +78,10 @@ def test_baseline_maps():
     g = torch.Generator().manual_seed(0)
     r = random_map((8, 16, 16), g)
     assert r.shape == (8, 16, 16) and 0 <= r.min() and r.max() <= 1
+    assert not torch.equal(r[0], r[1])
+    st = random_map((2, 8, 16, 16), g, static=True)
+    assert st.shape == (2, 8, 16, 16) and torch.equal(st[1, 0], st[1, 7])
+    assert not torch.equal(st[0, 0], st[1, 0])
     c = centre_map((8, 16, 16))
     assert c.shape == (8, 16, 16)
     assert torch.equal(c[0], c[7])

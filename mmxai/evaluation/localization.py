@@ -108,10 +108,20 @@ def localization_scores(maps, masks, frames=None,
 
 
 def random_map(shape: Sequence[int],
-               generator: Optional[torch.Generator] = None) -> Tensor:
+               generator: Optional[torch.Generator] = None,
+               static: bool = False) -> Tensor:
     """Baseline: i.i.d. uniform noise in [0, 1] of ``shape`` (e.g.
-    ``[T, H, W]``)."""
-    return torch.rand(tuple(shape), generator=generator)
+    ``[T, H, W]``). ``static``: one noise frame repeated along the
+    third-to-last axis (time), so deletion/insertion by this map changes the
+    same pixels in every frame instead of flickering, which a motion model
+    reads as motion (an artifact control, not Petsiuk et al.'s baseline)."""
+    shape = tuple(int(s) for s in shape)
+    if not static:
+        return torch.rand(shape, generator=generator)
+    if len(shape) < 3:
+        raise ValueError(f'a static map needs [..., T, H, W], got {shape}')
+    one = torch.rand(shape[:-3] + (1, ) + shape[-2:], generator=generator)
+    return one.expand(shape).clone()
 
 
 def centre_map(shape: Sequence[int], sigma: Union[float, None] = None

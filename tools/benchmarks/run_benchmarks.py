@@ -95,7 +95,7 @@ CASCADES = {
 #: block gives the 8x4x4 grid the other models' CAMs have.
 TARGET_LAYERS = {'transformer': ['backbone.blocks3.1']}
 CAM_METHODS = {'gradcam', 'gradcam++'}
-BASELINES = ('random map', 'centre map')
+BASELINES = ('random map', 'static random map', 'centre map')
 SANITY_PASS = 0.5  # mean Spearman below this after randomisation: passes
 
 
@@ -236,6 +236,7 @@ def evaluate_model(name: str, args: argparse.Namespace) -> dict:
             maps[m] = exp.maps[0, 0].float()
         g = torch.Generator().manual_seed(1000 + idx)
         maps['random map'] = random_map((t, h, w), g)
+        maps['static random map'] = random_map((t, h, w), g, static=True)
         maps['centre map'] = centre_map((t, h, w))
         for m, mp in maps.items():
             r = dict(method=m, clip=int(idx), label=label, pred=pred,
@@ -552,8 +553,12 @@ def write_report(args, results, accuracy, speed_md, figs, elapsed, machine,
               f'when 1x{args.cell}x{args.cell} cells are faded to the mean '
               f'colour / restored, most important first ({args.steps} steps; '
               'lower deletion and higher insertion are better); **s/clip** = '
-              'seconds per clip. Baselines: a uniform random map and a '
-              'centre Gaussian (the same in every frame).', '']
+              'seconds per clip. Baselines: a uniform random map (i.i.d. per '
+              'voxel; the goals compare against it), a static random map (one '
+              'random frame repeated: the same ranking, without the flicker '
+              'that an i.i.d. map\'s deletion creates and a motion model reads '
+              'as motion) and a centre Gaussian (the same in every frame).',
+              '']
     for name in args.models:
         res = results[name]
         summ = summarise(res)

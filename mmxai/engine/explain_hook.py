@@ -195,12 +195,21 @@ class ExplainHook(Hook):
         self._drawer.dataset_meta = dict(classes=self._classes)
         self._backend_vis = self._build_backend_visualizer(runner)
         evaluator = runner.test_loop.evaluator
+        self._remove_added_metrics(evaluator)  # a failed run's, if any
         self._added_metrics = [self._build_metric(c, evaluator)
                                for c in self.metrics_cfg]
         evaluator.metrics.extend(self._added_metrics)
         for metric in evaluator.metrics:
             if isinstance(metric, ExplanationMetric):
                 metric.bind(self)
+
+    def _remove_added_metrics(self, evaluator) -> None:
+        """Leave the evaluator as configured."""
+        if self._added_metrics:
+            evaluator.metrics[:] = [
+                m for m in evaluator.metrics
+                if all(m is not a for a in self._added_metrics)]
+            self._added_metrics = []
 
     @staticmethod
     def _build_metric(cfg: dict, evaluator) -> ExplanationMetric:
@@ -373,11 +382,7 @@ class ExplainHook(Hook):
 
     def after_test(self, runner) -> None:
         self.current = None
-        if self._added_metrics:  # leave the evaluator as configured
-            metrics = runner.test_loop.evaluator.metrics
-            metrics[:] = [m for m in metrics
-                          if all(m is not a for a in self._added_metrics)]
-            self._added_metrics = []
+        self._remove_added_metrics(runner.test_loop.evaluator)
         logger = MMLogger.get_current_instance()
         logger.info(f'ExplainHook: explained {len(self.explained)} samples '
                     f'on this process -> {self._out}')

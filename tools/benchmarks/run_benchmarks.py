@@ -111,7 +111,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--steps', type=int, default=16,
                    help='deletion/insertion steps')
     p.add_argument('--cell', type=int, default=8,
-                   help='deletion/insertion unit: 1 x cell x cell pixels')
+                   help='deletion/insertion unit: 1 x cell x cell pixels at '
+                   '64 px (scaled with the input size)')
     p.add_argument('--data-root', default='data/benchmark_synthetic')
     p.add_argument('--ckpt-dir', default='checkpoints/benchmark')
     p.add_argument('--out', default='docs/benchmarks.md')
@@ -149,9 +150,11 @@ def base_method(name: str) -> str:
     return VARIANTS.get(name, (name, ))[0]
 
 
-def method_settings(method: str, model: str = '') -> dict:
+def method_settings(method: str, model: str = '',
+                    target_layers: Optional[List[str]] = None) -> dict:
     """Benchmark settings of ``method`` (on benchmark ``model``), with
-    progress bars off."""
+    progress bars off. ``target_layers`` replaces the CAM methods' layers
+    (``[]``: the adapter's default)."""
     import inspect
     from mmxai.explainers import method_names
     from mmxai.registry import EXPLAINERS
@@ -162,13 +165,20 @@ def method_settings(method: str, model: str = '') -> dict:
             'progress' in inspect.signature(c.__init__).parameters
             for c in cls.__mro__ if '__init__' in vars(c)):
         settings['progress'] = False
-    if method in CAM_METHODS and model in TARGET_LAYERS:
-        settings['target_layers'] = TARGET_LAYERS[model]
+    layers = TARGET_LAYERS.get(model) if target_layers is None \
+        else target_layers
+    if method in CAM_METHODS and layers:
+        settings['target_layers'] = list(layers)
     return settings
 
 
-def evaluate_model(name: str, args: argparse.Namespace) -> dict:
-    """Explain and score ``args.clips`` held-out clips with every method."""
+def evaluate_model(name: str, args: argparse.Namespace,
+                   cfg_options: Optional[dict] = None,
+                   target_layers: Optional[List[str]] = None,
+                   sanity_check: bool = True) -> dict:
+    """Explain and score ``args.clips`` held-out clips with every method
+    (``cfg_options`` merged into the model's config, ``target_layers`` for
+    the CAM methods as in :func:`method_settings`)."""
     t_start = time.time()
     import numpy as np
     import torch
@@ -188,7 +198,7 @@ def evaluate_model(name: str, args: argparse.Namespace) -> dict:
 
     cfg_path = osp.join(ROOT, 'configs', 'benchmark', f'{name}_synthetic.py')
     ckpt = osp.join(args.ckpt_dir, f'{name}_synthetic.pth')
-    model = init_recognizer(cfg_path, ckpt)
+    model = init_recognizer(cfg_path, ckpt, cfg_options=cfg_options)
     cfg = model.cfg
     ds_cfg = cfg.test_dataloader.dataset.copy()
     ds_cfg.ann_file = osp.join(args.data_root, 'test.txt')
@@ -202,8 +212,9 @@ def evaluate_model(name: str, args: argparse.Namespace) -> dict:
     explainers, na = {}, {}
     for m in names:
         try:
-            explainers[m] = build_explainer(base_method(m), model,
-                                            **method_settings(m, name))
+            explainers[m] = build_explainer(
+                base_method(m), model,
+                **method_settings(m, name, target_layers))
         except (MMXAIError, TypeError, ValueError) as e:
             na[m] = str(e).split('\n')[0][:160]
     rows, curves, example = [], {}, None
@@ -219,6 +230,7 @@ def evaluate_model(name: str, args: argparse.Namespace) -> dict:
         masks, frames = load_ground_truth(dict(sample.metainfo), (v, t, h, w))
         mask, fr = torch.from_numpy(masks[0]), torch.from_numpy(frames[0])
         tol = scaled_tolerance(min(h, w))
+        cell = max(1, round(args.cell * min(h, w) / 64))  # --cell is at 64 px
         with torch.no_grad():
             pred = int(adapter.scores(inputs).argmax(-1))
         maps: Dict[str, object] = {}
@@ -248,7 +260,7 @@ def evaluate_model(name: str, args: argparse.Namespace) -> dict:
             for mode in ('deletion', 'insertion'):
                 curve, area = deletion_insertion_curve(
                     model, inputs, mp[None], label, steps=args.steps,
-                    cell_size=(1, args.cell, args.cell),
+                    cell_size=(1, cell, cell),
                     batch_size=args.steps + 1, mode=mode)
                 r[mode] = float(area[0])
                 curves.setdefault(m, {}).setdefault(mode, []).append(
@@ -272,9 +284,9 @@ def evaluate_model(name: str, args: argparse.Namespace) -> dict:
     s_inputs = proc['inputs']
     s_labels = [int(s.gt_label.view(-1)[0]) for s in proc['data_samples']]
     for m, ex in explainers.items():
-        if m in na or m in PERTURBATION:
+        if m in na or m in PERTURBATION or not sanity_check:
             continue
-        settings = method_settings(m, name)
+        settings = method_settings(m, name, target_layers)
 
         def explain(mdl, m=m, settings=settings):
             e = build_explainer(base_method(m), mdl, **settings)
@@ -749,8 +761,12 @@ def reading_section(results, accuracy=None) -> List[str]:
                      'deletion and insertion for at least one model: '
                      + ', '.join(f'`{m}`' for m in bad) + ' (see the tables '
                      'for which criterion; the perturbation methods run with '
-                     'small budgets here). Check a method with deletion/'
-                     'insertion on your own model before trusting it.')
+                     'small budgets here). On the transformer the CAM-type '
+                     'maps fall short at every layer and at a finer head grid '
+                     '(`docs/transformer_cams.md`, regenerated by '
+                     '`tools/benchmarks/bench_transformer_cams.py`). Check a '
+                     'method with deletion/insertion on your own model before '
+                     'trusting it.')
     return lines + ['']
 
 

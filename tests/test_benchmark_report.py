@@ -1,0 +1,51 @@
+"""The benchmark report's goal and reading logic on planted scores (the
+benchmark itself is too slow for the test suite)."""
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                            'tools', 'benchmarks'))
+import run_benchmarks as rb  # noqa: E402
+
+KEYS = ('pointing', 'pointing_cell', 'energy', 'temporal_grounding',
+        'temporal_energy', 'deletion', 'insertion', 'seconds')
+
+
+def _rows(scores):
+    """One row per method from ``{method: (pointing, deletion, insertion)}``."""
+    rows = []
+    for m, (pt, de, ins) in scores.items():
+        r = dict.fromkeys(KEYS, 0.5)
+        r.update(method=m, pointing=pt, deletion=de, insertion=ins,
+                 seconds=0.1)
+        rows.append(r)
+    return dict(rows=rows, sanity={
+        'gradcam': dict(steps=[dict(spearman=0.9, layers=['cls_head']),
+                               dict(spearman=0.1, layers=['backbone'])])})
+
+
+BASE = {'random map': (0.0, 0.45, 0.47), 'static random map': (0.1, 0.67, 0.75),
+        'centre map': (0.1, 0.5, 0.8)}
+
+
+def test_goals_compare_with_the_iid_random_map_only():
+    results = {
+        'i3d': _rows(dict(BASE, gradcam=(0.95, 0.40, 0.90))),
+        # beats the static random map, not the i.i.d. one, on deletion
+        'transformer': _rows(dict(BASE, gradcam=(0.92, 0.50, 0.90))),
+    }
+    args = rb.parse_args(['--models', 'i3d', 'transformer'])
+    acc = {n: dict(test_top1=1.0) for n in results}
+    text = '\n'.join(rb.goals_section(args, results, acc))
+    assert ('| i3d: every method beats the random map on pointing, deletion '
+            'and insertion | all do | yes |') in text
+    assert ('| transformer: every method beats the random map on pointing, '
+            'deletion and insertion | not: gradcam | **no** |') in text
+    assert 'static random map' not in text  # a baseline, never a method
+    reading = '\n'.join(rb.reading_section(results, acc))
+    assert 'docs/transformer_cams.md' in reading
+    results['transformer'] = _rows(dict(BASE, gradcam=(0.92, 0.40, 0.90)))
+    reading = '\n'.join(rb.reading_section(results, acc))
+    assert 'docs/transformer_cams.md' not in reading
+    assert '| every gradient-based method passes the randomisation test | ' \
+        'all pass | yes |' in '\n'.join(rb.goals_section(args, results, acc))

@@ -80,16 +80,11 @@ def accuracy(size: int, data_root: str) -> float:
     from mmengine.dataset import pseudo_collate
     from mmxai.apis import init_recognizer
     from mmxai.adapters import build_adapter
-    from mmaction.registry import DATASETS
     model = init_recognizer(
         osp.join(ROOT, 'configs', 'benchmark', f'{MODEL}_synthetic.py'),
         osp.join(ROOT, 'checkpoints', 'benchmark', f'{MODEL}_synthetic.pth'),
         cfg_options=size_options(size))
-    ds_cfg = model.cfg.test_dataloader.dataset.copy()
-    ds_cfg.ann_file = osp.join(data_root, 'test.txt')
-    ds_cfg.data_prefix = dict(video=data_root)
-    ds_cfg.pop('_scope_', None)
-    dataset = DATASETS.build(ds_cfg)
+    dataset = rb.test_split(model, data_root)
     adapter = build_adapter(model)
     hits = 0
     for start in range(0, len(dataset), 16):

@@ -145,6 +145,17 @@ def balanced_indices(dataset, n: int) -> List[int]:
     return out
 
 
+def test_split(model, data_root: str):
+    """The held-out split under ``data_root`` through ``model.cfg``'s test
+    pipeline."""
+    from mmaction.registry import DATASETS
+    ds_cfg = model.cfg.test_dataloader.dataset.copy()
+    ds_cfg.ann_file = osp.join(data_root, 'test.txt')
+    ds_cfg.data_prefix = dict(video=data_root)
+    ds_cfg.pop('_scope_', None)
+    return DATASETS.build(ds_cfg)
+
+
 def base_method(name: str) -> str:
     """The registered method behind a benchmark row."""
     return VARIANTS.get(name, (name, ))[0]
@@ -193,18 +204,12 @@ def evaluate_model(name: str, args: argparse.Namespace,
                                                st_pointing_game)
     from mmxai.evaluation.sanity import cascading_randomization
     from mmxai.explainers import build_explainer, method_names
-    from mmaction.registry import DATASETS
     torch.set_num_threads(1)
 
     cfg_path = osp.join(ROOT, 'configs', 'benchmark', f'{name}_synthetic.py')
     ckpt = osp.join(args.ckpt_dir, f'{name}_synthetic.pth')
     model = init_recognizer(cfg_path, ckpt, cfg_options=cfg_options)
-    cfg = model.cfg
-    ds_cfg = cfg.test_dataloader.dataset.copy()
-    ds_cfg.ann_file = osp.join(args.data_root, 'test.txt')
-    ds_cfg.data_prefix = dict(video=args.data_root)
-    ds_cfg.pop('_scope_', None)
-    dataset = DATASETS.build(ds_cfg)
+    dataset = test_split(model, args.data_root)
     indices = balanced_indices(dataset, args.clips)
 
     names = args.methods or [m for m in method_names()

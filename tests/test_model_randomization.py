@@ -40,20 +40,23 @@ def setup():
     return model, data['inputs'], data['data_samples']
 
 
-def _run(model, inputs, samples, cfg, **kwargs):
+def _run(model, inputs, samples, cfg, ranks=None, **kwargs):
     explainer = build_explainer(cfg, model)
     exp = explainer.attribute(inputs, 'gt', samples)
-    batch = ExplainedBatch(positions=[0, 1, 2], indices=[10, 11, 12],
+    n = len(inputs)
+    batch = ExplainedBatch(positions=list(range(n)),
+                           indices=list(range(10, 10 + n)),
                            inputs=inputs, data_samples=samples,
                            explanation=exp, adapter=explainer.adapter,
-                           explainer_cfg=cfg)
+                           explainer_cfg=cfg, ranks=ranks)
 
     class Source:
         current = batch
     metric = ModelRandomization(keep_steps=True, **kwargs)
     metric.bind(Source)
     metric.process({}, [])
-    return metric.evaluate(3), exp
+    scored = [r['index'] for r in metric.results]
+    return metric.evaluate(3), exp, scored
 
 
 def test_default_cascade_is_top_down():
@@ -66,7 +69,7 @@ def test_default_cascade_is_top_down():
 def test_gradcam_passes_and_model_is_untouched(setup):
     model, inputs, samples = setup
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    res, exp = _run(model, inputs, samples, dict(type='GradCAM'))
+    res, exp, _ = _run(model, inputs, samples, dict(type='GradCAM'))
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert not model.training
@@ -88,7 +91,7 @@ def test_gradcam_passes_and_model_is_untouched(setup):
 
 def test_model_independent_map_fails(setup, input_magnitude):
     model, inputs, samples = setup
-    res, _ = _run(model, inputs, samples, dict(type=input_magnitude),
+    res, _, _ = _run(model, inputs, samples, dict(type=input_magnitude),
                   cascade=['cls_head', 'backbone'])
     assert res['mmxai/randomization_spearman'] == pytest.approx(1.0)
     assert res['mmxai/randomization_passed'] == 0.0
@@ -97,9 +100,20 @@ def test_model_independent_map_fails(setup, input_magnitude):
 
 def test_max_samples_and_bad_options(setup):
     model, inputs, samples = setup
-    res, _ = _run(model, inputs, samples, dict(type='GradCAM'),
-                  max_samples=1, cascade=['cls_head'])
+    res, _, scored = _run(model, inputs, samples, dict(type='GradCAM'),
+                          max_samples=1, cascade=['cls_head'])
     assert len(res['mmxai/randomization_curve']) == 1
+    assert scored == [10]
+    # with the hook's ranks (dataset order, any world size): the samples
+    # ranked below max_samples, wherever they sit in the batch
+    one, _, scored = _run(model, inputs, samples, dict(type='GradCAM'),
+                          ranks=[7, 1, 3], max_samples=4,
+                          cascade=['cls_head'])
+    assert scored == [11, 12]
+    ref, _, _ = _run(model, inputs[1:], samples[1:], dict(type='GradCAM'),
+                     cascade=['cls_head'])
+    assert one['mmxai/randomization_spearman'] == pytest.approx(
+        ref['mmxai/randomization_spearman'], abs=1e-6)
     with pytest.raises(MMXAIError):
         ModelRandomization(cascade=[])
     with pytest.raises(MMXAIError):
@@ -107,3 +121,10 @@ def test_max_samples_and_bad_options(setup):
     with pytest.raises(MMXAIError, match='backbone.layer9'):
         _run(model, inputs, samples, dict(type='GradCAM'),
              cascade=['backbone.layer9'])
+
+
+def test_hook_ranks_samples_by_dataset_index():
+    from mmxai.engine import ExplainHook
+    assert [ExplainHook(interval=3).rank(i) for i in (0, 3, 9)] == [0, 1, 3]
+    hook = ExplainHook(indices=[40, 7, 12])
+    assert [hook.rank(i) for i in (7, 12, 40)] == [0, 1, 2]

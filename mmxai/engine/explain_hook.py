@@ -157,6 +157,13 @@ class ExplainHook(Hook):
         return self.max_samples is None or \
             index // self.interval < int(self.max_samples)
 
+    def rank(self, index: int) -> int:
+        """Position of explained sample ``index`` among all the samples
+        the hook explains, in dataset-index order."""
+        if self.indices is not None:
+            return sum(i < index for i in self.indices)
+        return index // self.interval
+
     def _sample_index(self, data_sample, pos: int) -> int:
         idx = data_sample.metainfo.get('sample_idx') \
             if hasattr(data_sample, 'metainfo') else None
@@ -286,7 +293,8 @@ class ExplainHook(Hook):
             positions=positions, indices=[indices[p] for p in positions],
             inputs=inputs, data_samples=samples, explanation=exps[0],
             adapter=explainer.adapter, extra=exps[1:],
-            explainer_cfg=self.explainer_cfg)
+            explainer_cfg=self.explainer_cfg,
+            ranks=[self.rank(indices[p]) for p in positions])
 
     def after_test_iter(self, runner, batch_idx: int, data_batch: Any = None,
                         outputs: Optional[Sequence] = None) -> None:

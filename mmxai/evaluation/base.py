@@ -30,6 +30,8 @@ class ExplainedBatch:
         extra: further explanations (top-k ranks > 1), as a list.
         explainer_cfg: the config the explanations were built from (to
             rebuild the explainer on another model, e.g. a randomised copy).
+        ranks: each sample's rank among all the samples the hook explains
+            (by dataset index; the same under any world size), or None.
     """
     positions: List[int]
     indices: List[int]
@@ -39,6 +41,7 @@ class ExplainedBatch:
     adapter: Any
     extra: List[Any] = field(default_factory=list)
     explainer_cfg: Any = None
+    ranks: Optional[List[int]] = None
 
 
 class ExplanationMetric(BaseMetric):

@@ -32,8 +32,9 @@ class ModelRandomization(ExplanationMetric):
             the neck, the backbone's top-level modules in reverse order).
         threshold: the check passes when the mean correlation after the
             whole cascade is below it (0.5, the benchmark's rule).
-        max_samples: score at most this many samples (None: all the hook
-            explains).
+        max_samples: score the first this many samples the hook explains,
+            by dataset index (``ExplainHook.rank``), so the same samples
+            under any world size (None: all).
         seed: seed of the re-initialisation (the same copy for every batch).
         keep_steps: also report the mean correlation after each step.
     Reports ``<prefix>/randomization_spearman`` (after the whole cascade),
@@ -59,25 +60,28 @@ class ModelRandomization(ExplanationMetric):
         self.max_samples = None if max_samples is None else int(max_samples)
         self.seed = int(seed)
         self.keep_steps = keep_steps
-        self._scored = 0
+        self._seen = 0
 
     def evaluate_batch(self, batch: ExplainedBatch) -> List[dict]:
         if batch.explainer_cfg is None:
             raise ConfigError(
                 'ModelRandomization needs the explainer config of the '
                 "explanations (mmxai.ExplainHook's explainer=...)")
-        n = len(batch.indices)
-        if self.max_samples is not None:
-            n = min(n, self.max_samples - self._scored)
-        if n <= 0:
+        ranks = batch.ranks
+        if ranks is None:  # not from ExplainHook: ranked in arrival order
+            ranks = list(range(self._seen, self._seen + len(batch.indices)))
+            self._seen += len(batch.indices)
+        keep = [j for j, r in enumerate(ranks)
+                if self.max_samples is None or r < self.max_samples]
+        if not keep:
             return []
-        self._scored += n
         exp = batch.explanation
         model = batch.adapter.model
         cascade = self.cascade or default_cascade(model)
-        inputs = batch.inputs[:n]
-        targets = [int(t) for t in torch.as_tensor(exp.targets)[:n]]
-        samples = list(batch.data_samples)[:n]
+        sel = torch.as_tensor(keep)
+        inputs = batch.inputs[sel.to(batch.inputs.device)]
+        targets = [int(torch.as_tensor(exp.targets)[j]) for j in keep]
+        samples = [batch.data_samples[j] for j in keep]
 
         def explain(mdl):
             explainer = build_explainer(batch.explainer_cfg, mdl)
@@ -87,13 +91,13 @@ class ModelRandomization(ExplanationMetric):
 
         steps = cascading_randomization(
             explain, model, cascade, seed=self.seed,
-            reference=exp.raw_maps[:n].float())
-        return [dict(index=idx,
-                     steps=[s['per_sample'][j] for s in steps])
-                for j, idx in enumerate(batch.indices[:n])]
+            reference=exp.raw_maps[sel.to(exp.raw_maps.device)].float())
+        return [dict(index=batch.indices[j],
+                     steps=[s['per_sample'][k] for s in steps])
+                for k, j in enumerate(keep)]
 
     def evaluate(self, size: int) -> dict:
-        self._scored = 0  # every rank, ready for the next test run
+        self._seen = 0  # ready for the next test run
         return super().evaluate(size)
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:

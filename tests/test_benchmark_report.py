@@ -12,7 +12,7 @@ KEYS = ('pointing', 'pointing_cell', 'energy', 'temporal_grounding',
 
 
 def _rows(scores):
-    """One row per method from ``{method: (pointing, deletion, insertion)}``."""
+    """One row per method: ``{method: (pointing, deletion, insertion)}``."""
     rows = []
     for m, (pt, de, ins) in scores.items():
         r = dict.fromkeys(KEYS, 0.5)
@@ -24,7 +24,8 @@ def _rows(scores):
                                dict(spearman=0.1, layers=['backbone'])])})
 
 
-BASE = {'random map': (0.0, 0.45, 0.47), 'static random map': (0.1, 0.67, 0.75),
+BASE = {'random map': (0.0, 0.45, 0.47),
+        'static random map': (0.1, 0.67, 0.75),
         'centre map': (0.1, 0.5, 0.8)}
 
 

@@ -33,8 +33,8 @@ sys.path.insert(0, ROOT)
 import run_benchmarks as rb  # noqa: E402
 
 MODEL = 'transformer'
-CAMS = ['gradcam', 'gradcam++']
-HEAD_METHODS = ['gradcam', 'gradcam++', 'saliency_tubes', 'cfp']
+CAMS = sorted(rb.CAM_METHODS)
+HEAD_METHODS = list(rb.CAM_TYPE)
 
 #: name -> (input size, CAM layers ([] = the head's input), methods)
 SERIES = {

@@ -16,11 +16,13 @@ from .sanity import (cascading_randomization, default_cascade,  # noqa: E402
 
 __all__ = [
     'AverageDrop', 'DeletionInsertionAUC', 'ExplainedBatch',
-    'ExplanationMetric', 'GT_META_KEYS', 'ModelRandomization', 'PointingGame', 'auc',
+    'ExplanationMetric', 'GT_META_KEYS', 'ModelRandomization',
+    'PointingGame', 'auc',
     'average_drop', 'deletion_insertion_curve', 'gaussian_blur',
     'load_ground_truth', 'pointing_game', 'temporal_grounding',
     'centre_map', 'energy_in_tube', 'localization_scores', 'random_map',
     'scaled_tolerance', 'st_pointing_game', 'temporal_energy',
-    'temporal_grounding_hit', 'cascading_randomization', 'default_cascade', 'rank_correlation',
+    'temporal_grounding_hit', 'cascading_randomization', 'default_cascade',
+    'rank_correlation',
     'randomize_layers', 'randomized_copy'
 ]

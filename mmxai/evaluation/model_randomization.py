@@ -1,4 +1,4 @@
-"""Model parameter randomisation test (Adebayo et al. 2018) as a test metric."""
+"""Model parameter randomisation (Adebayo et al. 2018) as a test metric."""
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -60,17 +60,16 @@ class ModelRandomization(ExplanationMetric):
         self.max_samples = None if max_samples is None else int(max_samples)
         self.seed = int(seed)
         self.keep_steps = keep_steps
-        self._seen = 0
 
     def evaluate_batch(self, batch: ExplainedBatch) -> List[dict]:
         if batch.explainer_cfg is None:
             raise ConfigError(
                 'ModelRandomization needs the explainer config of the '
                 "explanations (mmxai.ExplainHook's explainer=...)")
-        ranks = batch.ranks
-        if ranks is None:  # not from ExplainHook: ranked in arrival order
-            ranks = list(range(self._seen, self._seen + len(batch.indices)))
-            self._seen += len(batch.indices)
+        # ExplainHook ranks samples by dataset index; a batch built by hand
+        # without ranks is ranked by position
+        ranks = range(len(batch.indices)) if batch.ranks is None \
+            else batch.ranks
         keep = [j for j, r in enumerate(ranks)
                 if self.max_samples is None or r < self.max_samples]
         if not keep:
@@ -80,7 +79,7 @@ class ModelRandomization(ExplanationMetric):
         cascade = self.cascade or default_cascade(model)
         sel = torch.as_tensor(keep)
         inputs = batch.inputs[sel.to(batch.inputs.device)]
-        targets = [int(torch.as_tensor(exp.targets)[j]) for j in keep]
+        targets = torch.as_tensor(exp.targets).cpu()[sel].tolist()
         samples = [batch.data_samples[j] for j in keep]
 
         def explain(mdl):
@@ -95,10 +94,6 @@ class ModelRandomization(ExplanationMetric):
         return [dict(index=batch.indices[j],
                      steps=[s['per_sample'][k] for s in steps])
                 for k, j in enumerate(keep)]
-
-    def evaluate(self, size: int) -> dict:
-        self._seen = 0  # ready for the next test run
-        return super().evaluate(size)
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         if not results:

@@ -64,6 +64,8 @@ def test_default_cascade_is_top_down():
     assert default_cascade(model) == [
         'cls_head', 'backbone.layer4', 'backbone.layer3', 'backbone.layer2',
         'backbone.layer1', 'backbone.conv1']
+    with pytest.raises(MMXAIError, match='pass cascade'):
+        default_cascade(torch.nn.Linear(2, 2))
 
 
 def test_gradcam_passes_and_model_is_untouched(setup):

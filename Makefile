@@ -26,9 +26,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
 
-# Every recognition config shipped with MMAction2 (CI runs it after `test`).
+# The slow sweeps: every family, every recognition config shipped with
+# MMAction2 (CI runs it after `test`).
 test-full: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider -m full_coverage tests/test_coverage.py
+	$(PY) -m pytest -q -p no:cacheprovider -m "sweep or full_coverage" $(PYTEST_ARGS) tests
 
 # Regenerate docs/benchmarks.md and docs/figures/ (< 30 min on 2 cores).
 benchmark: $(STAMP)

@@ -8,7 +8,7 @@ from . import registry  # noqa: E402,F401
 from . import adapters, explainers  # noqa: E402,F401
 # Registers hooks, metrics, visualizers and datasets, so that a config's
 # custom_imports=['mmxai'] makes every mmxai component available.
-from . import datasets, engine, evaluation, visualization  # noqa: E402,F401
+from . import datasets, engine, evaluation, outputs, visualization  # noqa: E402,F401
 from .explainers import Explanation, build_explainer  # noqa: E402
 
 __all__ = ['__version__', 'Explanation', 'build_explainer']

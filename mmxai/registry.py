@@ -38,3 +38,8 @@ DATASETS = Registry(
 TRANSFORMS = Registry(
     'transform', parent=MMA_TRANSFORMS, scope='mmxai',
     locations=['mmxai.datasets'])
+#: Method-specific output writers (e.g. CFP's pyramid figure), by the
+#: explainer's registered ``name``: ``fn(explanation, folder, frames,
+#: class_names) -> [paths]``.
+OUTPUT_EXTRAS = Registry(
+    'output extra', scope='mmxai', locations=['mmxai.outputs'])

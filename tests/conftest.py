@@ -5,23 +5,31 @@ sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault('MPLBACKEND', 'Agg')
 
 
+#: Slow markers, skipped by the default run (``make test``) unless selected
+#: with ``-m`` or the environment variable; ``make test-full`` (CI) runs them.
+SLOW_MARKERS = {
+    'sweep': ('MMXAI_SWEEP', 'per-family sweep: every recognizer family of '
+              'representative_configs (make test-full)'),
+    'full_coverage': ('MMXAI_FULL_COVERAGE', 'walk every recognition config '
+                      'shipped with MMAction2 and run every method '
+                      '(make test-full)'),
+}
+
+
 def pytest_configure(config):
-    config.addinivalue_line(
-        'markers', 'full_coverage: walk every recognition config shipped with '
-        'MMAction2 and run every method (slow; CI runs it with '
-        '-m full_coverage)')
+    for name, (_, text) in SLOW_MARKERS.items():
+        config.addinivalue_line('markers', f'{name}: {text}')
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skip ``full_coverage`` tests unless selected (``-m full_coverage``)
-    or ``MMXAI_FULL_COVERAGE=1`` is set."""
+    """Skip slow-marked tests unless selected (``-m sweep``) or their
+    environment variable is set."""
     import pytest
     expr = config.getoption('-m') or ''
-    if os.environ.get('MMXAI_FULL_COVERAGE') or (
-            'full_coverage' in expr and 'not full_coverage' not in expr):
-        return
-    skip = pytest.mark.skip(
-        reason='full config walk: run with -m full_coverage')
-    for item in items:
-        if 'full_coverage' in item.keywords:
-            item.add_marker(skip)
+    for name, (env, text) in SLOW_MARKERS.items():
+        if os.environ.get(env) or (name in expr and f'not {name}' not in expr):
+            continue
+        skip = pytest.mark.skip(reason=f'{text}: run with -m {name}')
+        for item in items:
+            if name in item.keywords:
+                item.add_marker(skip)

@@ -5,34 +5,14 @@ import os.path as osp
 import sys
 from typing import Optional, Sequence
 
-import cv2
 import numpy as np
 import torch
 
+from mmxai.testing.clips import write_toy_clip
 from tiny_models import build, i3d_cfg
 
 NUM_CLASSES = 4
 SIZE = 32
-
-
-def write_clip(path: str, label: int, seed: int, frames: int = 12,
-               size: int = 40) -> np.ndarray:
-    """An MP4 with a bright square moving by class; returns the mask
-    ``[T, size, size]`` of the square."""
-    rng = np.random.default_rng(seed)
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'mp4v'), 8,
-                             (size, size))
-    mask = np.zeros((frames, size, size), bool)
-    dy, dx = [(0, 1), (0, -1), (1, 0), (-1, 0)][label % 4]
-    y, x = 14 + int(rng.integers(-3, 4)), 14 + int(rng.integers(-3, 4))
-    for t in range(frames):
-        img = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
-        yy, xx = y + dy * t // 2, x + dx * t // 2
-        img[yy:yy + 8, xx:xx + 8] = 230
-        mask[t, yy:yy + 8, xx:xx + 8] = True
-        writer.write(img)
-    writer.release()
-    return mask
 
 
 def make_dataset(root: str, num: int = 6, corrupt: Sequence[int] = ()) -> str:
@@ -45,7 +25,7 @@ def make_dataset(root: str, num: int = 6, corrupt: Sequence[int] = ()) -> str:
         name = f'clip{i:02d}.mp4'
         label = i % NUM_CLASSES
         path = osp.join(vdir, name)
-        mask = write_clip(path, label, seed=i)
+        mask = write_toy_clip(path, label=label, seed=i)
         np.savez(osp.join(vdir, f'clip{i:02d}.npz'), mask=mask,
                  active_frames=np.arange(mask.shape[0]), label=label)
         if i in corrupt:
@@ -123,3 +103,4 @@ def test_script() -> str:
 
 
 PYTHON = sys.executable
+EXPLAIN_CLI = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), "tools", "explain.py")

@@ -5,7 +5,8 @@ import sys
 
 sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
                             'tools', 'benchmarks'))
-import run_benchmarks as rb  # noqa: E402
+from suite.report import goals_section, reading_section  # noqa: E402
+from suite.settings import parse_args  # noqa: E402
 
 KEYS = ('pointing', 'pointing_cell', 'energy', 'temporal_grounding',
         'temporal_energy', 'deletion', 'insertion', 'seconds')
@@ -35,18 +36,18 @@ def test_goals_compare_with_the_iid_random_map_only():
         # beats the static random map, not the i.i.d. one, on deletion
         'transformer': _rows(dict(BASE, gradcam=(0.92, 0.50, 0.90))),
     }
-    args = rb.parse_args(['--models', 'i3d', 'transformer'])
+    args = parse_args(['--models', 'i3d', 'transformer'])
     acc = {n: dict(test_top1=1.0) for n in results}
-    text = '\n'.join(rb.goals_section(args, results, acc))
+    text = '\n'.join(goals_section(args, results, acc))
     assert ('| i3d: every method beats the random map on pointing, deletion '
             'and insertion | all do | yes |') in text
     assert ('| transformer: every method beats the random map on pointing, '
             'deletion and insertion | not: gradcam | **no** |') in text
     assert 'static random map' not in text  # a baseline, never a method
-    reading = '\n'.join(rb.reading_section(results, acc))
+    reading = '\n'.join(reading_section(results, acc))
     assert 'docs/transformer_cams.md' in reading
     results['transformer'] = _rows(dict(BASE, gradcam=(0.92, 0.40, 0.90)))
-    reading = '\n'.join(rb.reading_section(results, acc))
+    reading = '\n'.join(reading_section(results, acc))
     assert 'docs/transformer_cams.md' not in reading
     assert '| every gradient-based method passes the randomisation test | ' \
-        'all pass | yes |' in '\n'.join(rb.goals_section(args, results, acc))
+        'all pass | yes |' in '\n'.join(goals_section(args, results, acc))

@@ -9,9 +9,11 @@ from torch import nn
 import tiny_models as tm
 from mmaction.registry import MODELS
 from mmxai.explainers import build_explainer
-from mmxai.explainers.cfp import (ClassFeaturePyramid, _PerKernelWalker,
-                                  _round6, trace_channels)
+from mmxai.explainers.cfp import ClassFeaturePyramid, trace_channels
+from mmxai.explainers.cfp.walker import _round6
+from mmxai.testing.cfp_reference import PerKernelWalker
 from mmxai.errors import MMXAIError
+from mmxai.outputs import extras_writer
 
 
 @MODELS.register_module(name='MMXAITestCFPStack', force=True)
@@ -207,7 +209,9 @@ def test_tiny_i3d_outputs_and_restored(tmp_path):
     # same result on a second call (deterministic, nothing left behind)
     again = cfp.attribute(data['inputs'])
     assert again.extras['cfp_graph'] == graphs
-    paths = cfp.write_extras(exp, str(tmp_path), class_names=list('abcde'))
+    # found by registration under the method's name, as every mode does
+    paths = extras_writer(exp.method)(exp, str(tmp_path),
+                                      class_names=list('abcde'))
     assert [p.split('/')[-1] for p in paths] == ['cfp_graph.json',
                                                  'cfp_pyramid.png']
     with open(paths[0]) as f:
@@ -263,7 +267,7 @@ def _with_reference(model, inputs, target='pred', **kwargs):
     """Explanations by the batched walker and the per-kernel reference."""
     fast = ClassFeaturePyramid(model, **kwargs)
     ref = ClassFeaturePyramid(model, **kwargs)
-    ref._walker_cls = _PerKernelWalker
+    ref._walker_cls = PerKernelWalker
     return (fast.attribute(inputs, target=target),
             ref.attribute(inputs, target=target))
 

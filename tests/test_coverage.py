@@ -1,10 +1,12 @@
 """Coverage: every MMAction2 recognition family, every applicable method.
 
-Default run: one config per family (``representative_configs``) with the
-class-activation and attention methods, plus the model-agnostic methods on
-one model of each input layout. ``-m full_coverage`` (run by CI): every
-config shipped in ``mmaction/.mim/configs/recognition`` with every
-registered method.
+Default run (``make test``): the class-activation and attention methods
+on one family per input layout (3D, 2D, transformer, two pathways, TIN's
+error) and the model-agnostic methods on I3D. ``-m sweep`` (``make
+test-full``, run by CI): every family of ``representative_configs`` and the
+model-agnostic methods on one model of each input layout. ``-m
+full_coverage`` (also CI): every config shipped in
+``mmaction/.mim/configs/recognition`` with every registered method.
 """
 import pytest
 import torch
@@ -12,9 +14,9 @@ import torch
 import mmxai  # noqa: F401
 from mmxai.errors import UnsupportedModelError
 from mmxai.explainers.saliency_tubes import LINEAR_GAP_HEADS
-from mmxai.utils.coverage import (CORE_METHODS, family_row,
+from mmxai.testing.coverage import (CORE_METHODS, family_row,
                                   registered_methods, run_method)
-from mmxai.utils.toolbox_configs import (build_small, check_buildable,
+from mmxai.testing.toolbox_configs import (build_small, check_buildable,
                                          list_recognition_configs,
                                          load_recognition_config,
                                          representative_configs)
@@ -25,6 +27,14 @@ UNBUILDABLE = {'tin'}  # compiled mmcv ops
 #: One model per input layout for the model-agnostic methods.
 LAYOUTS = ('i3d', 'tsn', 'videomae')
 SIZE = 32  # input pixels (C3D keeps 112)
+#: Families of the default run; the others are in the ``sweep``.
+FAST_FAMILIES = {'i3d', 'tsm', 'timesformer', 'slowfast', 'tin'}
+
+
+def _families(names, fast):
+    """Parameters: the ``fast`` ones plain, the others marked ``sweep``."""
+    return [f if f in fast else pytest.param(f, marks=pytest.mark.sweep)
+            for f in names]
 
 
 def _check_row(family: str, row: dict) -> None:
@@ -44,7 +54,7 @@ def _expects_tubes(config: str) -> bool:
         head.get('spatial_type', 'avg') == 'avg'
 
 
-@pytest.mark.parametrize('family', sorted(REPS))
+@pytest.mark.parametrize('family', _families(sorted(REPS), FAST_FAMILIES))
 def test_family_core_methods(family):
     config = REPS[family]
     if family in UNBUILDABLE:
@@ -58,7 +68,7 @@ def test_family_core_methods(family):
     assert row['default_layers'], 'no default target layers'
 
 
-@pytest.mark.parametrize('family', LAYOUTS)
+@pytest.mark.parametrize('family', _families(LAYOUTS, {'i3d'}))
 def test_model_agnostic_methods(family):
     small = build_small(REPS[family], size=SIZE)
     others = [m for m in registered_methods() if m not in CORE_METHODS]

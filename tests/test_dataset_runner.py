@@ -83,7 +83,7 @@ def test_two_processes_equal_one(dataset, one_process, tmp_path):
     torchrun = osp.join(osp.dirname(data.PYTHON), 'torchrun')
     proc = subprocess.run(
         [torchrun, '--nproc_per_node', '2', '--master_port', '29531',
-         '-m', 'mmxai.apis.dataset_runner', cfg, ckpt, '--out-dir', out,
+         data.EXPLAIN_CLI, cfg, ckpt, '--out-dir', out,
          '--launcher', 'pytorch'], capture_output=True, text=True, env=env,
         timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -14,7 +14,7 @@ import explain_data as data
 from mmxai.errors import ConfigError
 
 HOOK = dict(type='mmxai.ExplainHook', explainer=dict(type='GradCAM'),
-            outputs=('json', 'maps', 'overlay'))
+            outputs=('json', 'npz', 'video'))
 
 
 @pytest.fixture(scope='module')
@@ -103,7 +103,7 @@ def test_hook_restores_model_and_matches_direct_explainer(dataset, tmp_path):
     from mmxai.explainers import build_explainer
     root, ckpt = dataset
     hook = dict(HOOK, topk=2, indices=[1, 3], views=[0],
-                outputs=('json', 'maps', 'montage', 'temporal', 'gif'),
+                outputs=('json', 'npz', 'montage', 'plot', 'gif'),
                 visualizer=dict(type='mmxai.ExplanationVisualizer',
                                 vis_backends=[dict(type='LocalVisBackend')]),
                 out_type='gif')
@@ -161,7 +161,7 @@ def test_metric_without_hook_is_a_config_error(dataset, tmp_path):
 def test_hook_rejects_bad_options():
     from mmxai.engine import ExplainHook
     with pytest.raises(ConfigError, match='unknown output'):
-        ExplainHook(outputs=('maps', 'movie'))
+        ExplainHook(outputs=('npz', 'movie'))
     with pytest.raises(ConfigError):
         ExplainHook(interval=0)
     hook = ExplainHook(interval=2, max_samples=2)

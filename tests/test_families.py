@@ -9,9 +9,9 @@ from mmxai.adapters import build_adapter
 from mmxai.adapters.slowfast import SlowFastAdapter
 from mmxai.explainers import build_explainer
 from mmxai.explainers.attention import apply_operator, record_attention
-from mmxai.utils.coverage import ModelSnapshot
+from mmxai.testing.coverage import ModelSnapshot
 from mmxai.utils.hooks import capture_activations
-from mmxai.utils.toolbox_configs import build_small, representative_configs
+from mmxai.testing.toolbox_configs import build_small, representative_configs
 
 REPS = representative_configs()
 _CACHE = {}
@@ -303,7 +303,7 @@ def test_c2d_inner_layers_regroup_time_folded_in_batch():
     """C2D folds time into the batch inside its stages: '(b t) c h w'."""
     import torch.nn.functional as F
     from mmxai.explainers import GradCAM
-    from mmxai.utils.toolbox_configs import build_small, representative_configs
+    from mmxai.testing.toolbox_configs import build_small, representative_configs
     small = build_small(representative_configs()['c2d'], size=32)
     model, x = small.model, small.inputs
     exp = GradCAM(model, target_layers=['backbone.layer3']).attribute(x)

@@ -170,12 +170,10 @@ def test_metric_classes_on_an_explained_batch(setup):
                            data_samples=samples, explanation=exp,
                            adapter=explainer.adapter)
 
-    class Source:
-        current = batch
     results = {}
     for metric in (DeletionInsertionAUC(steps=4, cell_size=(1, 8, 8)),
                    AverageDrop(), PointingGame(tolerance=0)):
-        metric.bind(Source)
+        metric.feed(batch)
         metric.process({}, [])
         results.update(metric.evaluate(2))
     curve, area = deletion_insertion_curve(

@@ -7,7 +7,7 @@ from tiny_models import build, clip_batch, i3d_cfg, preprocess
 from mmxai.errors import MMXAIError
 from mmxai.evaluation import (ExplainedBatch, ModelRandomization,
                               cascading_randomization, default_cascade)
-from mmxai.explainers import BaseExplainer, build_explainer
+from mmxai.explainers import Attribution, BaseExplainer, build_explainer
 from mmxai.registry import EXPLAINERS
 
 
@@ -20,7 +20,7 @@ class InputMagnitude(BaseExplainer):
         scores, targets = self.scores_and_targets(inputs, target,
                                                   data_samples)
         raw = inputs.abs().sum(2)  # [B, V, C, T, H, W] -> [B, V, T, H, W]
-        return raw, {}, scores, targets, {}
+        return Attribution(raw, scores, targets)
 
 
 @pytest.fixture
@@ -50,10 +50,8 @@ def _run(model, inputs, samples, cfg, ranks=None, **kwargs):
                            explanation=exp, adapter=explainer.adapter,
                            explainer_cfg=cfg, ranks=ranks)
 
-    class Source:
-        current = batch
     metric = ModelRandomization(keep_steps=True, **kwargs)
-    metric.bind(Source)
+    metric.feed(batch)
     metric.process({}, [])
     scored = [r['index'] for r in metric.results]
     return metric.evaluate(3), exp, scored

@@ -6,7 +6,7 @@ from captum.attr import Occlusion
 import tiny_models as tm
 from mmxai.errors import MMXAIError
 from mmxai.explainers import build_explainer
-from mmxai.explainers.perturbation_utils import ViewScorer
+from mmxai.explainers.view_scorer import ViewScorer
 from planted_model import (REGION, argmax_thw, in_region, planted_inputs,
                            planted_model)
 
@@ -171,7 +171,7 @@ class _FlatScorer:
 
 @pytest.mark.parametrize('balance', [True, False])
 def test_step_mask_has_no_border_bias(i3d, balance):
-    from mmxai.explainers.perturbation_utils import Progress
+    from mmxai.explainers.progress import Progress
     exp = build_explainer(dict(type='step', variant='3d_ep', max_iter=25,
                                balance_edges=balance, progress=False), i3d)
     video = torch.randn(1, 1, 3, 4, 64, 64)

@@ -13,6 +13,8 @@ from mmaction.registry import MODELS
 from mmaction.structures import ActionDataSample
 from mmaction.utils import register_all_modules
 
+from mmxai.testing.clips import write_toy_clip
+
 register_all_modules(init_default_scope=True)
 
 PREPROCESSOR_3D = dict(type='ActionDataPreprocessor', mean=[123.675, 116.28, 103.53],
@@ -106,18 +108,9 @@ def preprocess(model, data: dict) -> dict:
 
 def write_video_file(path, frames: int = 20, height: int = 40,
                      width: int = 56, seed: int = 0, fps: int = 10) -> str:
-    """A small MP4 (moving bright square on noise) that decord can read."""
-    import cv2
-    import numpy as np
-    rng = np.random.default_rng(seed)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), fps,
-                             (width, height))
-    for t in range(frames):
-        img = rng.integers(0, 60, (height, width, 3), dtype=np.uint8)
-        x = 4 + (t * 2) % (width - 12)
-        img[10:20, x:x + 10] = 230
-        writer.write(img)
-    writer.release()
+    """A small MP4 (square moving right on noise, wrapping); its path."""
+    write_toy_clip(path, frames, height, width, seed, fps, square=10,
+                   start=(10, 4), jitter=0, speed=(2, 1), wrap=width - 12)
     return str(path)
 
 

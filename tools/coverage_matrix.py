@@ -32,7 +32,7 @@ def render(rows, methods, seconds: float, command: str) -> str:
              f'{torch.get_num_threads()} threads).', '',
              'Each family is built from the named config shipped with '
              'MMAction2 1.2.0, with random weights and reduced width/depth '
-             '(`mmxai.utils.toolbox_configs.build_small`: deep ResNets to '
+             '(`mmxai.testing.toolbox_configs.build_small`: deep ResNets to '
              'R50 or R18 with narrow stems, transformers to 2-4 narrow '
              'layers; the model classes and token layouts are the real '
              'ones), on one random clip (3D: 1x3x8x64x64, ViTs 4 frames, '
@@ -93,8 +93,8 @@ def main():
 
     import torch
     import mmxai  # noqa: F401
-    from mmxai.utils.coverage import family_row, registered_methods
-    from mmxai.utils.toolbox_configs import (list_recognition_configs,
+    from mmxai.testing.coverage import family_row, registered_methods
+    from mmxai.testing.toolbox_configs import (list_recognition_configs,
                                              representative_configs)
     torch.manual_seed(0)
     methods = args.methods or registered_methods()

@@ -7,7 +7,9 @@
         [--trust-checkpoint]
 
 With a CONFIG and CHECKPOINT but no VIDEO, the config's test dataset is
-explained through the Runner (see docs/integration.md). Errors a user can
+explained through the Runner (see docs/integration.md), also under
+``torchrun --nproc_per_node N tools/explain.py CONFIG CKPT --launcher
+pytorch``. Errors a user can
 fix print one line and exit with status 2; nothing is left half-written.
 """
 import argparse
@@ -71,8 +73,8 @@ def parse_args(argv=None):
                    help='output folder (default: work_dirs/explain/'
                    '<video>_<method>)')
     p.add_argument('--outputs', nargs='+', default=None,
-                   help='video gif montage plot npz json '
-                   '(default: all but gif)')
+                   help='json npz video gif montage plot (default: all but '
+                   'gif for a video, json npz for a dataset)')
     p.add_argument('--gif', action='store_true', help='also write a GIF')
     p.add_argument('--label-map', default=None,
                    help='class names, one per line')
@@ -119,38 +121,24 @@ def parse_target(text: str):
 
 
 def run_video(args) -> int:
-    import mmxai  # noqa: F401
-    from mmxai.apis import explain_video, init_recognizer
-    from mmxai.apis.outputs import DEFAULT_OUTPUTS, check_writable, \
-        read_label_map
-    from mmxai.errors import InputError
-    from mmxai.explainers import build_explainer
-    if not osp.isfile(args.video):
-        raise InputError(f'video not found: {args.video}')
-    out_dir = args.out_dir or osp.join(
-        'work_dirs', 'explain',
-        f'{osp.splitext(osp.basename(args.video))[0]}_'
-        f'{args.method.replace("+", "p")}')
-    check_writable(out_dir)
-    class_names = read_label_map(args.label_map)
-    outputs = list(args.outputs or DEFAULT_OUTPUTS)
+    from mmxai.apis import explain_video
+    from mmxai.apis.inference import default_out_dir
+    from mmxai.outputs import VIDEO_DEFAULT
+    outputs = list(args.outputs or VIDEO_DEFAULT)
     if args.gif and 'gif' not in outputs:
         outputs.append('gif')
     start = time.perf_counter()
-    model = init_recognizer(args.config, args.checkpoint, device=args.device,
-                            trust_checkpoint=args.trust_checkpoint,
-                            cfg_options=args.cfg_options)
-    explainer = build_explainer(args.method, model, **method_options(args))
-    result = explain_video(model, args.video, method=explainer,
-                           target=parse_target(args.target),
-                           out_dir=out_dir, class_names=class_names,
-                           outputs=outputs, label=args.label)
+    result = explain_video(
+        args.config, args.video, method=args.method,
+        target=parse_target(args.target),
+        out_dir=args.out_dir or default_out_dir(args.video, args.method),
+        class_names=args.label_map, outputs=outputs, label=args.label,
+        checkpoint=args.checkpoint, device=args.device,
+        trust_checkpoint=args.trust_checkpoint,
+        cfg_options=args.cfg_options, **method_options(args))
     exp = result.explanation
-    from mmxai.apis.inference import class_names_of
-    names = class_names or class_names_of(model) or []
     t = int(exp.targets[0])
-    label = names[t] if t < len(names) else str(t)
-    print(f'{exp.method}: explained class {label} '
+    print(f'{exp.method}: explained class {result.target_label()} '
           f'(p={float(exp.probs[0, t]):.3f}) on {args.video} in '
           f'{exp.settings.get("seconds", 0):.2f} s '
           f'(total {time.perf_counter() - start:.1f} s)')
@@ -160,7 +148,8 @@ def run_video(args) -> int:
 
 
 def run_dataset(args) -> int:
-    from mmxai.apis.dataset_runner import explain_dataset
+    from mmxai.apis import explain_dataset
+    from mmxai.outputs import DATASET_DEFAULT
     out_dir = args.out_dir or osp.join(
         'work_dirs', 'explain', osp.splitext(osp.basename(args.config))[0] +
         f'_{args.method.replace("+", "p")}')
@@ -169,8 +158,9 @@ def run_dataset(args) -> int:
         split=args.split, launcher=args.launcher,
         resume=not args.no_resume, trust_checkpoint=args.trust_checkpoint,
         cfg_options=args.cfg_options, target=parse_target(args.target),
-        **method_options(args))
-    print(f'manifest: {manifest}')
+        outputs=args.outputs or DATASET_DEFAULT, **method_options(args))
+    if int(os.environ.get('RANK', '0')) == 0:
+        print(f'manifest: {manifest}')
     return 0
 
 

@@ -1,43 +1,43 @@
 """Explain a whole test (or val) dataset through MMEngine's Runner.
 
-One record per sample under ``out_dir``: ``records/<index>.json`` (status,
-target, top-5, files, or the error) and ``maps/<index>.npz``; then a
-``manifest.json``. Every write is atomic. A re-run skips samples whose record
-says ``ok`` (and whose maps exist); a sample that fails (e.g. a corrupt
-video) is recorded with its error and the run goes on. Under ``torchrun``
-(``launcher='pytorch'``) every process explains its shard (MMEngine's
-``DefaultSampler``) and the main process writes the manifest.
+One record per sample under ``out_dir``, written by the one
+:class:`~mmxai.outputs.OutputWriter` (``DATASET_LAYOUT``):
+``records/<index>.json`` (status, target, top-5, files, or the error),
+``maps/<index>.npz`` and, when asked for, ``views/<index>/view<v>.mp4`` ...;
+then a ``manifest.json``. A sample's files land together, its record last.
+A re-run skips samples whose record says ``ok`` (and whose files exist); a
+sample that fails (e.g. a corrupt video) is recorded with its error and the
+run goes on. Under ``torchrun`` (``launcher='pytorch'``) every process
+explains its shard (MMEngine's ``DefaultSampler``) and the main process
+writes the manifest:
 
-    torchrun --nproc_per_node 2 -m mmxai.apis.dataset_runner CONFIG CKPT \
+    torchrun --nproc_per_node 2 tools/explain.py CONFIG CKPT \
         --out-dir OUT --launcher pytorch
 """
-import argparse
 import copy
 import os
 import os.path as osp
-import sys
 import time
 import traceback
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from ..errors import ConfigError, MMXAIError
+from ..errors import ConfigError
+from ..fileio import read_json
+from ..outputs import (DATASET_DEFAULT, DATASET_LAYOUT, OutputWriter,
+                       RankOutputs, view_tracks)
 
-__all__ = ['explain_dataset', 'main']
+__all__ = ['explain_dataset']
 
-RECORDS, MAPS = 'records', 'maps'
+
+def _record_path(out_dir: str, idx: int) -> str:
+    return osp.join(out_dir, DATASET_LAYOUT.path('json', idx))
 
 
 def _record_ok(out_dir: str, idx: int) -> bool:
-    import json
-    path = osp.join(out_dir, RECORDS, f'{idx:06d}.json')
-    try:
-        with open(path) as f:
-            rec = json.load(f)
-    except (OSError, ValueError):
-        return False
-    return rec.get('status') == 'ok' and all(
+    rec = read_json(_record_path(out_dir, idx))
+    return isinstance(rec, dict) and rec.get('status') == 'ok' and all(
         osp.isfile(osp.join(out_dir, p)) for p in rec.get('files', []))
 
 
@@ -102,6 +102,7 @@ def explain_dataset(config: Any,
                     trust_checkpoint: bool = False,
                     cfg_options: Optional[dict] = None,
                     target: Any = 'pred',
+                    outputs: Sequence[str] = DATASET_DEFAULT,
                     **method_options) -> str:
     """Explain every sample of the config's ``<split>_dataloader`` dataset.
 
@@ -116,6 +117,8 @@ def explain_dataset(config: Any,
         trust_checkpoint: allow checkpoints needing non-allowlisted types.
         cfg_options: dotted-key overrides merged into the config.
         target: ``'pred'``, ``'gt'`` or a class index.
+        outputs: names of :mod:`mmxai.outputs` (``json`` is always written:
+            the records are what a re-run resumes from).
         **method_options: explainer settings (e.g. ``target_layers``).
     Returns:
         Path of ``manifest.json``.
@@ -130,6 +133,7 @@ def explain_dataset(config: Any,
     from mmxai.explainers import build_explainer
     if split not in ('test', 'val'):
         raise ConfigError(f"split must be 'test' or 'val', got {split!r}")
+    writer = OutputWriter(('json', ) + tuple(outputs), DATASET_LAYOUT)
     cfg = _load_config(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
@@ -154,11 +158,11 @@ def explain_dataset(config: Any,
         if resume and _record_ok(out_dir, idx):
             continue
         _explain_one(explainer, dataset, idx, out_dir, target, classes,
-                     logger)
+                     logger, writer)
     barrier()
     manifest = osp.join(out_dir, 'manifest.json')
     if is_main_process():
-        _write_manifest(manifest, out_dir, len(dataset), dataset, explainer,
+        _write_manifest(writer, out_dir, len(dataset), explainer,
                         dict(config=getattr(cfg, 'filename', None),
                              checkpoint=checkpoint, split=split,
                              target=str(target),
@@ -168,22 +172,29 @@ def explain_dataset(config: Any,
 
 
 def _explain_one(explainer, dataset, idx: int, out_dir: str, target,
-                 classes, logger) -> None:
+                 classes, logger, writer: OutputWriter) -> None:
     from mmengine.dataset import pseudo_collate
 
-    from mmxai.engine.explain_hook import write_json, write_npz
+    from ..adapters import inputs_to_frames
     rec: Dict[str, Any] = dict(index=idx)
     try:
         rec['filename'] = dataset.get_data_info(idx).get('filename')
     except Exception:  # noqa: BLE001 - informative only
         pass
     start = time.perf_counter()
+    ranks, exp, frames = [], None, None
     try:
         batch = pseudo_collate([dataset[idx]])
         exp = explainer.explain(batch, target).cpu()
-        name = osp.join(MAPS, f'{idx:06d}.npz')
-        write_npz(osp.join(out_dir, name), exp.to_numpy())
-        rec.update(status='ok', files=[name], **exp.summary(classes))
+        if writer.needs_frames:
+            with torch.no_grad():
+                data = explainer.model.data_preprocessor(batch, False)
+            frames = inputs_to_frames(explainer.model, data['inputs'])[0]
+        tracks = view_tracks(exp, frames, range(exp.maps.shape[1]),
+                             plot_title=f'sample {idx} view {{v}}') \
+            if writer.wants('video', 'gif', 'montage', 'plot') else []
+        ranks = [RankOutputs(exp.to_numpy(), tracks)]
+        rec.update(status='ok')
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:  # noqa: BLE001 - recorded, the run goes on
@@ -191,74 +202,35 @@ def _explain_one(explainer, dataset, idx: int, out_dir: str, target,
                    .strip().splitlines()[0][:500],
                    traceback=traceback.format_exc(limit=3)[-2000:])
         logger.warning(f'sample {idx} failed: {rec["error"]}')
-    rec['seconds'] = round(time.perf_counter() - start, 3)
-    write_json(osp.join(out_dir, RECORDS, f'{idx:06d}.json'), rec)
+
+    def record(files):
+        if rec['status'] == 'ok':
+            rec.update(files=files.all(), **exp.summary(classes))
+        rec['seconds'] = round(time.perf_counter() - start, 3)
+        return rec
+
+    writer.write_sample(out_dir, idx, ranks, record=record,
+                        explanation=exp, extras_frames=None if frames is None
+                        else frames[0], class_names=classes)
 
 
-def _write_manifest(path: str, out_dir: str, num: int, dataset, explainer,
-                    info: dict) -> None:
-    import json
-
-    from mmxai.engine.explain_hook import write_json
+def _write_manifest(writer: OutputWriter, out_dir: str, num: int,
+                    explainer, info: dict) -> None:
     samples: List[dict] = []
     for idx in range(num):
-        p = osp.join(out_dir, RECORDS, f'{idx:06d}.json')
-        try:
-            with open(p) as f:
-                rec = json.load(f)
-        except (OSError, ValueError):
+        path = _record_path(out_dir, idx)
+        rec = read_json(path)
+        if not isinstance(rec, dict):
             rec = dict(index=idx, status='missing')
         entry = {k: rec.get(k) for k in ('index', 'filename', 'status',
                                          'error', 'files')
                  if rec.get(k) is not None}
         if rec.get('status') == 'ok':
-            entry['record'] = osp.relpath(p, out_dir)
+            entry['record'] = osp.relpath(path, out_dir)
             entry['target'] = rec.get('target')
         samples.append(entry)
     counts = {s: sum(e['status'] == s for e in samples)
               for s in ('ok', 'failed', 'missing')}
-    write_json(path, dict(method=explainer.name,
-                          settings=explainer.settings(), **info,
-                          num_samples=num, counts=counts, samples=samples))
-
-
-def _parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description='Explain a dataset with mmxai (one record per sample)')
-    p.add_argument('config')
-    p.add_argument('checkpoint', nargs='?')
-    p.add_argument('--out-dir', required=True)
-    p.add_argument('--method', default='gradcam')
-    p.add_argument('--split', default='test', choices=['test', 'val'])
-    p.add_argument('--target', default='pred')
-    p.add_argument('--no-resume', action='store_true')
-    p.add_argument('--trust-checkpoint', action='store_true')
-    p.add_argument('--launcher', default='none',
-                   choices=['none', 'pytorch', 'slurm', 'mpi'])
-    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = _parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    import mmxai  # noqa: F401  (compat shims, registries)
-    target = int(args.target) if args.target.lstrip('-').isdigit() \
-        else args.target
-    try:
-        path = explain_dataset(args.config, args.checkpoint, args.out_dir,
-                               args.method, args.split, args.launcher,
-                               resume=not args.no_resume,
-                               trust_checkpoint=args.trust_checkpoint,
-                               target=target)
-    except MMXAIError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    if int(os.environ.get('RANK', '0')) == 0:
-        print(path)
-    return 0
-
-
-if __name__ == '__main__':
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    sys.exit(main())
+    writer.write_index(out_dir, 'manifest.json', dict(
+        method=explainer.name, settings=explainer.settings(), **info,
+        num_samples=num, counts=counts, samples=samples))

@@ -1,23 +1,45 @@
-"""``explain_video``: one video, one method, files on disk."""
+"""``explain_video``: one video, one method, files on disk.
+
+The one place that checks a video run's inputs, turns a method name into
+an explainer and writes the files; ``tools/explain.py`` only parses, calls
+this and prints.
+"""
+import os.path as osp
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Union
 
+import mmengine
 from torch import nn
 
-from ..adapters import unwrap_model
+from ..adapters import unwrap_model, video_to_frames
+from ..errors import ConfigError, InputError
 from ..explainers import BaseExplainer, Explanation, build_explainer
-from .outputs import DEFAULT_OUTPUTS, check_writable, write_video_outputs
+from ..fileio import check_writable, read_label_map
+from ..outputs import VIDEO_DEFAULT, resolve_outputs
+from .outputs import write_video_outputs
 from .video_input import VideoSample, load_video_sample
+
+__all__ = ['VideoExplanation', 'explain_video', 'class_names_of',
+           'default_out_dir']
 
 
 @dataclass
 class VideoExplanation:
-    """What ``explain_video`` returns: the maps, the sample, written files."""
+    """What ``explain_video`` returns: the maps, the sample, written files
+    (``{output name: path}``), the class names used and the explainer."""
     explanation: Explanation
     sample: VideoSample
     files: Dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    class_names: Optional[List[str]] = None
+    explainer: Optional[BaseExplainer] = None
+
+    def target_label(self, i: int = 0) -> str:
+        """Name (or index) of the explained class of sample ``i``."""
+        t = int(self.explanation.targets[i])
+        names = self.class_names or []
+        return names[t] if 0 <= t < len(names) else str(t)
 
 
 def class_names_of(model: nn.Module) -> Optional[List[str]]:
@@ -27,52 +49,88 @@ def class_names_of(model: nn.Module) -> Optional[List[str]]:
     return list(classes) if classes else None
 
 
-def explain_video(model: nn.Module, video: str,
+def default_out_dir(video: str, method: Union[str, dict, BaseExplainer]
+                    ) -> str:
+    """``work_dirs/explain/<video stem>_<method>`` (``+`` -> ``p``)."""
+    name = method if isinstance(method, str) else (
+        method.get('type', 'explain') if isinstance(method, dict)
+        else method.name)
+    return osp.join('work_dirs', 'explain',
+                    f'{osp.splitext(osp.basename(video))[0]}_'
+                    f'{str(name).replace("+", "p")}')
+
+
+def explain_video(model: Union[nn.Module, str, mmengine.Config], video: str,
                   method: Union[str, dict, BaseExplainer] = 'gradcam',
                   target: Union[str, int] = 'pred',
                   out_dir: Optional[str] = None,
-                  class_names: Optional[Sequence[str]] = None,
-                  outputs: Sequence[str] = DEFAULT_OUTPUTS,
-                  label: int = -1, **options) -> VideoExplanation:
-    """Explain ``model``'s decision on a video file.
+                  class_names: Union[None, str, Sequence[str]] = None,
+                  outputs: Sequence[str] = VIDEO_DEFAULT,
+                  label: int = -1, checkpoint: Optional[str] = None,
+                  device: str = 'cpu', trust_checkpoint: bool = False,
+                  cfg_options: Optional[dict] = None,
+                  **options) -> VideoExplanation:
+    """Explain a recognizer's decision on a video file.
 
-    Runs the model config's own test pipeline on ``video`` (so ``model``
-    must come from ``init_recognizer``, which sets ``model.cfg``), explains
-    with ``method`` and, if ``out_dir`` is given, writes the overlay video,
-    montage, temporal-importance plot, ``maps.npz`` and
-    ``explanation.json`` there (atomically).
+    Checks the inputs first (video file, output folder, label map, output
+    names), then builds the model if given a config, runs the config's own
+    test pipeline on ``video``, explains with ``method`` and, if ``out_dir``
+    is given, writes the outputs there (see :mod:`mmxai.outputs`).
 
     Args:
-        model: recognizer from ``mmxai.apis.init_recognizer`` (or
-            ``mmaction.apis.init_recognizer``).
+        model: a recognizer from ``mmxai.apis.init_recognizer`` (it sets
+            ``model.cfg``), or a config (path, ``mmaction::`` name or
+            ``Config``) to build one with ``checkpoint``/``device``.
         video: path of the video file.
         method: method name (``'gradcam'``, ``'gradcam++'``,
             ``'saliency_tubes'``, ...), config dict, or a built explainer.
         target: ``'pred'``, ``'gt'`` (uses ``label``) or a class index.
         out_dir: where to write files (nothing is written if None).
-        class_names: class names for labels (default: the model's
-            ``dataset_meta``).
-        outputs: which files (see ``mmxai.apis.outputs.OUTPUT_KINDS``).
+        class_names: names, or a label-map file (one per line); default:
+            the model's ``dataset_meta``.
+        outputs: output names (``mmxai.outputs.OUTPUT_NAMES``).
         label: ground-truth label of the video, if known.
+        checkpoint, device, trust_checkpoint, cfg_options: model building
+            (when ``model`` is a config).
         **options: the method's settings (e.g. ``target_layers``).
+    Raises:
+        InputError, OutputError, ConfigError: one-line, fixable problems.
     """
-    from ..errors import ConfigError
     start = time.perf_counter()
+    if not osp.isfile(video):
+        raise InputError(f'video not found: {video}')
+    outputs = resolve_outputs(outputs, 'outputs')
+    if out_dir is not None:
+        check_writable(out_dir)
+    names = read_label_map(class_names) if isinstance(class_names, str) \
+        else (list(class_names) if class_names else None)
+    if not isinstance(model, nn.Module):
+        from .model import init_recognizer
+        model = init_recognizer(model, checkpoint, device=device,
+                                trust_checkpoint=trust_checkpoint,
+                                cfg_options=cfg_options)
     cfg = getattr(unwrap_model(model), 'cfg', None)
     if cfg is None:
         raise ConfigError('the model has no .cfg: build it with '
                           'mmxai.apis.init_recognizer(config, checkpoint)')
-    if out_dir is not None:
-        check_writable(out_dir)
     explainer = method if isinstance(method, BaseExplainer) else \
         build_explainer(method, model, **options)
     sample = load_video_sample(video, cfg, label=label)
     exp = explainer.explain(sample.data, target=target)
     exp.settings['seconds_total'] = round(time.perf_counter() - start, 4)
-    names = list(class_names) if class_names else class_names_of(model)
+    names = names or class_names_of(model)
     files = {}
     if out_dir is not None:
         files = write_video_outputs(out_dir, exp, sample, names, outputs,
-                                    explainer=explainer)
+                                    view_frames=_view_frames(explainer,
+                                                             sample))
     return VideoExplanation(exp, sample, files,
-                            round(time.perf_counter() - start, 4))
+                            round(time.perf_counter() - start, 4), names,
+                            explainer)
+
+
+def _view_frames(explainer: BaseExplainer, sample: VideoSample):
+    """View 0 as the model saw it (before normalisation): uint8
+    ``[T, H, W, 3]``."""
+    raw = sample.data['inputs'][0].unsqueeze(0)
+    return video_to_frames(explainer.adapter.to_video(raw))[0, 0]

@@ -4,7 +4,7 @@ import importlib.util
 import os
 import os.path as osp
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import mmengine
 import torch

@@ -15,10 +15,8 @@ and per view an overlay video (labels drawn), a montage, a plot.
 """
 import copy
 import glob
-import json
-import os
 import os.path as osp
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -26,37 +24,14 @@ from mmengine.dist import barrier, is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
 
-from ..adapters import unwrap_model
+from ..adapters import inputs_to_frames, unwrap_model
 from ..errors import ConfigError
 from ..evaluation.base import ExplainedBatch, ExplanationMetric
 from ..explainers import build_explainer
+from ..outputs import (HOOK_DEFAULT, HOOK_LAYOUT, OutputWriter, RankOutputs,
+                       resolve_outputs, view_tracks)
 from ..registry import HOOKS, METRICS, VISUALIZERS
-from ..visualization.video_writer import atomic_path
-from ..visualization.visualizer import (ExplanationVisualizer,
-                                        inputs_to_frames, label_lines)
-
-OUTPUTS = ('json', 'maps', 'overlay', 'gif', 'montage', 'temporal')
-
-
-def write_json(path: str, obj: Any) -> None:
-    """Write ``obj`` as JSON atomically (temp file + rename)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, 'w') as f:
-            json.dump(obj, f, indent=1, default=_jsonable)
-
-
-def write_npz(path: str, arrays: Dict[str, np.ndarray]) -> None:
-    """``np.savez_compressed`` atomically."""
-    with atomic_path(path, suffix='.npz') as tmp:
-        np.savez_compressed(tmp, **arrays)
-
-
-def _jsonable(x):
-    if isinstance(x, (np.generic, )):
-        return x.item()
-    if isinstance(x, (np.ndarray, torch.Tensor)):
-        return np.asarray(x.cpu() if hasattr(x, 'cpu') else x).tolist()
-    return str(x)
+from ..visualization.visualizer import ExplanationVisualizer, label_lines
 
 
 @HOOKS.register_module()
@@ -72,11 +47,12 @@ class ExplainHook(Hook):
         max_samples: at most this many (the first ones by index).
         indices: explain exactly these dataset indices (overrides both).
         views: ``'all'`` or view indices whose outputs are written.
-        outputs: any of ``'json'`` (record), ``'maps'`` (``maps.npz``: maps,
-            raw_maps, targets, scores), ``'overlay'`` (MP4 with labels),
-            ``'gif'``, ``'montage'`` (PNG key frames), ``'temporal'`` (PNG
-            plot of per-frame importance). ``()`` writes nothing (metrics
-            only).
+        outputs: names of :mod:`mmxai.outputs`: ``'json'`` (record),
+            ``'npz'`` (``maps.npz``: maps, raw_maps, targets, scores),
+            ``'video'`` (MP4 per view, labels drawn), ``'gif'``,
+            ``'montage'`` (PNG key frames), ``'plot'`` (PNG of per-frame
+            importance); the old ``'maps'``, ``'overlay'``, ``'temporal'``
+            still work (deprecated). ``()`` writes nothing (metrics only).
         out_dir: folder; relative paths are under ``runner.work_dir``.
         alpha, cmap: overlay blending and colour map.
         fps: frame rate of overlay videos and GIFs.
@@ -102,7 +78,7 @@ class ExplainHook(Hook):
                  max_samples: Optional[int] = None,
                  indices: Optional[Sequence[int]] = None,
                  views: Union[str, int, Sequence[int]] = 'all',
-                 outputs: Sequence[str] = ('json', 'maps', 'overlay'),
+                 outputs: Sequence[str] = HOOK_DEFAULT,
                  out_dir: str = 'explanations',
                  alpha: float = 0.5,
                  cmap: str = 'jet',
@@ -110,11 +86,7 @@ class ExplainHook(Hook):
                  visualizer: Union[None, str, dict] = None,
                  out_type: str = 'video',
                  metrics: Optional[Sequence[dict]] = None) -> None:
-        outputs = (outputs, ) if isinstance(outputs, str) else tuple(outputs)
-        bad = [o for o in outputs if o not in OUTPUTS]
-        if bad:
-            raise ConfigError(f"ExplainHook: unknown output '{bad[0]}'; "
-                              f"choose from {', '.join(OUTPUTS)}")
+        outputs = resolve_outputs(outputs, 'ExplainHook', ConfigError)
         if int(interval) < 1 or int(topk) < 1:
             raise ConfigError('ExplainHook: interval and topk must be >= 1')
         if views != 'all' and not isinstance(views, (int, list, tuple)):
@@ -146,6 +118,7 @@ class ExplainHook(Hook):
         self._added_metrics: List[Any] = []
         self.current: Optional[ExplainedBatch] = None
         self.explained: List[int] = []
+        self._bound: List[ExplanationMetric] = []
 
     # ------------------------------------------------------------ helpers
     def selected(self, index: int) -> bool:
@@ -196,19 +169,22 @@ class ExplainHook(Hook):
         self._dataset = loader.dataset
         self._pos = 0
         self.explained = []
-        self._drawer = ExplanationVisualizer(
-            name=f'mmxai_explain_hook_{id(self)}', alpha=self.alpha,
-            cmap=self.cmap)
-        self._drawer.dataset_meta = dict(classes=self._classes)
+        self._writer = OutputWriter(self.outputs, HOOK_LAYOUT,
+                                    alpha=self.alpha, cmap=self.cmap)
         self._backend_vis = self._build_backend_visualizer(runner)
         evaluator = runner.test_loop.evaluator
         self._remove_added_metrics(evaluator)  # a failed run's, if any
         self._added_metrics = [self._build_metric(c, evaluator)
                                for c in self.metrics_cfg]
         evaluator.metrics.extend(self._added_metrics)
-        for metric in evaluator.metrics:
-            if isinstance(metric, ExplanationMetric):
-                metric.bind(self)
+        self._bound = [m for m in evaluator.metrics
+                       if isinstance(m, ExplanationMetric)]
+        self._feed_metrics(None)
+
+    def _feed_metrics(self, batch: Optional[ExplainedBatch]) -> None:
+        """Hand the current batch's explanations to the bound metrics."""
+        for metric in getattr(self, '_bound', []):
+            metric.feed(batch)
 
     def _remove_added_metrics(self, evaluator) -> None:
         """Leave the evaluator as configured."""
@@ -262,6 +238,7 @@ class ExplainHook(Hook):
     def before_test_iter(self, runner, batch_idx: int,
                          data_batch: Any = None) -> None:
         self.current = None
+        self._feed_metrics(None)
         if not isinstance(data_batch, dict) or 'inputs' not in data_batch:
             return
         raw_samples = data_batch.get('data_samples') or []
@@ -295,16 +272,17 @@ class ExplainHook(Hook):
             adapter=explainer.adapter, extra=exps[1:],
             explainer_cfg=self.explainer_cfg,
             ranks=[self.rank(indices[p]) for p in positions])
+        self._feed_metrics(self.current)
 
     def after_test_iter(self, runner, batch_idx: int, data_batch: Any = None,
                         outputs: Optional[Sequence] = None) -> None:
         batch, self.current = self.current, None
+        self._feed_metrics(None)
         if batch is None:
             return
         exps = [batch.explanation] + list(batch.extra)
         frames = None
-        if {'overlay', 'gif', 'montage'} & set(self.outputs) or \
-                self._backend_vis is not None:
+        if self._writer.needs_frames or self._backend_vis is not None:
             frames = inputs_to_frames(self._model, batch.inputs)
         for j, (pos, idx) in enumerate(zip(batch.positions, batch.indices)):
             out = outputs[pos] if outputs is not None and \
@@ -316,71 +294,51 @@ class ExplainHook(Hook):
 
     def _write_sample(self, runner, idx: int, exps: List, data_sample,
                       frames: Optional[np.ndarray]) -> None:
-        folder = osp.join(self._out, f'{idx:06d}')
-        if self.outputs:
-            os.makedirs(folder, exist_ok=True)
+        """One sample's files through the one writer (``HOOK_LAYOUT``)."""
         views = self._view_ids(exps[0].maps.shape[1])
-        record = dict(index=idx, views=views, ranks=[])
-        info = self._data_info(idx)
-        if info:
-            record['filename'] = info.get('filename')
-        labels = label_lines(data_sample, self._classes)
-        record['labels'] = labels
+        ranks = []
         for rank, exp in enumerate(exps):
             suffix = '' if rank == 0 else f'_top{rank + 1}'
-            entry = exp.summary(self._classes)
-            entry['files'] = []
-            maps = exp.maps[0].detach().float().cpu().numpy()  # [V,T,H,W]
-            target = int(exp.targets[0])
-            if 'maps' in self.outputs:
-                arrays = exp.to_numpy()
-                for key in ('maps', 'raw_maps'):
+            arrays = exp.to_numpy() if self._writer.wants('npz') else {}
+            for key in ('maps', 'raw_maps'):
+                if key in arrays:
                     arrays[key] = arrays[key][:, views]
-                name = f'maps{suffix}.npz'
-                write_npz(osp.join(folder, name), arrays)
-                entry['files'].append(name)
-            for v in views:
-                entry['files'] += self._write_view(
-                    runner, folder, idx, v, suffix, frames, maps[v],
-                    data_sample, target, exp)
-            record['ranks'].append(entry)
-        if 'json' in self.outputs:
-            write_json(osp.join(folder, 'explanation.json'), record)
+            target = int(exp.targets[0])
+            tracks = []
+            if self._writer.wants('video', 'gif', 'montage', 'plot'):
+                tracks = view_tracks(
+                    exp, frames, views, suffix,
+                    label_lines(data_sample, self._classes, target),
+                    plot_title=f'sample {idx} view {{v}}', fps=self.fps)
+            if self._backend_vis is not None and frames is not None:
+                maps = exp.maps[0].detach().float().cpu().numpy()
+                for v in views:
+                    self._backend_vis.add_datasample(
+                        f'{idx:06d}_view{v}{suffix}', frames[v], data_sample,
+                        maps=maps[v], target=target, out_type=self.out_type,
+                        step=runner.iter, fps=self.fps)
+            ranks.append(RankOutputs(arrays, tracks, suffix))
+        info = self._data_info(idx)
+        labels = label_lines(data_sample, self._classes)
 
-    def _write_view(self, runner, folder, idx, v, suffix, frames, maps,
-                    data_sample, target, exp) -> List[str]:
-        from ..visualization import (plot_temporal_importance, save_montage,
-                                     write_gif, write_video)
-        files = []
-        stem = f'view{v}{suffix}'
-        drawn = None
-        if frames is not None and {'overlay', 'gif'} & set(self.outputs):
-            drawn = self._drawer.draw_explanation(frames[v], maps,
-                                                  data_sample, target)
-        if 'overlay' in self.outputs:
-            write_video(osp.join(folder, stem + '.mp4'), drawn, fps=self.fps)
-            files.append(stem + '.mp4')
-        if 'gif' in self.outputs:
-            write_gif(osp.join(folder, stem + '.gif'), drawn, fps=self.fps)
-            files.append(stem + '.gif')
-        if 'montage' in self.outputs:
-            title = ' | '.join(label_lines(data_sample, self._classes,
-                                           target))
-            save_montage(osp.join(folder, stem + '_montage.png'), frames[v],
-                         maps, alpha=self.alpha, cmap=self.cmap,
-                         suptitle=title)
-            files.append(stem + '_montage.png')
-        if 'temporal' in self.outputs:
-            imp = exp.temporal_importance()[0, v].cpu().numpy()
-            plot_temporal_importance(osp.join(folder, stem + '_temporal.png'),
-                                     imp, title=f'sample {idx} view {v}')
-            files.append(stem + '_temporal.png')
-        if self._backend_vis is not None and frames is not None:
-            self._backend_vis.add_datasample(
-                f'{idx:06d}_{stem}', frames[v], data_sample, maps=maps,
-                target=target, out_type=self.out_type, step=runner.iter,
-                fps=self.fps)
-        return files
+        def record(files):
+            rec = dict(index=idx, views=views, ranks=[])
+            if info:
+                rec['filename'] = info.get('filename')
+            rec['labels'] = labels
+            for r, exp in enumerate(exps):
+                entry = exp.summary(self._classes)
+                entry['files'] = files.rank_files(r)
+                rec['ranks'].append(entry)
+            if files.extras:
+                rec['extras'] = list(files.extras)
+            return rec
+
+        self._writer.write_sample(self._out, idx, ranks, record=record,
+                                  explanation=exps[0],
+                                  extras_frames=None if frames is None
+                                  else frames[views[0] if views else 0],
+                                  class_names=self._classes)
 
     def _data_info(self, idx: int) -> Optional[dict]:
         try:
@@ -390,6 +348,10 @@ class ExplainHook(Hook):
 
     def after_test(self, runner) -> None:
         self.current = None
+        self._feed_metrics(None)
+        for metric in self._bound:
+            metric.unbind()
+        self._bound = []
         self._remove_added_metrics(runner.test_loop.evaluator)
         logger = MMLogger.get_current_instance()
         logger.info(f'ExplainHook: explained {len(self.explained)} samples '
@@ -401,6 +363,6 @@ class ExplainHook(Hook):
             done = sorted(int(osp.basename(osp.dirname(p))) for p in
                           glob.glob(osp.join(self._out, '*',
                                              'explanation.json')))
-            write_json(osp.join(self._out, 'index.json'), dict(
+            self._writer.write_index(self._out, 'index.json', dict(
                 method=self._explainer.name,
                 settings=self._explainer.settings(), samples=done))

@@ -2,9 +2,10 @@
 
 A metric in ``test_evaluator`` sees only the data batch and the model's
 predictions. :class:`~mmxai.engine.ExplainHook` computes the explanations of
-a test batch just before the test step and binds itself to every
-:class:`ExplanationMetric` of the test evaluator, so a metric reads the
-current batch's maps (and the model, through the adapter) from the hook.
+a test batch just before the test step and feeds the resulting
+:class:`ExplainedBatch` (maps, inputs, adapter, explainer config, ranks) to
+every :class:`ExplanationMetric` of the test evaluator; a metric reads only
+that batch, never the hook.
 """
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Sequence
@@ -56,19 +57,27 @@ class ExplanationMetric(BaseMetric):
     def __init__(self, collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
-        self._source = None
+        self._fed = False
+        self._batch: Optional[ExplainedBatch] = None
 
-    def bind(self, source) -> None:
-        """Take explanations from ``source.current`` (an ExplainHook)."""
-        self._source = source
+    def feed(self, batch: Optional[ExplainedBatch]) -> None:
+        """The explanations of the current test batch (None: none); the
+        hook calls this before every test step."""
+        self._fed = True
+        self._batch = batch
+
+    def unbind(self) -> None:
+        """Forget the hook's batches (end of the test run)."""
+        self._fed = False
+        self._batch = None
 
     def process(self, data_batch: Any, data_samples: Sequence) -> None:
-        if self._source is None:
+        if not self._fed:
             raise ConfigError(
                 f'{type(self).__name__} needs the explanations of the test '
                 "batch: add dict(type='mmxai.ExplainHook', ...) to "
                 'custom_hooks (e.g. _base_/explain/deletion_insertion.py)')
-        batch = self._source.current
+        batch = self._batch
         if batch is None or not batch.positions:
             return
         self.results.extend(self.evaluate_batch(batch))

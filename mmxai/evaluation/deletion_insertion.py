@@ -3,10 +3,11 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
+from ..baselines import Baseline, check_baseline
 from ..errors import MMXAIError
 from ..registry import METRICS
 from .base import ExplainedBatch, ExplanationMetric
-from .functional import BASELINES, UNITS, deletion_insertion_curve
+from .functional import UNITS, deletion_insertion_curve
 
 
 @METRICS.register_module()
@@ -22,8 +23,9 @@ class DeletionInsertionAUC(ExplanationMetric):
             sample, ``batch_size`` at a time).
         unit: ``'cell'`` (``cell_size = (t, h, w)`` pixels) or
             ``'supervoxel'`` (SLIC with ``n_segments``).
-        baseline: ``'fade'`` (0 after normalisation) or ``'blur'``
-            (``blur_sigma`` px).
+        baseline: the removal value (:mod:`mmxai.baselines`): ``'fade'``
+            (0 after normalisation), ``'blur'`` (each frame blurred,
+            ``blur_sigma`` px), ...
         batch_size: perturbed clips per forward.
         keep_curves: also report the mean curves (lists) as
             ``deletion_curve`` / ``insertion_curve``.
@@ -33,7 +35,7 @@ class DeletionInsertionAUC(ExplanationMetric):
     def __init__(self, modes: Sequence[str] = ('deletion', 'insertion'),
                  steps: int = 16, unit: str = 'cell',
                  cell_size: Sequence[int] = (1, 16, 16),
-                 baseline: str = 'fade', blur_sigma: float = 10.0,
+                 baseline: Baseline = 'fade', blur_sigma: float = 10.0,
                  n_segments: int = 200, batch_size: int = 16,
                  keep_curves: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -43,9 +45,7 @@ class DeletionInsertionAUC(ExplanationMetric):
             raise MMXAIError(f'unknown mode {bad}: deletion, insertion')
         if unit not in UNITS:
             raise MMXAIError(f"unknown unit '{unit}': {', '.join(UNITS)}")
-        if baseline not in BASELINES:
-            raise MMXAIError(f"unknown baseline '{baseline}': "
-                             f"{', '.join(BASELINES)}")
+        check_baseline(baseline)
         self.modes = modes
         self.options = dict(steps=int(steps), unit=unit,
                             cell_size=tuple(cell_size), baseline=baseline,

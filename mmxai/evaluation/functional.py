@@ -5,14 +5,13 @@ returns them, canonical video ``[B, V, C, T, H, W]``, maps ``[B, V, T, H, W]``
 (a ``[B, T, H, W]`` map is used for every view). Definitions:
 ``docs/integration.md`` and ``algorithms.md`` section 7.
 """
-import math
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..baselines import Baseline, gaussian_blur, make_baseline
 from ..errors import MMXAIError
 from ..utils.model_state import preserved_model_state
 
@@ -23,7 +22,6 @@ __all__ = [
 ]
 
 UNITS = ('cell', 'supervoxel')
-BASELINES = ('fade', 'blur')
 
 
 def get_adapter(model_or_adapter):
@@ -55,37 +53,6 @@ def auc(curve: Tensor) -> Tensor:
     if n < 1:
         raise MMXAIError('a curve needs at least two points')
     return (curve.sum(-1) - curve[..., 0] / 2 - curve[..., -1] / 2) / n
-
-
-def gaussian_blur(video: Tensor, sigma: float) -> Tensor:
-    """Spatial Gaussian blur of every frame of ``[..., C, T, H, W]``."""
-    if sigma <= 0:
-        return video
-    radius = max(1, int(math.ceil(3 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32,
-                     device=video.device)
-    k = torch.exp(-x**2 / (2 * sigma**2))
-    k = (k / k.sum()).to(video.dtype)
-    shape = video.shape
-    h, w = shape[-2:]
-    flat = video.reshape(-1, 1, h, w)
-    mode = 'reflect' if radius < min(h, w) else 'replicate'
-    flat = F.pad(flat, (radius, ) * 4, mode=mode)
-    flat = F.conv2d(flat, k.view(1, 1, 1, -1))
-    flat = F.conv2d(flat, k.view(1, 1, -1, 1))
-    return flat.reshape(shape)
-
-
-def make_baseline(video: Tensor, baseline: str = 'fade',
-                  blur_sigma: float = 10.0) -> Tensor:
-    """The fully perturbed video: ``'fade'`` = 0 in normalised space (the
-    dataset mean colour), ``'blur'`` = a Gaussian blur of every frame."""
-    if baseline == 'fade':
-        return torch.zeros_like(video)
-    if baseline == 'blur':
-        return gaussian_blur(video, blur_sigma)
-    raise MMXAIError(f"unknown baseline '{baseline}': use one of "
-                     f'{", ".join(BASELINES)}')
 
 
 def unit_labels(maps_shape: Sequence[int], unit: str = 'cell',
@@ -196,7 +163,7 @@ def deletion_insertion_curve(model_or_adapter: Union[nn.Module, object],
                              target: Union[int, Sequence[int], Tensor],
                              steps: int = 128,
                              unit: str = 'cell',
-                             baseline: str = 'fade',
+                             baseline: Baseline = 'fade',
                              batch_size: int = 16,
                              mode: str = 'deletion',
                              cell_size: Sequence[int] = (1, 16, 16),
@@ -219,7 +186,9 @@ def deletion_insertion_curve(model_or_adapter: Union[nn.Module, object],
         target: one class, or ``[B]`` classes.
         steps: number of steps n (curve has n + 1 points).
         unit: ``'cell'`` or ``'supervoxel'``.
-        baseline: ``'fade'`` or ``'blur'``.
+        baseline: the removal value (:mod:`mmxai.baselines`): ``'fade'``
+            (0 after normalisation), ``'blur'`` (each frame blurred,
+            ``blur_sigma`` px), ...
         batch_size: perturbed clips per forward.
         mode: ``'deletion'`` or ``'insertion'``.
     Returns:

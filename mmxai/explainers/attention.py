@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from ..errors import UnsupportedModelError
 from ..registry import EXPLAINERS
+from .attribution import Attribution
 from .base import BaseExplainer
 from .targets import TargetSpec, resolve_targets
 
@@ -215,11 +216,11 @@ class _AttentionExplainer(BaseExplainer):
         return grid.reshape(b, v, t, h, w)
 
     def _finish(self, grid: Tensor, inputs: Tensor, scores: Tensor,
-                targets: Tensor):
+                targets: Tensor) -> Attribution:
         maps = self.adapter.upsample(grid.float(), 'backbone', inputs)
-        layer_maps = {'attention': maps}
-        return maps, layer_maps, scores.detach(), targets, \
-            {'token_map': grid.detach()}
+        return Attribution(maps, scores.detach(), targets,
+                           layer_maps={'attention': maps},
+                           extras={'token_map': grid.detach()})
 
 
 @EXPLAINERS.register_module()
@@ -228,7 +229,6 @@ class AttentionRollout(_AttentionExplainer):
     the cls token's row of ``C`` over patch tokens (VideoMAE, no cls: the
     mean over token rows, as its head mean-pools). One forward pass, no
     gradients, not class specific (the target only selects the score)."""
-    name = 'attention_rollout'
 
     def settings(self) -> Dict[str, Any]:
         return dict(head_fusion='mean', residual='rownorm(A + I)')
@@ -252,7 +252,6 @@ class AttentionRelevance(_AttentionExplainer):
     mean of ``R - I``). TimeSformer's divided attention contributes a
     temporal then a spatial operator per block. One forward + one backward.
     """
-    name = 'attention_relevance'
 
     def settings(self) -> Dict[str, Any]:
         return dict(head_fusion='mean of ReLU(grad * A)')

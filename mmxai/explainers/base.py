@@ -9,15 +9,18 @@ from ..adapters import build_adapter, unwrap_model
 from ..utils.heap import retained_heap
 from ..utils.model_state import preserved_model_state
 from ..utils.normalize import minmax_normalize
+from .attribution import Attribution
+from .builder import method_name
 from .explanation import Explanation
-from .perturbation_utils import ViewScorer
 from .targets import TargetSpec, resolve_targets
+from .view_scorer import ViewScorer
 
 
 class BaseExplainer:
     """Explains an MMAction2 recognizer's decisions.
 
-    Subclasses implement :meth:`_attribute`. The public entry points are
+    Subclasses implement :meth:`_attribute`, returning an
+    :class:`Attribution`. The public entry points are
     :meth:`attribute` (preprocessed inputs, Captum style) and :meth:`explain`
     (a data batch as the toolbox's dataloader or pipeline produces it).
 
@@ -29,7 +32,9 @@ class BaseExplainer:
         adapter: optional adapter config (default: chosen from the model).
         frames_per_view: 2D recognizers only: frames of one view.
     """
-    #: Registered name used in outputs (``explanation.json``).
+    #: The method's name (CLI, outputs such as ``explanation.json``): set
+    #: for each subclass by the naming rule of :mod:`.builder` unless the
+    #: subclass sets it.
     name = 'base'
     #: Methods that run many forwards keep freed CPU memory in the process
     #: while they run (:func:`mmxai.utils.heap.retained_heap`).
@@ -41,6 +46,11 @@ class BaseExplainer:
         kwargs = {} if frames_per_view is None else dict(
             frames_per_view=frames_per_view)
         self.adapter = build_adapter(self.model, adapter, **kwargs)
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if 'name' not in cls.__dict__:
+            cls.name = method_name(cls.__name__)
 
     # ----------------------------------------------------------- public
     def settings(self) -> Dict[str, Any]:
@@ -63,17 +73,21 @@ class BaseExplainer:
         with preserved_model_state(self.model), \
                 retained_heap(self.many_forwards and on_cpu):
             self.model.eval()
-            raw, layer_maps, scores, targets, extras = self._attribute(
-                inputs, target, data_samples)
-        raw = raw.detach().float()
+            result = self._attribute(inputs, target, data_samples)
+        if not isinstance(result, Attribution):
+            raise TypeError(f'{type(self).__name__}._attribute must return '
+                            f'an Attribution, not {type(result).__name__}')
+        raw = result.raw_maps.detach().float()
         settings = dict(self.settings())
         settings['seconds'] = round(time.perf_counter() - start, 4)
         return Explanation(
             maps=minmax_normalize(raw), raw_maps=raw,
-            targets=targets.detach(), scores=scores.detach().float(),
-            method=self.name, settings=settings,
-            layer_maps={k: v.detach().float() for k, v in layer_maps.items()},
-            extras=extras)
+            targets=result.targets.detach(),
+            scores=result.scores.detach().float(), method=self.name,
+            settings=settings,
+            layer_maps={k: v.detach().float()
+                        for k, v in result.layer_maps.items()},
+            extras=result.extras)
 
     def explain(self, data: dict, target: TargetSpec = 'pred') -> Explanation:
         """Explain a data batch (``dict(inputs=[...], data_samples=[...])``
@@ -86,12 +100,10 @@ class BaseExplainer:
     __call__ = attribute
 
     # ------------------------------------------------------- to implement
-    def _attribute(
-        self, inputs: Tensor, target: TargetSpec,
-        data_samples: Optional[Sequence]
-    ) -> Tuple[Tensor, Dict[str, Tensor], Tensor, Tensor, Dict[str, Any]]:
-        """Return ``(raw_maps [B,V,T,H,W], layer_maps, scores [B,K],
-        targets [B], extras)``. Called in eval mode inside
+    def _attribute(self, inputs: Tensor, target: TargetSpec,
+                   data_samples: Optional[Sequence]) -> Attribution:
+        """Raw maps ``[B, V, T, H, W]``, scores ``[B, K]``, targets ``[B]``
+        (and layer maps, extras) for ``inputs``. Called in eval mode inside
         ``preserved_model_state``."""
         raise NotImplementedError
 

@@ -8,9 +8,10 @@ from torch import Tensor, nn
 from ..errors import MMXAIError
 from ..registry import EXPLAINERS
 from ..utils.layers import get_layer
+from .attribution import Attribution
 from .base import BaseExplainer
-from .perturbation_utils import (REDUCTIONS, SCORES, check_choice,
-                                 frozen_parameters, reduce_channels)
+from .gradient_utils import REDUCTIONS, frozen_parameters, reduce_channels
+from .options import SCORES, check_choice
 from .targets import TargetSpec
 
 
@@ -35,7 +36,6 @@ class CaptumExplainer(BaseExplainer):
     Example: ``dict(type='CaptumExplainer', algorithm='IntegratedGradients',
     n_steps=32)``.
     """
-    name = 'captum'
     many_forwards = True
 
     def __init__(self, model: nn.Module,
@@ -96,4 +96,5 @@ class CaptumExplainer(BaseExplainer):
             cam = reduce_channels(grid.float(), self.reduction)
             raw = self.adapter.upsample(cam, self.layer, inputs)
             layer_maps = {self.layer: raw}
-        return raw, layer_maps, scores, targets, {'attributions': attr}
+        return Attribution(raw, scores, targets, layer_maps=layer_maps,
+                           extras={'attributions': attr})

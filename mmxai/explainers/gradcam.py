@@ -5,7 +5,7 @@ outputs: no module backward hooks (they break with in-place ReLU), no
 parameter ``.grad`` touched, and back-propagation stops at the target layer,
 so the cost is one forward plus the backward of the layers above it.
 """
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +15,7 @@ from ..errors import MMXAIError
 from ..registry import EXPLAINERS
 from ..utils.hooks import capture_activations
 from ..utils.layers import get_layer
+from .attribution import Attribution
 from .base import BaseExplainer
 from .targets import TargetSpec, resolve_targets
 
@@ -47,7 +48,6 @@ class GradCAM(BaseExplainer):
         weighting: ``'global'`` or ``'temporal'``.
         relu: apply the final ReLU (disable to see negative evidence).
     """
-    name = 'gradcam'
 
     def __init__(self, model: nn.Module,
                  target_layers: Optional[Sequence[str]] = None,
@@ -107,7 +107,8 @@ class GradCAM(BaseExplainer):
             layer_maps[name] = adapter.upsample(cam, name, inputs)
             full = _to_input_time(layer_maps[name], adapter, inputs)
             raw = full if raw is None else raw + full
-        return raw, layer_maps, scores.detach(), targets, {}
+        return Attribution(raw, scores.detach(), targets,
+                           layer_maps=layer_maps)
 
 
 @EXPLAINERS.register_module()
@@ -120,7 +121,6 @@ class GradCAMPlusPlus(GradCAM):
     higher-order derivatives are replaced by powers of the first-order
     gradient (exact for an exponential of the score).
     """
-    name = 'gradcam++'
 
     def channel_weights(self, acts: Tensor, grads: Tensor) -> Tensor:
         dims = (3, 4, 5) if self.weighting == 'global' else (4, 5)

@@ -9,12 +9,15 @@ from torch import Tensor, nn
 
 from ..errors import MMXAIError
 from ..registry import EXPLAINERS
+from ..baselines import make_baseline
+from .attribution import Attribution
 from .base import BaseExplainer
-from .perturbation_utils import (REDUCTIONS, SCORES, Progress, batches,
-                                 check_choice, check_positive,
-                                 frozen_parameters, make_baseline, model_inputs,
-                                 reduce_channels)
-from .targets import TargetSpec, resolve_targets
+from .batching import batches
+from .gradient_utils import REDUCTIONS, frozen_parameters, reduce_channels
+from .options import SCORES, check_choice, check_positive
+from .progress import Progress
+from .view_scorer import model_inputs
+from .targets import TargetSpec
 
 
 class _GradientExplainer(BaseExplainer):
@@ -80,8 +83,8 @@ class _GradientExplainer(BaseExplainer):
         attr = torch.cat(attrs)  # [B, V, C, T, H, W]
         extras = {k: torch.stack(v) for k, v in extras.items()}
         extras['attributions'] = attr
-        return reduce_channels(attr, self.reduction).float(), {}, scores, \
-            targets, extras
+        return Attribution(reduce_channels(attr, self.reduction).float(),
+                           scores, targets, extras=extras)
 
     def evaluations(self) -> int:
         return 1
@@ -94,7 +97,6 @@ class _GradientExplainer(BaseExplainer):
 @EXPLAINERS.register_module()
 class Saliency(_GradientExplainer):
     """Plain gradients (Simonyan et al. 2014): ``max_c |d s / d x_c|``."""
-    name = 'saliency'
 
     def sample_attribution(self, video, cls, bar):
         grads, _ = self.gradients(video, cls, bar)
@@ -118,7 +120,6 @@ class IntegratedGradients(_GradientExplainer):
             then credits what changes over time, and completeness holds
             against that clip) or a number.
     """
-    name = 'integrated_gradients'
     many_forwards = True
     default_reduction = 'sum'
 
@@ -164,7 +165,6 @@ class SmoothGrad(_GradientExplainer):
     ``noise_level * (max(x) - min(x))``, then ``max_c |.|`` (or
     ``squared=True``: mean of squared gradients, SmoothGrad-Squared).
     Noise is drawn from a seeded generator (reproducible)."""
-    name = 'smoothgrad'
     many_forwards = True
 
     def __init__(self, model: nn.Module, n_samples: int = 16,

@@ -8,10 +8,12 @@ from torch import Tensor, nn
 
 from ..errors import MMXAIError
 from ..registry import EXPLAINERS
+from ..baselines import make_baseline
+from .attribution import Attribution
 from .base import BaseExplainer
-from .perturbation_utils import (SCORES, Progress, batches,
-                                 check_choice, check_positive, make_baseline,
-                                 triple)
+from .batching import batches
+from .options import SCORES, check_choice, check_positive, triple
+from .progress import Progress
 from .targets import TargetSpec
 
 
@@ -45,7 +47,6 @@ class Occlusion3D(BaseExplainer):
             (normalised units).
         batch_size: occluded clips per forward pass.
     """
-    name = 'occlusion'
     many_forwards = True
 
     def __init__(self, model: nn.Module,
@@ -122,4 +123,5 @@ class Occlusion3D(BaseExplainer):
                             acc[a:a + wt, b:b + wh, c:c + ww] += d
                         bar.update(len(chunk))
                     acc /= counts
-        return raw, {}, scores, targets, {'num_windows': len(pos)}
+        return Attribution(raw, scores, targets,
+                           extras={'num_windows': len(pos)})

@@ -6,10 +6,13 @@ import torch
 from torch import Tensor, nn
 
 from ..registry import EXPLAINERS
+from ..baselines import make_baseline
+from .attribution import Attribution
 from .base import BaseExplainer
-from .perturbation_utils import (SCORES, Progress, batches,
-                                 check_choice, check_positive, make_baseline,
-                                 triple, upsample_shifted)
+from .batching import batches
+from .masks import upsample_shifted
+from .options import SCORES, check_choice, check_positive, triple
+from .progress import Progress
 from .targets import TargetSpec
 
 
@@ -42,7 +45,6 @@ class RISE3D(BaseExplainer):
         seed: masks and shifts come from ``torch.Generator().manual_seed``.
         progress: ``True``/``False``/``None`` (after 2 s).
     """
-    name = 'rise'
     many_forwards = True
 
     def __init__(self, model: nn.Module, num_masks: int = 1000,
@@ -119,4 +121,4 @@ class RISE3D(BaseExplainer):
                     else:
                         raw[b, v] = acc.view(t, h, w)
         extras = {} if class_maps is None else {'class_maps': class_maps}
-        return raw, {}, scores, targets, extras
+        return Attribution(raw, scores, targets, extras=extras)

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 from ..errors import UnsupportedModelError
 from ..registry import EXPLAINERS
 from ..utils.hooks import capture_activations
+from .attribution import Attribution
 from .base import BaseExplainer
 from .gradcam import _to_input_time
 from .targets import TargetSpec, resolve_targets
@@ -35,7 +36,6 @@ class SaliencyTubes(BaseExplainer):
     layer (``LINEAR_GAP_HEADS``); X3D's two-layer head or a transformer's
     token head raise :class:`UnsupportedModelError`.
     """
-    name = 'saliency_tubes'
 
     def __init__(self, model: nn.Module, **kwargs):
         super().__init__(model, **kwargs)
@@ -87,4 +87,5 @@ class SaliencyTubes(BaseExplainer):
                     f'takes {weights.shape[1]}')
         extras = {'feature_maps': cams['cls_head'] if list(cams) == [
             'cls_head'] else cams}
-        return raw, layer_maps, scores, targets, extras
+        return Attribution(raw, scores, targets, layer_maps=layer_maps,
+                           extras=extras)

@@ -11,10 +11,13 @@ from torch.utils.checkpoint import checkpoint
 
 from ..errors import MMXAIError
 from ..registry import EXPLAINERS
+from ..baselines import gaussian_blur3d
+from .attribution import Attribution
 from .base import BaseExplainer
-from .perturbation_utils import (Progress, ViewScorer, check_choice,
-                                 check_positive, frozen_parameters,
-                                 gaussian_blur3d)
+from .gradient_utils import frozen_parameters
+from .options import check_choice, check_positive
+from .progress import Progress
+from .view_scorer import ViewScorer
 from .targets import TargetSpec
 
 VARIANTS = ('step', '3d_ep', '2d_ep')
@@ -145,7 +148,6 @@ class STEP(BaseExplainer):
     unpadded stride-``S`` convolution left the bottom/right remainder
     uncovered and favoured the top-left corner).
     """
-    name = 'step'
     many_forwards = True
 
     def __init__(self, model: nn.Module,
@@ -340,6 +342,7 @@ class STEP(BaseExplainer):
                     if smooth > 0:
                         total = gaussian_blur3d(total, (0, smooth, smooth))
                     raw[b, v] = total / total.max().clamp_min(1e-12)
-        return raw, {}, scores, targets, {'area_masks': area_masks,
-                                          'area_probs': area_probs,
-                                          'areas': self.areas}
+        return Attribution(raw, scores, targets,
+                           extras={'area_masks': area_masks,
+                                   'area_probs': area_probs,
+                                   'areas': self.areas})

@@ -5,8 +5,7 @@ only when used) or a regular ``(t, h, w)`` grid (no dependency, fast,
 content-independent). Removing a segment replaces it by the removal value,
 by default a 3D-Gaussian-blurred copy of the clip (REVEX).
 """
-import math
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -14,10 +13,12 @@ from torch import Tensor, nn
 
 from ..errors import MMXAIError
 from ..registry import EXPLAINERS
+from ..baselines import make_baseline
+from .attribution import Attribution
 from .base import BaseExplainer
-from .perturbation_utils import (SCORES, Progress, batches,
-                                 check_choice, check_positive, make_baseline,
-                                 triple)
+from .batching import batches
+from .options import SCORES, check_choice, check_positive, triple
+from .progress import Progress
 from .targets import TargetSpec
 
 SEGMENTATIONS = ('slic', 'grid')
@@ -137,7 +138,8 @@ class _SegmentExplainer(BaseExplainer):
                         bar.update(stop - start)
                     coef = self.fit(z.double(), y.double()).float()
                     raw[b, v] = coef[labels]
-        return raw, {}, scores, targets, {'segments': labels_all}
+        return Attribution(raw, scores, targets,
+                           extras={'segments': labels_all})
 
 
 @EXPLAINERS.register_module()
@@ -147,7 +149,6 @@ class SupervoxelLIME(_SegmentExplainer):
     weighted by ``sqrt(exp(-d^2 / width^2))`` with ``d`` the cosine distance
     to the whole clip (``kernel_width`` 0.25), ridge regression
     (``alpha``) with intercept. Segment values are its coefficients."""
-    name = 'lime'
 
     def __init__(self, model: nn.Module, p: float = 0.5,
                  kernel_width: float = 0.25, alpha: float = 1.0, **kwargs):
@@ -185,7 +186,6 @@ class SupervoxelKernelSHAP(_SegmentExplainer):
     drawn from the Shapley kernel ``(S-1) / (k (S-k))``, the empty and full
     coalitions always evaluated, and least squares under the efficiency
     constraint ``sum phi = s(x) - s(baseline)`` (exact by construction)."""
-    name = 'kernel_shap'
 
     def sample(self, gen, n_seg):
         if n_seg < 2:

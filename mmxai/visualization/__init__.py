@@ -7,10 +7,10 @@ from .colormap import as_rgb_frames, colorize, colormap_lut, to_numpy
 from .figures import plot_temporal_importance, save_montage, select_frames, temporal_importance
 from .overlay import draw_label_panel, focus_frames, overlay_heatmap, resize_maps, upscale_frames
 from .video_writer import atomic_path, write_gif, write_video
-from .visualizer import ExplanationVisualizer, inputs_to_frames, label_lines
+from .visualizer import ExplanationVisualizer, label_lines
 
 __all__ = [
-    'ExplanationVisualizer', 'inputs_to_frames', 'label_lines',
+    'ExplanationVisualizer', 'label_lines',
     'as_rgb_frames', 'atomic_path', 'colorize', 'colormap_lut', 'draw_label_panel',
     'focus_frames', 'overlay_heatmap', 'plot_temporal_importance', 'resize_maps',
     'save_montage', 'select_frames', 'temporal_importance', 'to_numpy', 'upscale_frames',

@@ -1,59 +1,16 @@
 """MP4 (OpenCV) and GIF (Pillow) writers; every file is written atomically."""
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Optional
 
 import cv2
 import numpy as np
 
 from mmxai.errors import InputError, OutputError
+from mmxai.fileio import PathLike, atomic_path
 
 from .colormap import as_rgb_frames
-
-PathLike = Union[str, 'os.PathLike[str]']
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()  # read once: os.umask() is process-wide and not thread-safe
-
-
-@contextlib.contextmanager
-def atomic_path(path: PathLike, suffix: Optional[str] = None) -> Iterator[str]:
-    """Yield a temporary path in ``path``'s folder; ``os.replace`` it onto ``path`` on success.
-
-    The folder is created if needed. On error the temporary file is removed and
-    ``path`` is left untouched. ``suffix`` defaults to ``path``'s extension (some
-    writers pick the container from it).
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    name = os.path.basename(path)
-    if suffix is None:
-        suffix = os.path.splitext(name)[1]
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix=f'.tmp{suffix}', dir=folder)
-        os.close(fd)
-    except OSError as e:
-        raise OutputError(f'cannot write to {folder}: {e.strerror or e}') from e
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        if isinstance(e, OSError):
-            raise OutputError(f'cannot write {path}: {e.strerror or e}') from e
-        raise
 
 
 def _video_frames(frames: Any) -> np.ndarray:

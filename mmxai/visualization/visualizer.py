@@ -11,11 +11,10 @@ import os.path as osp
 from typing import Any, List, Optional, Sequence
 
 import numpy as np
-import torch
 from mmaction.visualization import ActionVisualizer
 from mmengine.dist import master_only
 from mmengine.visualization import LocalVisBackend
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..errors import InputError
 from ..registry import VISUALIZERS
@@ -23,39 +22,7 @@ from .colormap import as_rgb_frames, to_numpy
 from .overlay import draw_label_panel, overlay_heatmap
 from .video_writer import write_gif, write_video
 
-__all__ = ['ExplanationVisualizer', 'inputs_to_frames', 'label_lines']
-
-
-def inputs_to_frames(model: nn.Module, inputs: Tensor,
-                     rgb: Optional[bool] = None) -> np.ndarray:
-    """Preprocessed inputs back to uint8 RGB frames ``[B, V, T, H, W, 3]``.
-
-    Undoes the data preprocessor's ``(x - mean) / std`` and its ``to_rgb``
-    flip (pipelines decode RGB; ``to_rgb=True`` makes the model see BGR).
-    ``rgb=False`` forces a channel flip, ``True`` none.
-    """
-    from ..adapters import build_adapter, unwrap_model
-    model = unwrap_model(model)
-    video = build_adapter(model).to_video(inputs).detach().float().cpu()
-    c = video.shape[2]
-    dp = getattr(model, 'data_preprocessor', None)
-    mean = getattr(dp, 'mean', None)
-    std = getattr(dp, 'std', None)
-    shape = (1, 1, c, 1, 1, 1)
-    if std is not None and std.numel() == c:
-        video = video * std.detach().float().cpu().view(shape)
-    if mean is not None and mean.numel() == c:
-        video = video + mean.detach().float().cpu().view(shape)
-    flip = bool(getattr(dp, 'to_rgb', False)) if rgb is None else not rgb
-    if flip and c == 3:
-        video = video.flip(2)
-    if c == 1:
-        video = video.repeat(1, 1, 3, 1, 1, 1)
-    elif c != 3:
-        video = video[:, :, :3] if c > 3 else torch.cat(
-            [video, video[:, :, -1:].repeat(1, 1, 3 - c, 1, 1, 1)], 2)
-    frames = video.permute(0, 1, 3, 4, 5, 2).round().clamp(0, 255)
-    return frames.to(torch.uint8).numpy()
+__all__ = ['ExplanationVisualizer', 'label_lines']
 
 
 def _class_name(c: int, classes: Optional[Sequence[str]]) -> str:

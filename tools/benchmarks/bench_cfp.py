@@ -25,7 +25,8 @@ from mmengine.config import Config
 from mmaction.registry import MODELS
 from mmaction.utils import register_all_modules
 
-from mmxai.explainers.cfp import ClassFeaturePyramid, _PerKernelWalker
+from mmxai.explainers.cfp import ClassFeaturePyramid
+from mmxai.testing.cfp_reference import PerKernelWalker as _PerKernelWalker
 
 CONFIGS = {
     'i3d_r50': 'i3d/i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_'

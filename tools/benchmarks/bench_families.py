@@ -36,7 +36,7 @@ def main():
     from mmxai.adapters import build_adapter
     from mmxai.errors import UnsupportedModelError
     from mmxai.explainers import GradCAM
-    from mmxai.utils.toolbox_configs import build_small, representative_configs
+    from mmxai.testing.toolbox_configs import build_small, representative_configs
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -104,7 +104,7 @@ def main():
                 'of the whole model (`adapter.scores(x)`, top score summed, '
                 '`.backward()` into every parameter). Same clip, same model, '
                 'cases interleaved. Models are the toolbox configs built '
-                'small (`mmxai.utils.toolbox_configs.build_small`), so the '
+                'small (`mmxai.testing.toolbox_configs.build_small`), so the '
                 'absolute seconds are not those of the full-size models; the '
                 'foundation benchmark (`docs/speed_foundation.md`) has '
                 'I3D-R50 at 16x224x224. On the smallest models (ViTs, CSN '

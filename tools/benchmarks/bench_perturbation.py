@@ -51,7 +51,7 @@ def per_forward(model, x, batch, reps, backward=False, retain=False):
     """Seconds per clip of plain batched forwards (+ input backward);
     ``retain``: inside :func:`mmxai.utils.heap.retained_heap`, as the
     perturbation explainers run."""
-    from mmxai.explainers.perturbation_utils import frozen_parameters
+    from mmxai.explainers.gradient_utils import frozen_parameters
     from mmxai.utils.heap import retained_heap
     xb = x.expand(batch, *x.shape[1:]).contiguous()
 

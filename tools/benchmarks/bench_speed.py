@@ -11,7 +11,7 @@ weights) on one preprocessed clip (default 1x3x8x64x64). Cases:
   ``IntegratedGradients`` on the same forward function (scores as
   ``predict``), with the same budgets as the mmxai equivalents;
 * every registered mmxai method (benchmark settings, see
-  ``run_benchmarks.METHOD_SETTINGS``; occlusion window = Captum's).
+  ``suite/settings.py``'s ``METHOD_SETTINGS``; occlusion window = Captum's).
 
 Times: median of ``--repeats`` interleaved repeats in one process (cases
 slower than ``--slow`` seconds run once). Peak memory, measured on each
@@ -76,7 +76,7 @@ def build_cases(args):
     from mmxai.errors import MMXAIError
     from mmxai.explainers import build_explainer, method_names
     from mmxai.utils.layers import get_layer
-    from run_benchmarks import SKIPPED, method_settings
+    from suite.settings import SKIPPED, method_settings
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -30,11 +30,14 @@ ROOT = osp.dirname(osp.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
-import run_benchmarks as rb  # noqa: E402
+from suite.evaluation import evaluate_model, test_split  # noqa: E402
+from suite.report import machine_line, summarise  # noqa: E402
+from suite.settings import (BASELINES, CAM_METHODS, CAM_TYPE,  # noqa: E402
+                            parse_args)
 
 MODEL = 'transformer'
-CAMS = sorted(rb.CAM_METHODS)
-HEAD_METHODS = list(rb.CAM_TYPE)
+CAMS = sorted(CAM_METHODS)
+HEAD_METHODS = list(CAM_TYPE)
 
 #: name -> (input size, CAM layers ([] = the head's input), methods)
 SERIES = {
@@ -84,7 +87,7 @@ def accuracy(size: int, data_root: str) -> float:
         osp.join(ROOT, 'configs', 'benchmark', f'{MODEL}_synthetic.py'),
         osp.join(ROOT, 'checkpoints', 'benchmark', f'{MODEL}_synthetic.pth'),
         cfg_options=size_options(size))
-    dataset = rb.test_split(model, data_root)
+    dataset = test_split(model, data_root)
     adapter = build_adapter(model)
     hits = 0
     for start in range(0, len(dataset), 16):
@@ -103,12 +106,12 @@ def run_series(name: str, args) -> dict:
     import torch
     torch.set_num_threads(1)
     size, layers, methods = SERIES[name]
-    bargs = rb.parse_args(['--models', MODEL, '--clips', str(args.clips),
-                           '--data-root', args.data_root,
-                           '--methods'] + methods)
-    res = rb.evaluate_model(MODEL, bargs, cfg_options=size_options(size),
-                            target_layers=layers, sanity_check=False)
-    out = dict(series=name, summary=rb.summarise(res),
+    bargs = parse_args(['--models', MODEL, '--clips', str(args.clips),
+                        '--data-root', args.data_root,
+                        '--methods'] + methods)
+    res = evaluate_model(MODEL, bargs, cfg_options=size_options(size),
+                         target_layers=layers, sanity_check=False)
+    out = dict(series=name, summary=summarise(res),
                seconds=res['seconds'])
     if size != 64:
         out['accuracy'] = accuracy(size, args.data_root)
@@ -123,7 +126,7 @@ def reading(results: Dict[str, dict]) -> List[str]:
         summ = results[name]['summary']
         rnd = summ['random map']
         for m in summ:
-            if m in rb.BASELINES:
+            if m in BASELINES:
                 continue
             total += 1
             if summ[m]['deletion'] < rnd['deletion']:
@@ -172,7 +175,7 @@ def write_report(results: Dict[str, dict], args, elapsed: float) -> None:
         '# CAM-type maps on the benchmark\'s video transformer', '',
         'Regenerate with `.venv/bin/python tools/benchmarks/'
         f'bench_transformer_cams.py --clips {args.clips}` on '
-        f'{rb.machine_line()}: {len(SERIES)} series of '
+        f'{machine_line()}: {len(SERIES)} series of '
         f'{sum(r["seconds"] for r in results.values()) / 60:.1f} min in all, '
         f'{args.jobs} at a time' + (
             f' ({elapsed / 60:.1f} min of wall time).' if elapsed else '.'),
@@ -190,8 +193,8 @@ def write_report(results: Dict[str, dict], args, elapsed: float) -> None:
         '|---|---|---|---|---:|---:|---:|---:|']
     for name in SERIES:
         summ = results[name]['summary']
-        for m in [m for m in summ if m not in rb.BASELINES] + \
-                list(rb.BASELINES):
+        for m in [m for m in summ if m not in BASELINES] + \
+                list(BASELINES):
             s = summ[m]
             lines.append(
                 f'| {name} | {WHAT[name]} | {GRID[name]} | {m} | '

@@ -6,6 +6,6 @@ custom_hooks = [
         explainer=dict(type='SaliencyTubes'),
         target='pred',
         interval=1,
-        outputs=('json', 'maps', 'overlay'),
+        outputs=('json', 'npz', 'video'),
         out_dir='explanations/saliency_tubes')
 ]

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, UnsupportedModelError
-from .config import strip_pretrained
+from ..utils.config import strip_pretrained
 
 #: One representative config per family (directory), used by the fast
 #: coverage run and ``docs/coverage.md``.

@@ -1,0 +1,83 @@
+"""Method names and :func:`build_explainer`.
+
+Naming rule: a method's CLI/API name is the snake_case of its class name
+(``SaliencyTubes`` -> ``saliency_tubes``), unless :data:`METHOD_ALIASES`
+lists names for the class: then the first is its name (in outputs) and the
+others are accepted too. A class that sets ``name`` itself (a plugin) keeps
+it. Registered names (``'GradCAM'``) are always accepted.
+"""
+import re
+from typing import TYPE_CHECKING, Dict, Tuple, Union
+
+from torch import nn
+
+from ..errors import MMXAIError
+from ..registry import EXPLAINERS
+
+if TYPE_CHECKING:
+    from .base import BaseExplainer
+
+#: The one table of names that are not the class name in snake_case:
+#: class name -> (its name, other accepted names).
+METHOD_ALIASES: Dict[str, Tuple[str, ...]] = {
+    'GradCAM': ('gradcam', ),
+    'GradCAMPlusPlus': ('gradcam++', 'gradcampp'),
+    'CaptumExplainer': ('captum', ),
+    'ClassFeaturePyramid': ('cfp', ),
+    'Occlusion3D': ('occlusion', ),
+    'RISE3D': ('rise', ),
+    'SmoothGrad': ('smoothgrad', ),
+    'SupervoxelLIME': ('lime', ),
+    'SupervoxelKernelSHAP': ('kernel_shap', ),
+}
+
+_WORD = re.compile(r'(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])')
+
+
+def snake_case(class_name: str) -> str:
+    """``'SaliencyTubes'`` -> ``'saliency_tubes'``, ``'STEP'`` -> ``'step'``."""
+    return _WORD.sub('_', class_name).lower()
+
+
+def method_name(class_name: str) -> str:
+    """The CLI/API name of an explainer class, by the naming rule."""
+    return METHOD_ALIASES.get(class_name, (snake_case(class_name), ))[0]
+
+
+def method_names() -> Dict[str, str]:
+    """Accepted CLI/API method names -> registered names: each registered
+    class's ``name`` (registration order), then the other aliases."""
+    names: Dict[str, str] = {}
+    classes = [(reg, cls) for reg, cls in EXPLAINERS.module_dict.items()
+               if getattr(cls, 'name', None) not in (None, 'base')]
+    for reg_name, cls in classes:
+        names[cls.name] = reg_name
+    for reg_name, cls in classes:
+        for alias in METHOD_ALIASES.get(cls.__name__, ())[1:]:
+            names.setdefault(alias, reg_name)
+    return names
+
+
+def build_explainer(cfg: Union[str, dict], model: nn.Module,
+                    **kwargs) -> 'BaseExplainer':
+    """Build an explainer for ``model`` from a method name or config dict.
+
+    ``build_explainer('gradcam', model, target_layers=['backbone.layer4'])``
+    or ``build_explainer(dict(type='GradCAM', weighting='temporal'), model)``.
+    Names are matched case-insensitively; ``'mmxai.'`` prefixes are dropped.
+    """
+    cfg = dict(type=cfg) if isinstance(cfg, str) else dict(cfg)
+    kind = cfg.get('type', '')
+    if isinstance(kind, str):
+        kind = kind[len('mmxai.'):] if kind.startswith('mmxai.') else kind
+        aliases = method_names()
+        kind = aliases.get(kind.lower(), aliases.get(kind, kind))
+        if kind not in EXPLAINERS.module_dict:
+            raise MMXAIError(
+                f"unknown method '{cfg.get('type')}'; available: "
+                f"{', '.join(sorted(aliases))}")
+    cfg['type'] = kind
+    cfg.setdefault('_scope_', 'mmxai')  # whatever the default scope is
+    cfg.update(kwargs)
+    cfg['model'] = model
+    return EXPLAINERS.build(cfg)

@@ -1,0 +1,33 @@
+"""Random masks: RISE's shifted upsampling of low-resolution grids."""
+import math
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def upsample_shifted(grids: Tensor, size: Sequence[int],
+                     generator: torch.Generator,
+                     out: Optional[Tensor] = None) -> Tensor:
+    """RISE upsampling: ``[N, t, h, w]`` cell grids -> ``[N, T, H, W]``.
+
+    Each grid is trilinearly upsampled to ``(cells + 1) * cell_size`` and
+    cropped at a random offset in ``[0, cell_size)`` per axis (Petsiuk et
+    al.), so cell borders fall anywhere. Offsets come from ``generator``.
+    ``out``: an optional ``[N, T, H, W]`` float tensor to write into (on
+    any device).
+    """
+    n, cells = grids.shape[0], grids.shape[1:]
+    cell = [int(math.ceil(s / c)) for s, c in zip(size, cells)]
+    up = [(c + 1) * k for c, k in zip(cells, cell)]
+    big = F.interpolate(grids[:, None].float(), size=up, mode='trilinear',
+                        align_corners=False)[:, 0]
+    shifts = torch.stack([torch.randint(0, k, (n, ), generator=generator)
+                          for k in cell], 1).tolist()
+    if out is None:
+        out = torch.empty((n, *size), dtype=big.dtype, device=big.device)
+    t, h, w = size
+    for i, (a, b, c) in enumerate(shifts):
+        out[i] = big[i, a:a + t, b:b + h, c:c + w]
+    return out

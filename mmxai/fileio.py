@@ -1,0 +1,167 @@
+"""File I/O in one place: atomic writes, JSON/NPZ, staging, writability.
+
+Every file mmxai writes goes through :func:`atomic_path` (a temporary file in
+the target folder, ``os.replace``-d onto the target on success), so a kill or
+a failure never leaves a half-written file under its final name.
+:func:`staged_dir` extends that to a group of files (all or nothing).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import os.path as osp
+import shutil
+import tempfile
+from typing import Any, Dict, Iterator, List, Optional, Union
+
+import numpy as np
+
+from .errors import InputError, OutputError
+
+PathLike = Union[str, 'os.PathLike[str]']
+
+__all__ = ['PathLike', 'atomic_path', 'check_writable', 'staged_dir',
+           'write_json', 'write_npz', 'read_json', 'json_default',
+           'read_label_map']
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once: os.umask() is process-wide, not thread-safe
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike, suffix: Optional[str] = None) -> Iterator[str]:
+    """Yield a temporary path in ``path``'s folder; ``os.replace`` it onto
+    ``path`` on success.
+
+    The folder is created if needed. On error the temporary file is removed
+    and ``path`` is left untouched. ``suffix`` defaults to ``path``'s
+    extension (some writers pick the container from it).
+    """
+    path = os.fspath(path)
+    folder = osp.dirname(osp.abspath(path))
+    name = osp.basename(path)
+    if suffix is None:
+        suffix = osp.splitext(name)[1]
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix=f'.tmp{suffix}',
+                                   dir=folder)
+        os.close(fd)
+    except OSError as e:
+        raise OutputError(f'cannot write to {folder}: {e.strerror or e}') from e
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(e, OSError):
+            raise OutputError(f'cannot write {path}: {e.strerror or e}') from e
+        raise
+
+
+def json_default(obj: Any) -> Any:
+    """JSON for numpy scalars/arrays and tensors; ``str`` for the rest."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if hasattr(obj, 'detach') and hasattr(obj, 'cpu'):  # torch.Tensor
+        return obj.detach().cpu().numpy().tolist()
+    return str(obj)
+
+
+def write_json(path: PathLike, obj: Any, indent: int = 1) -> str:
+    """Write ``obj`` as JSON atomically; returns ``path``."""
+    with atomic_path(path) as tmp:
+        with open(tmp, 'w') as f:
+            json.dump(obj, f, indent=indent, default=json_default)
+    return os.fspath(path)
+
+
+def write_npz(path: PathLike, arrays: Dict[str, np.ndarray]) -> str:
+    """``np.savez_compressed`` atomically; returns ``path``."""
+    with atomic_path(path, suffix='.npz') as tmp:
+        np.savez_compressed(tmp, **arrays)
+    return os.fspath(path)
+
+
+def read_json(path: PathLike) -> Optional[Any]:
+    """The JSON in ``path``, or None if it is missing or not valid JSON."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def check_writable(out_dir: PathLike) -> None:
+    """Fail early (before any work) if ``out_dir`` cannot be created/written.
+
+    Raises:
+        OutputError: a parent is a file, or no write permission.
+    """
+    out_dir = os.fspath(out_dir)
+    probe = osp.abspath(out_dir)
+    while not osp.exists(probe):
+        parent = osp.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not osp.isdir(probe):
+        raise OutputError(f'cannot create output folder {out_dir}: '
+                          f'{probe} is not a folder')
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f'output folder {out_dir} is not writable '
+                          f'(no permission on {probe})')
+
+
+def _staged_files(stage: str) -> List[str]:
+    """Relative paths of the files under ``stage``; JSON records last, so a
+    reader that trusts a record finds the files it names in place."""
+    rels = [osp.relpath(osp.join(dp, f), stage)
+            for dp, _, fs in os.walk(stage) for f in fs]
+    return sorted(rels, key=lambda r: (r.endswith('.json'), r))
+
+
+@contextlib.contextmanager
+def staged_dir(out_dir: PathLike) -> Iterator[str]:
+    """A staging folder inside ``out_dir`` whose files (sub-folders kept)
+    are moved into ``out_dir`` on success and deleted on failure."""
+    out_dir = os.fspath(out_dir)
+    check_writable(out_dir)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        stage = tempfile.mkdtemp(prefix='.mmxai-staging-', dir=out_dir)
+    except OSError as e:
+        raise OutputError(f'cannot write to {out_dir}: {e.strerror}') from e
+    try:
+        yield stage
+        for rel in _staged_files(stage):
+            dst = osp.join(out_dir, rel)
+            os.makedirs(osp.dirname(dst), exist_ok=True)
+            os.replace(osp.join(stage, rel), dst)
+    except OSError as e:
+        raise OutputError(f'cannot write to {out_dir}: {e.strerror or e}') \
+            from e
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def read_label_map(path: Optional[PathLike]) -> Optional[List[str]]:
+    """Class names from a label map file (one name per line), or None."""
+    if not path:
+        return None
+    if not osp.isfile(path):
+        raise InputError(f'label map not found: {path} (give a text file '
+                         'with one class name per line)')
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()]

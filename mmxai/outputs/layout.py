@@ -1,0 +1,52 @@
+"""Where each output of a sample goes: one :class:`Layout` per mode.
+
+Paths are format strings of ``key`` (the sample's dataset index), ``stem``
+(a frame track's name, e.g. ``view0``) and ``suffix`` (``''`` for the
+primary target, ``_top2`` ... for further top-k ranks), relative to the
+output root. Record file lists are relative to the sample's ``folder``.
+"""
+import os.path as osp
+from dataclasses import dataclass
+
+__all__ = ['Layout', 'VIDEO_LAYOUT', 'HOOK_LAYOUT', 'DATASET_LAYOUT']
+
+
+@dataclass(frozen=True)
+class Layout:
+    """File names of one sample's outputs (see the module docstring)."""
+    folder: str = ''
+    json: str = 'explanation.json'
+    npz: str = 'maps{suffix}.npz'
+    video: str = '{stem}.mp4'
+    gif: str = '{stem}.gif'
+    montage: str = '{stem}_montage.png'
+    plot: str = '{stem}_temporal.png'
+    extras: str = ''  # folder of method-specific extras (CFP's figure)
+
+    def sample_folder(self, key: int) -> str:
+        """The folder of sample ``key``, relative to the root."""
+        return self.folder.format(key=key)
+
+    def path(self, kind: str, key: int, stem: str = '',
+             suffix: str = '') -> str:
+        """Path of output ``kind`` of sample ``key``, relative to the root."""
+        name = getattr(self, kind).format(key=key, stem=stem, suffix=suffix)
+        return osp.normpath(osp.join(self.sample_folder(key), name))
+
+    def extras_folder(self, key: int) -> str:
+        return osp.normpath(osp.join(self.sample_folder(key),
+                                     self.extras.format(key=key)))
+
+
+#: ``explain_video`` / the CLI on one video: ``out_dir/overlay.mp4`` ...
+VIDEO_LAYOUT = Layout(video='overlay.mp4', gif='overlay.gif',
+                      montage='montage.png', plot='temporal_importance.png')
+#: ``ExplainHook``: ``explanations/<index>/view<v>[_top<r>].mp4`` ...
+HOOK_LAYOUT = Layout(folder='{key:06d}')
+#: Dataset runs: ``records/<index>.json``, ``maps/<index>.npz``, visual
+#: outputs under ``views/<index>/``.
+DATASET_LAYOUT = Layout(
+    json='records/{key:06d}.json', npz='maps/{key:06d}{suffix}.npz',
+    video='views/{key:06d}/{stem}.mp4', gif='views/{key:06d}/{stem}.gif',
+    montage='views/{key:06d}/{stem}_montage.png',
+    plot='views/{key:06d}/{stem}_temporal.png', extras='extras/{key:06d}')

@@ -1,0 +1,1 @@
+"""Test helpers shipped with mmxai (as mmaction.testing)."""

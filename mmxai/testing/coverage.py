@@ -1,6 +1,6 @@
 """Run every registered method on a small toolbox model and judge the result.
 
-Used by ``tests/test_coverage.py`` and ``tools/coverage_matrix.py``. A cell
+Used by ``tests/test_testing/test_coverage.py`` and ``tools/coverage_matrix.py``. A cell
 is ``works`` (finite maps of the input's ``[B, V, T, H, W]`` shape and the
 model left as found), ``n/a`` (the method raised
 :class:`~mmxai.errors.UnsupportedModelError`: its reason is kept) or

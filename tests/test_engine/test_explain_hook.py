@@ -181,7 +181,7 @@ def test_explain_bases_inherit_beside_any_config(dataset, tmp_path, base,
     bases): the hook adds its metrics for the run, then removes them."""
     root, ckpt = dataset
     own = data.write_config(str(tmp_path / 'own.py'), root)
-    shipped = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+    shipped = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
                        'configs', '_base_', 'explain', base)
     child = tmp_path / 'child.py'
     child.write_text(f'_base_ = [{own!r}, {shipped!r}]\n')

@@ -3,7 +3,7 @@ benchmark itself is too slow for the test suite)."""
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
                             'tools', 'benchmarks'))
 from suite.report import goals_section, reading_section  # noqa: E402
 from suite.settings import parse_args  # noqa: E402

@@ -14,7 +14,7 @@ from mmxai.apis import explain_video, init_recognizer
 from tiny_models import (build, i3d_cfg, tsm_cfg, write_checkpoint,
                          write_config, write_video_file)
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(ROOT, 'tools'))
 import explain as cli  # noqa: E402
 

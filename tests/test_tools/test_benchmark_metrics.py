@@ -159,7 +159,7 @@ def test_benchmark_configs_build_and_explain(name, layers):
     from mmxai.apis import init_recognizer
     from mmxai.explainers import GradCAM
     from mmxai.utils.hooks import capture_activations
-    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
     model = init_recognizer(osp.join(root, 'configs', 'benchmark',
                                      f'{name}_synthetic.py'))
     cam = GradCAM(model, target_layers=layers)

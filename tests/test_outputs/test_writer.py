@@ -88,3 +88,37 @@ def test_no_outputs_writes_nothing(tmp_path):
         str(tmp_path / 'x'), 0, [RankOutputs(dict(maps=np.zeros(2)),
                                              [_track()])])
     assert files.all() == [] and not osp.exists(tmp_path / 'x')
+
+
+def test_method_extras_found_by_registration(tmp_path):
+    """A method's extras writer is looked up by its name; the record lists
+    its files; no registration, no extras."""
+    from mmxai.registry import OUTPUT_EXTRAS
+
+    class Exp:
+        method = 'test_only_extras'
+
+    def extras(exp, folder, frames, class_names):
+        os.makedirs(folder, exist_ok=True)
+        path = osp.join(folder, 'extra.txt')
+        with open(path, 'w') as f:
+            f.write(str(frames.shape))
+        return [path]
+    OUTPUT_EXTRAS.register_module(name=Exp.method, module=extras)
+    try:
+        writer = OutputWriter(('json', ), DATASET_LAYOUT)
+        files = writer.write_sample(
+            str(tmp_path), 2, [RankOutputs({})],
+            record=lambda f: dict(files=f.all()), explanation=Exp(),
+            extras_frames=np.zeros((2, 4, 4, 3), np.uint8))
+    finally:
+        OUTPUT_EXTRAS._module_dict.pop(Exp.method)
+    assert files.extras == ['extras/000002/extra.txt']
+    assert (tmp_path / 'extras/000002/extra.txt').read_text() == \
+        '(2, 4, 4, 3)'
+    rec = json.loads((tmp_path / 'records/000002.json').read_text())
+    assert rec['files'] == ['extras/000002/extra.txt']
+    Exp.method = 'gradcam'  # nothing registered
+    files = writer.write_sample(str(tmp_path), 3, [RankOutputs({})],
+                                record=lambda f: {}, explanation=Exp())
+    assert files.extras == []

@@ -27,7 +27,8 @@ import torch.nn as nn
 from mmengine.logging import HistoryBuffer, MMLogger
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
-from mmxai.errors import InputError, UntrustedCheckpointError
+from mmxai.errors import (CheckpointMismatchError, InputError,
+                          UntrustedCheckpointError)
 
 try:  # numpy >= 2 (and the 1.26 forward-compat alias)
     from numpy._core import multiarray as _np_multiarray
@@ -37,7 +38,12 @@ except ImportError:  # numpy < 1.26
     from numpy.core import numeric as _np_numeric  # type: ignore
 
 __all__ = ['SAFE_GLOBALS', 'load_checkpoint_file', 'load_checkpoint',
-           'default_cache_dir']
+           'default_cache_dir', 'install_toolbox_loader', 'TRUST_ENV',
+           'checkpoint_mismatch', 'mismatch_summary']
+
+#: Environment variable that lifts the allowlist for the toolbox's own tools
+#: (``tools/test.py``, ``tools/train.py``), which have no mmxai flag.
+TRUST_ENV = 'MMXAI_TRUST_CHECKPOINT'
 
 # HistoryBuffer's state names its statistics functions by `getattr(cls, name)`.
 _HISTORY_BUFFER_STATS = ('min', 'max', 'current', 'mean')
@@ -271,16 +277,60 @@ def load_checkpoint_file(filename: str,
         raise UntrustedCheckpointError(
             f'checkpoint {filename!r} needs {offending!r} to load, which is '
             f"not on mmxai's allowlist of data types{hint}; load it only if "
-            'you trust its source: --trust-checkpoint (CLI) or '
-            'trust_checkpoint=True (API)') from None
+            'you trust its source: --trust-checkpoint (CLI), '
+            f'trust_checkpoint=True (API) or {TRUST_ENV}=1 (the toolbox\'s '
+            'tools)') from None
     except (EOFError, RuntimeError) as e:
         raise InputError(f'{filename!r} is not a PyTorch checkpoint '
                          f'({_first_line(e)})') from None
 
 
+def _revised(key: str, revise_keys: Sequence[Tuple[str, str]]) -> str:
+    for pattern, repl in revise_keys:
+        key = re.sub(pattern, repl, key)
+    return key
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0][:200] if text else type(e).__name__
+
+
+def checkpoint_mismatch(model: nn.Module, state: dict,
+                        revise_keys: Sequence[Tuple[str, str]] = (
+                            (r'^module\.', ''), )) -> dict:
+    """What of ``model`` a state dict would leave unloaded.
+
+    Returns ``dict(missing=[...], unexpected=[...], shapes=[(key, ckpt
+    shape, model shape)])`` after renaming keys by ``revise_keys``.
+    """
+    keys = {_revised(k, revise_keys): v for k, v in state.items()}
+    own = model.state_dict()
+    shapes = [(k, tuple(keys[k].shape), tuple(v.shape))
+              for k, v in own.items() if k in keys and
+              hasattr(keys[k], 'shape') and tuple(keys[k].shape) !=
+              tuple(v.shape)]
+    return dict(missing=[k for k in own if k not in keys],
+                unexpected=[k for k in keys if k not in own], shapes=shapes)
+
+
+def mismatch_summary(m: dict) -> str:
+    """``'3 of the model's weights missing (backbone.x, ...), 1 of another
+    shape (cls_head.fc_cls.weight: [400, 2048] in the file, [4, 2048] in the
+    model)'``."""
+    parts = []
+    if m['missing']:
+        parts.append(f"{len(m['missing'])} of the model's weights missing "
+                     f"({', '.join(m['missing'][:3])}"
+                     f"{', ...' if len(m['missing']) > 3 else ''})")
+    if m['shapes']:
+        k, a, b = m['shapes'][0]
+        parts.append(f"{len(m['shapes'])} of another shape ({k}: {list(a)} "
+                     f"in the file, {list(b)} in the model"
+                     f"{', ...' if len(m['shapes']) > 1 else ''})")
+    if m['unexpected']:
+        parts.append(f"{len(m['unexpected'])} not in the model")
+    return ', '.join(parts)
 
 
 def load_checkpoint(model: nn.Module,
@@ -290,17 +340,24 @@ def load_checkpoint(model: nn.Module,
                     trust_checkpoint: bool = False,
                     revise_keys: Sequence[Tuple[str, str]] = (
                         (r'^module\.', ''), ),
-                    logger: Optional[logging.Logger] = None) -> dict:
+                    logger: Optional[logging.Logger] = None,
+                    allow_partial: bool = False) -> dict:
     """Load a checkpoint's weights into ``model`` (MMEngine semantics).
 
     Takes ``checkpoint['state_dict']`` (or the file itself when it is a bare
     state dict), renames keys by ``revise_keys`` (regex, replacement) and
-    loads them with MMEngine's ``load_state_dict``: missing/unexpected keys
-    are logged, or raise ``RuntimeError`` when ``strict``. Copies
-    ``meta['dataset_meta']`` to ``model.dataset_meta`` when present.
+    loads them with MMEngine's ``load_state_dict``. A checkpoint that would
+    leave weights of the model unloaded (missing keys, other shapes: the
+    checkpoint of another model) is refused unless ``allow_partial``; then
+    the loadable part is loaded, a warning logged and the summary kept in
+    ``model.mmxai_checkpoint_warning`` (written into every output's JSON).
+    Keys only in the file are logged. Copies ``meta['dataset_meta']`` to
+    ``model.dataset_meta`` when present.
 
     Returns:
         The checkpoint dict.
+    Raises:
+        CheckpointMismatchError: the checkpoint does not fit the model.
     """
     checkpoint = load_checkpoint_file(filename, map_location,
                                       trust_checkpoint=trust_checkpoint)
@@ -316,9 +373,63 @@ def load_checkpoint(model: nn.Module,
         checkpoint = {**checkpoint, 'state_dict': state} \
             if 'state_dict' in checkpoint else state
     logger = logger or MMLogger.get_current_instance()
+    mismatch = checkpoint_mismatch(model, state, revise_keys)
+    partial = mismatch['missing'] or mismatch['shapes']
+    if partial and not allow_partial:
+        raise CheckpointMismatchError(
+            f'checkpoint {filename!r} does not fit the model: '
+            f'{mismatch_summary(mismatch)}; is it the checkpoint of this '
+            'config? Load the rest anyway with --allow-partial-checkpoint '
+            '(CLI) or allow_partial_checkpoint=True (API)')
+    if mismatch['shapes']:  # load what fits; MMEngine would raise on these
+        bad = {k for k, _, _ in mismatch['shapes']}
+        state = OrderedDict((k, v) for k, v in state.items()
+                            if _revised(k, revise_keys) not in bad)
+        checkpoint = {**checkpoint, 'state_dict': state} \
+            if 'state_dict' in checkpoint else state
+    if partial:
+        model.mmxai_checkpoint_warning = (
+            f'partial checkpoint {osp.basename(str(filename))}: '
+            f'{mismatch_summary(mismatch)}; those weights are random')
+        logger.warning(model.mmxai_checkpoint_warning)
     _load_checkpoint_to_model(model, checkpoint, strict, logger,
                               [tuple(r) for r in revise_keys])
     meta = checkpoint.get('meta') if 'state_dict' in checkpoint else None
     if isinstance(meta, dict) and meta.get('dataset_meta') is not None:
         model.dataset_meta = meta['dataset_meta']
     return checkpoint
+
+
+def _toolbox_trusts() -> bool:
+    return os.environ.get(TRUST_ENV, '').strip().lower() in ('1', 'true',
+                                                             'yes')
+
+
+def load_from_mmxai_local(filename: str, map_location: Any = None) -> Any:
+    """MMEngine ``CheckpointLoader`` scheme for local files: mmxai's safe
+    loading (allowlist; ``MMXAI_TRUST_CHECKPOINT=1`` lifts it)."""
+    return load_checkpoint_file(filename, map_location or 'cpu',
+                                trust_checkpoint=_toolbox_trusts())
+
+
+def load_from_mmxai_http(filename: str, map_location: Any = None) -> Any:
+    """The same for ``http(s)://`` (downloaded into mmxai's cache)."""
+    return load_checkpoint_file(filename, map_location or 'cpu',
+                                trust_checkpoint=_toolbox_trusts())
+
+
+def install_toolbox_loader() -> None:
+    """Route MMEngine's checkpoint loading (``Runner.load_checkpoint``,
+    ``load_from``, ``resume``, MMAction2's ``tools/test.py``) for local files
+    and http(s) URLs through :func:`load_checkpoint_file`.
+
+    Called on ``import mmxai`` (e.g. by ``custom_imports=['mmxai']``): a
+    Runner-saved or model-zoo checkpoint then loads under torch >= 2.6
+    without ``weights_only=False``, and one that needs other types is
+    refused with the opt-in named. Idempotent.
+    """
+    from mmengine.runner.checkpoint import CheckpointLoader
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_mmxai_local,
+                                     force=True)
+    CheckpointLoader.register_scheme(prefixes=('http://', 'https://'),
+                                     loader=load_from_mmxai_http, force=True)

@@ -29,5 +29,9 @@ class UntrustedCheckpointError(MMXAIError):
     """A checkpoint that needs unpickling types outside the allowlist."""
 
 
+class CheckpointMismatchError(InputError):
+    """A checkpoint whose keys or shapes do not fit the model."""
+
+
 class OutputError(MMXAIError):
     """An output folder that cannot be created or written."""

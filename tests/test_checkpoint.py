@@ -19,7 +19,8 @@ import tiny_models
 from mmaction.structures import ActionDataSample
 from mmxai.apis.model import init_recognizer, resolve_config_path
 from mmxai.checkpoint import SAFE_GLOBALS, load_checkpoint, load_checkpoint_file
-from mmxai.errors import InputError, UntrustedCheckpointError
+from mmxai.errors import (CheckpointMismatchError, InputError,
+                          UntrustedCheckpointError)
 
 NUM_CLASSES = 3
 CLASSES = ('wave', 'jump', 'run')
@@ -347,3 +348,103 @@ def test_strip_pretrained_init_cfg():
     assert cfg == dict(backbone=dict(
         pretrained=None, init_cfg=[dict(type='Kaiming', layer='Conv3d')],
         sub=dict(pretrained=False)))
+
+
+# ------------------------------------------------- mismatched checkpoints
+def test_checkpoint_of_another_model_refused_unless_allowed(runner_ckpt):
+    """3-class weights into a 4-class model: refused with a summary, the
+    model untouched; allowed, the rest loads and the warning is kept."""
+    path, weights = runner_ckpt
+    model = tiny_models.build(tiny_models.i3d_cfg(num_classes=4,
+                                                  base_channels=4), seed=5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_checkpoint(model, path)
+    msg = str(err.value)
+    assert 'does not fit the model' in msg and '\n' not in msg
+    assert 'cls_head.fc_cls.weight: [3, 32] in the file, [4, 32]' in msg
+    assert '--allow-partial-checkpoint' in msg
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert not hasattr(model, 'mmxai_checkpoint_warning')
+
+    load_checkpoint(model, path, allow_partial=True)
+    state = model.state_dict()
+    for k, v in weights.items():
+        if k.startswith('cls_head.fc_cls'):
+            assert torch.equal(state[k], before[k]), k  # kept random
+        else:
+            assert torch.equal(state[k], v), k
+    assert 'those weights are random' in model.mmxai_checkpoint_warning
+    assert '2 of another shape' in model.mmxai_checkpoint_warning
+
+
+def test_missing_keys_refused(tmp_path, runner_ckpt):
+    path, weights = runner_ckpt
+    cut = {k: v for k, v in weights.items() if not k.startswith('backbone.layer1')}
+    torch.save(dict(state_dict=cut), tmp_path / 'cut.pth')
+    with pytest.raises(CheckpointMismatchError, match="weights missing \\(backbone.layer1"):
+        load_checkpoint(fresh_model(), str(tmp_path / 'cut.pth'))
+
+
+# ------------------------------------------ the toolbox's own tools
+def test_toolbox_loader_is_mmxais_safe_loader(tmp_path, runner_ckpt,
+                                              monkeypatch):
+    """After ``import mmxai`` MMEngine's CheckpointLoader (Runner.load_checkpoint,
+    load_from, resume, tools/test.py) loads Runner-saved files weights-only
+    and refuses code, naming the opt-in."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+    from mmxai.checkpoint import TRUST_ENV
+    path, weights = runner_ckpt
+    ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+    assert isinstance(ckpt['message_hub']['log_scalars']['train/loss'],
+                      HistoryBuffer)
+    marker = tmp_path / 'pwned'
+    evil = malicious_ckpt(tmp_path / 'evil.pth', TouchOnLoad(str(marker)),
+                          weights)
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    with pytest.raises(UntrustedCheckpointError, match=f'{TRUST_ENV}=1'):
+        CheckpointLoader.load_checkpoint(evil)
+    assert not marker.exists()
+    monkeypatch.setenv(TRUST_ENV, '1')
+    CheckpointLoader.load_checkpoint(evil)
+    assert marker.read_text() == 'ran'
+
+
+def test_toolbox_test_py_loads_runner_checkpoint(tmp_path):
+    """MMAction2's unchanged tools/test.py with a checkpoint saved by a real
+    Runner (HistoryBuffer in it, which torch >= 2.6's default refuses) and
+    custom_imports=['mmxai']: loads through mmxai's safe loader. (Without
+    mmxai the PyPI 1.2.0 wheel's tools/test.py stops earlier, on its
+    missing drn package.)"""
+    import subprocess
+
+    import explain_data as data
+    root = str(tmp_path / 'data')
+    data.make_dataset(root, num=2)
+    work = str(tmp_path / 'train')
+    runner = Runner(
+        model=tiny_models.i3d_cfg(num_classes=data.NUM_CLASSES),
+        work_dir=work,
+        train_dataloader=DataLoader(_Clips(), batch_size=2,
+                                    collate_fn=pseudo_collate),
+        train_cfg=dict(by_epoch=False, max_iters=1, val_interval=100),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1,
+                                           by_epoch=False)),
+        randomness=dict(seed=0), default_scope='mmaction')
+    runner.train()
+    ckpt = osp.join(work, 'iter_1.pth')
+    with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
+        torch.load(ckpt, weights_only=True)  # what MMEngine alone calls
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    env.pop('MMXAI_TRUST_CHECKPOINT', None)
+    cfg = data.write_config(str(tmp_path / 'cfg.py'), root, imports=['mmxai'])
+    proc = subprocess.run(
+        [data.PYTHON, data.test_script(), cfg, ckpt, '--work-dir',
+         str(tmp_path / 'wd')], capture_output=True, text=True, env=env,
+        timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-2000:]
+    assert 'acc/top1' in out
+    assert 'by mmxai_local backend' in out

@@ -84,6 +84,10 @@ def parse_args(argv=None):
     p.add_argument('--trust-checkpoint', action='store_true',
                    help='allow a checkpoint that needs arbitrary pickled '
                    'objects (runs code from the file: trusted sources only)')
+    p.add_argument('--allow-partial-checkpoint', action='store_true',
+                   help='load a checkpoint that does not fit the model '
+                   '(missing keys, other shapes) anyway; the warning goes '
+                   'into every JSON')
     p.add_argument('--split', default='test', choices=['test', 'val'],
                    help='dataset runs: which dataloader')
     p.add_argument('--no-resume', action='store_true',
@@ -135,6 +139,7 @@ def run_video(args) -> int:
         class_names=args.label_map, outputs=outputs, label=args.label,
         checkpoint=args.checkpoint, device=args.device,
         trust_checkpoint=args.trust_checkpoint,
+        allow_partial_checkpoint=args.allow_partial_checkpoint,
         cfg_options=args.cfg_options, **method_options(args))
     exp = result.explanation
     t = int(exp.targets[0])
@@ -158,7 +163,9 @@ def run_dataset(args) -> int:
         split=args.split, launcher=args.launcher,
         resume=not args.no_resume, trust_checkpoint=args.trust_checkpoint,
         cfg_options=args.cfg_options, target=parse_target(args.target),
-        outputs=args.outputs or DATASET_DEFAULT, **method_options(args))
+        outputs=args.outputs or DATASET_DEFAULT,
+        allow_partial_checkpoint=args.allow_partial_checkpoint,
+        **method_options(args))
     if int(os.environ.get('RANK', '0')) == 0:
         print(f'manifest: {manifest}')
     return 0

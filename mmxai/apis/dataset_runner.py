@@ -103,6 +103,7 @@ def explain_dataset(config: Any,
                     cfg_options: Optional[dict] = None,
                     target: Any = 'pred',
                     outputs: Sequence[str] = DATASET_DEFAULT,
+                    allow_partial_checkpoint: bool = False,
                     **method_options) -> str:
     """Explain every sample of the config's ``<split>_dataloader`` dataset.
 
@@ -119,6 +120,8 @@ def explain_dataset(config: Any,
         target: ``'pred'``, ``'gt'`` or a class index.
         outputs: names of :mod:`mmxai.outputs` (``json`` is always written:
             the records are what a re-run resumes from).
+        allow_partial_checkpoint: load a checkpoint that does not fit the
+            model anyway (the warning goes into every record).
         **method_options: explainer settings (e.g. ``target_layers``).
     Returns:
         Path of ``manifest.json``.
@@ -142,7 +145,8 @@ def explain_dataset(config: Any,
     logger = MMLogger.get_current_instance()
     model = unwrap_model(runner.model)
     if checkpoint is not None:
-        load_checkpoint(model, checkpoint, trust_checkpoint=trust_checkpoint)
+        load_checkpoint(model, checkpoint, trust_checkpoint=trust_checkpoint,
+                        allow_partial=allow_partial_checkpoint)
     model.eval()
     explainer = build_explainer(method, model, **method_options)
     loader = runner.build_dataloader(runner.cfg.test_dataloader)
@@ -161,12 +165,15 @@ def explain_dataset(config: Any,
                      logger, writer)
     barrier()
     manifest = osp.join(out_dir, 'manifest.json')
+    info = {}
+    if getattr(model, 'mmxai_checkpoint_warning', None):
+        info['checkpoint_warning'] = model.mmxai_checkpoint_warning
     if is_main_process():
         _write_manifest(writer, out_dir, len(dataset), explainer,
                         dict(config=getattr(cfg, 'filename', None),
                              checkpoint=checkpoint, split=split,
                              target=str(target),
-                             world_size=get_world_size()))
+                             world_size=get_world_size(), **info))
     barrier()
     return manifest
 
@@ -186,6 +193,9 @@ def _explain_one(explainer, dataset, idx: int, out_dir: str, target,
     try:
         batch = pseudo_collate([dataset[idx]])
         exp = explainer.explain(batch, target).cpu()
+        warning = getattr(explainer.model, 'mmxai_checkpoint_warning', None)
+        if warning:
+            exp.settings['checkpoint_warning'] = warning
         if writer.needs_frames:
             with torch.no_grad():
                 data = explainer.model.data_preprocessor(batch, False)

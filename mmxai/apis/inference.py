@@ -69,6 +69,7 @@ def explain_video(model: Union[nn.Module, str, mmengine.Config], video: str,
                   label: int = -1, checkpoint: Optional[str] = None,
                   device: str = 'cpu', trust_checkpoint: bool = False,
                   cfg_options: Optional[dict] = None,
+                  allow_partial_checkpoint: bool = False,
                   **options) -> VideoExplanation:
     """Explain a recognizer's decision on a video file.
 
@@ -90,8 +91,9 @@ def explain_video(model: Union[nn.Module, str, mmengine.Config], video: str,
             the model's ``dataset_meta``.
         outputs: output names (``mmxai.outputs.OUTPUT_NAMES``).
         label: ground-truth label of the video, if known.
-        checkpoint, device, trust_checkpoint, cfg_options: model building
-            (when ``model`` is a config).
+        checkpoint, device, trust_checkpoint, cfg_options,
+            allow_partial_checkpoint: model building (when ``model`` is a
+            config; see :func:`init_recognizer`).
         **options: the method's settings (e.g. ``target_layers``).
     Raises:
         InputError, OutputError, ConfigError: one-line, fixable problems.
@@ -108,7 +110,9 @@ def explain_video(model: Union[nn.Module, str, mmengine.Config], video: str,
         from .model import init_recognizer
         model = init_recognizer(model, checkpoint, device=device,
                                 trust_checkpoint=trust_checkpoint,
-                                cfg_options=cfg_options)
+                                cfg_options=cfg_options,
+                                allow_partial_checkpoint=(
+                                    allow_partial_checkpoint))
     cfg = getattr(unwrap_model(model), 'cfg', None)
     if cfg is None:
         raise ConfigError('the model has no .cfg: build it with '
@@ -118,6 +122,9 @@ def explain_video(model: Union[nn.Module, str, mmengine.Config], video: str,
     sample = load_video_sample(video, cfg, label=label)
     exp = explainer.explain(sample.data, target=target)
     exp.settings['seconds_total'] = round(time.perf_counter() - start, 4)
+    warning = getattr(unwrap_model(model), 'mmxai_checkpoint_warning', None)
+    if warning:
+        exp.settings['checkpoint_warning'] = warning
     names = names or class_names_of(model)
     files = {}
     if out_dir is not None:

@@ -63,7 +63,8 @@ def init_recognizer(config: Union[str, Path, mmengine.Config],
                     checkpoint: Optional[str] = None,
                     device: Union[str, torch.device] = 'cpu',
                     trust_checkpoint: bool = False,
-                    cfg_options: Optional[dict] = None) -> nn.Module:
+                    cfg_options: Optional[dict] = None,
+                    allow_partial_checkpoint: bool = False) -> nn.Module:
     """Build a recognizer like ``mmaction.apis.init_recognizer``, safely.
 
     Args:
@@ -75,6 +76,9 @@ def init_recognizer(config: Union[str, Path, mmengine.Config],
         trust_checkpoint: allow a checkpoint that needs types outside the
             safe allowlist (runs code from the file: trusted sources only).
         cfg_options: overrides merged into the config (dotted keys).
+        allow_partial_checkpoint: load a checkpoint that does not fit the
+            model (missing keys, other shapes) anyway, with a warning kept
+            in ``model.mmxai_checkpoint_warning``; refused otherwise.
 
     Returns:
         The model in eval mode on ``device``, with ``model.cfg`` set (and
@@ -92,7 +96,8 @@ def init_recognizer(config: Union[str, Path, mmengine.Config],
     model = MODELS.build(config.model)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, map_location='cpu',
-                        trust_checkpoint=trust_checkpoint)
+                        trust_checkpoint=trust_checkpoint,
+                        allow_partial=allow_partial_checkpoint)
     model.cfg = config
     model.to(device)
     model.eval()

@@ -283,3 +283,21 @@ def test_cli_method_options_reach_the_method(files, capsys, tmp_path):
     assert code == 0, err
     rec = json.load(open(out / 'explanation.json'))
     assert rec['settings']['num_masks'] == 4 and rec['settings']['seed'] == 3
+
+
+def test_cli_refuses_another_models_checkpoint_unless_allowed(files, capsys,
+                                                              tmp_path):
+    other = write_checkpoint(tmp_path / 'other.pth',
+                             build(i3d_cfg(num_classes=7)))
+    out = tmp_path / 'o'
+    code, _, err = run_cli(capsys, files['config'], other, files['video'],
+                           '--out-dir', out)
+    assert code == 2 and err.startswith('error: checkpoint ')
+    assert 'does not fit the model' in err and len(err.splitlines()) == 1
+    assert not out.exists()
+    code, _, err = run_cli(capsys, files['config'], other, files['video'],
+                           '--out-dir', out, '--allow-partial-checkpoint',
+                           '--outputs', 'json')
+    assert code == 0, err
+    rec = json.load(open(out / 'explanation.json'))
+    assert 'those weights are random' in rec['settings']['checkpoint_warning']

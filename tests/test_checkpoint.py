@@ -448,3 +448,19 @@ def test_toolbox_test_py_loads_runner_checkpoint(tmp_path):
     assert proc.returncode == 0, out[-2000:]
     assert 'acc/top1' in out
     assert 'by mmxai_local backend' in out
+
+
+def test_bundled_demo_checkpoint_through_mmengines_loader():
+    """The bundled Runner-saved demo checkpoint, loaded the way the Runner
+    loads ``load_from`` (mmengine.runner.load_checkpoint), fits its config."""
+    from mmengine.runner import load_checkpoint as mmengine_load
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    cfg = mmengine.Config.fromfile(
+        osp.join(root, 'configs/demo/i3d_tiny_synthetic.py'))
+    model = tiny_models.build(cfg.model, seed=3)
+    ckpt = mmengine_load(model, osp.join(root, 'demo/i3d_tiny_synthetic.pth'),
+                         map_location='cpu', strict=True)
+    assert 'message_hub' in ckpt
+    state = model.state_dict()
+    for k, v in ckpt['state_dict'].items():
+        assert torch.equal(state[k], v), k

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ..adapters import build_adapter, unwrap_model
+from ..errors import MMXAIError
 from ..utils.heap import retained_heap
 from ..utils.model_state import preserved_model_state
 from ..utils.normalize import minmax_normalize
@@ -31,6 +32,10 @@ class BaseExplainer:
         model: a built MMAction2 recognizer (wrappers are stripped).
         adapter: optional adapter config (default: chosen from the model).
         frames_per_view: 2D recognizers only: frames of one view.
+        max_views_per_pass: methods with :attr:`views_separable` explain
+            the views (clips x crops) of a sample in passes of at most this
+            many, so memory does not grow with the number of views; the
+            result equals one pass (``None`` or 0: one pass).
     """
     #: The method's name (CLI, outputs such as ``explanation.json``): set
     #: for each subclass by the naming rule of :mod:`.builder` unless the
@@ -39,13 +44,29 @@ class BaseExplainer:
     #: Methods that run many forwards keep freed CPU memory in the process
     #: while they run (:func:`mmxai.utils.heap.retained_heap`).
     many_forwards = False
+    #: The map of one view depends only on that view once the targets are
+    #: fixed, and gradients of the view-averaged score ``S = 1/V sum_v s_v``
+    #: reach view ``v`` as ``1/V ds_v``: such methods run in view chunks
+    #: (see ``max_views_per_pass``) with results equal to one pass.
+    views_separable = False
+    #: Default ``max_views_per_pass`` of separable methods.
+    DEFAULT_VIEWS_PER_PASS = 8
 
     def __init__(self, model: nn.Module, adapter: Optional[dict] = None,
-                 frames_per_view: Optional[int] = None):
+                 frames_per_view: Optional[int] = None,
+                 max_views_per_pass: Optional[int] = DEFAULT_VIEWS_PER_PASS):
         self.model = unwrap_model(model)
         kwargs = {} if frames_per_view is None else dict(
             frames_per_view=frames_per_view)
         self.adapter = build_adapter(self.model, adapter, **kwargs)
+        if max_views_per_pass is not None and (
+                not isinstance(max_views_per_pass, int) or
+                isinstance(max_views_per_pass, bool) or
+                max_views_per_pass < 0):
+            raise MMXAIError('max_views_per_pass must be a whole number >= 1 '
+                             f'(0 or None: one pass), got '
+                             f'{max_views_per_pass!r}')
+        self.max_views_per_pass = max_views_per_pass or None
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -73,7 +94,13 @@ class BaseExplainer:
         with preserved_model_state(self.model), \
                 retained_heap(self.many_forwards and on_cpu):
             self.model.eval()
-            result = self._attribute(inputs, target, data_samples)
+            chunk = self.max_views_per_pass if self.views_separable else None
+            video = self.adapter.to_video(inputs) if chunk else None
+            if chunk and video.shape[1] > chunk:
+                result = self._attribute_in_view_chunks(
+                    video, chunk, target, data_samples)
+            else:
+                result = self._attribute(inputs, target, data_samples)
         if not isinstance(result, Attribution):
             raise TypeError(f'{type(self).__name__}._attribute must return '
                             f'an Attribution, not {type(result).__name__}')
@@ -107,6 +134,43 @@ class BaseExplainer:
         ``preserved_model_state``."""
         raise NotImplementedError
 
+    def _attribute_in_view_chunks(self, video: Tensor, chunk: int,
+                                  target: TargetSpec,
+                                  data_samples: Optional[Sequence]
+                                  ) -> Attribution:
+        """:meth:`_attribute` over views ``[a, b)`` of ``video`` ``[B, V,
+        C, T, H, W]`` in turn. Scores ``S = sum_c (b-a)/V S_c`` (the
+        view average) fix the targets first; in chunk ``c`` the adapter's
+        scores are scaled by ``(b-a)/V``, so every view's gradient is the
+        one of a single pass. Maps are concatenated along V."""
+        adapter = self.adapter
+        num = video.shape[1]
+        bounds = [(a, min(a + chunk, num)) for a in range(0, num, chunk)]
+        with torch.no_grad():
+            scores = sum(adapter.scores(adapter.from_video(
+                video[:, a:b].contiguous()))
+                         * ((b - a) / num) for a, b in bounds)
+        targets = resolve_targets(target, scores, data_samples)
+        parts = []
+        unscaled = adapter.scores
+        try:
+            for a, b in bounds:
+                scale = (b - a) / num
+                adapter.scores = (lambda *args, _s=scale, **kw:
+                                  unscaled(*args, **kw) * _s)
+                parts.append(self._attribute(
+                    adapter.from_video(video[:, a:b].contiguous()), targets,
+                    data_samples))
+        finally:
+            del adapter.scores  # the class's method again
+        sizes = [b - a for a, b in bounds]
+        return Attribution(
+            _cat_views([p.raw_maps for p in parts], sizes, self.name),
+            scores, targets,
+            layer_maps=_cat_views([p.layer_maps for p in parts], sizes,
+                                  self.name),
+            extras=_cat_views([p.extras for p in parts], sizes, self.name))
+
     # ----------------------------------------------------------- helpers
     def scores_and_targets(self, inputs: Tensor, target: TargetSpec,
                            data_samples: Optional[Sequence]
@@ -130,3 +194,17 @@ class BaseExplainer:
         scores, targets = self.scores_and_targets(inputs, target,
                                                   data_samples)
         return scores, targets, scorer
+
+
+def _cat_views(values: list, sizes: Sequence[int], name: str):
+    """Join per-chunk results along the view axis (dim 1): tensors
+    ``[B, V_c, ...]``, or dicts of them."""
+    first = values[0]
+    if isinstance(first, dict):
+        return {k: _cat_views([v[k] for v in values], sizes, name)
+                for k in first}
+    if isinstance(first, Tensor) and first.dim() > 1 and all(
+            v.shape[1] == n for v, n in zip(values, sizes)):
+        return torch.cat(values, 1)
+    raise MMXAIError(f'{name}: a per-sample result cannot be split by view; '
+                     'explain in one pass (max_views_per_pass=None)')

@@ -49,6 +49,8 @@ class GradCAM(BaseExplainer):
         relu: apply the final ReLU (disable to see negative evidence).
     """
 
+    views_separable = True
+
     def __init__(self, model: nn.Module,
                  target_layers: Optional[Sequence[str]] = None,
                  weighting: str = 'global', relu: bool = True, **kwargs):

@@ -37,6 +37,8 @@ class SaliencyTubes(BaseExplainer):
     token head raise :class:`UnsupportedModelError`.
     """
 
+    views_separable = True
+
     def __init__(self, model: nn.Module, **kwargs):
         super().__init__(model, **kwargs)
         head = self.model.cls_head

@@ -1,0 +1,45 @@
+"""Views explained in chunks (``max_views_per_pass``) equal one pass."""
+import pytest
+import torch
+
+from mmxai.errors import MMXAIError
+from mmxai.explainers import build_explainer
+from tiny_models import build, clip_batch, i3d_cfg, preprocess, tsm_cfg
+
+CASES = [
+    ('gradcam', dict(weighting='global')),
+    ('gradcam', dict(weighting='temporal')),
+    ('gradcam++', dict(weighting='global')),
+    ('saliency_tubes', {}),
+]
+
+
+@pytest.mark.parametrize('two_d', [False, True])
+@pytest.mark.parametrize('method,opts', CASES)
+def test_chunked_views_equal_one_pass(method, opts, two_d):
+    model = build(tsm_cfg() if two_d else i3d_cfg(), seed=1)
+    data = preprocess(model, clip_batch(batch=2, views=5, two_d=two_d,
+                                        seed=3, labels=[1, 3]))
+    x = data['inputs']
+    one = build_explainer(method, model, max_views_per_pass=None, **opts)
+    chunked = build_explainer(method, model, max_views_per_pass=2, **opts)
+    for target in ('pred', 'gt'):
+        a = one.attribute(x, target, data['data_samples'])
+        b = chunked.attribute(x, target, data['data_samples'])
+        assert a.maps.shape == b.maps.shape == (2, 5, 8, 32, 32)
+        assert torch.equal(a.targets, b.targets)
+        torch.testing.assert_close(b.scores, a.scores, rtol=1e-5, atol=1e-5)
+        scale = a.raw_maps.abs().max()
+        torch.testing.assert_close(b.raw_maps / scale, a.raw_maps / scale,
+                                   rtol=1e-4, atol=1e-5)
+        assert set(a.layer_maps) == set(b.layer_maps)
+    # the adapter's scores are the class's method again
+    assert 'scores' not in vars(chunked.adapter)
+
+
+def test_max_views_per_pass_is_checked():
+    model = build(i3d_cfg())
+    with pytest.raises(MMXAIError, match='max_views_per_pass'):
+        build_explainer('gradcam', model, max_views_per_pass=-1)
+    with pytest.raises(MMXAIError, match='max_views_per_pass'):
+        build_explainer('gradcam', model, max_views_per_pass='4')

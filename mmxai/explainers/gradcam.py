@@ -5,6 +5,7 @@ outputs: no module backward hooks (they break with in-place ReLU), no
 parameter ``.grad`` touched, and back-propagation stops at the target layer,
 so the cost is one forward plus the backward of the layers above it.
 """
+import contextlib
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
@@ -17,6 +18,7 @@ from ..utils.hooks import capture_activations
 from ..utils.layers import get_layer
 from .attribution import Attribution
 from .base import BaseExplainer
+from .gradient_utils import frozen_parameters
 from .targets import TargetSpec, resolve_targets
 
 WEIGHTINGS = ('global', 'temporal')
@@ -77,12 +79,22 @@ class GradCAM(BaseExplainer):
         dims = (3, 4, 5) if self.weighting == 'global' else (4, 5)
         return grads.mean(dim=dims, keepdim=True)
 
-    def _attribute(self, inputs: Tensor, target: TargetSpec,
-                   data_samples: Optional[Sequence]):
+    def _layer_gradients(self, inputs: Tensor, target: TargetSpec,
+                         data_samples: Optional[Sequence], leaves: bool):
+        """Target-layer outputs, ``dS_c/dA`` of each, scores, targets.
+
+        ``leaves``: parameters frozen and the input without grad, so the
+        graph starts at the target layers (their outputs become leaves);
+        otherwise the graph runs from the input."""
         adapter = self.adapter
-        with capture_activations(self.model, self.target_layers) as store, \
-                torch.enable_grad():
-            x = inputs.detach().requires_grad_(True)
+        with capture_activations(self.model, self.target_layers,
+                                 leaves=leaves) as store, \
+                torch.enable_grad(), contextlib.ExitStack() as stack:
+            if leaves:
+                stack.enter_context(frozen_parameters(self.model))
+                x = inputs.detach()
+            else:
+                x = inputs.detach().requires_grad_(True)
             scores = adapter.scores(x)
             targets = resolve_targets(target, scores, data_samples)
             acts = store.collect()
@@ -92,9 +104,21 @@ class GradCAM(BaseExplainer):
                     f"layer '{missing[0]}' was not run by the forward pass; "
                     'choose a layer on the path to the classifier')
             tensors = [_as_tensor(n, acts[n]) for n in self.target_layers]
+            if leaves and not all(t.requires_grad for t in tensors):
+                return tensors, [None] * len(tensors), scores, targets
             objective = scores.gather(1, targets.view(-1, 1)).sum()
             grads = torch.autograd.grad(objective, tensors,
                                         allow_unused=True)
+        return tensors, grads, scores, targets
+
+    def _attribute(self, inputs: Tensor, target: TargetSpec,
+                   data_samples: Optional[Sequence]):
+        adapter = self.adapter
+        tensors, grads, scores, targets = self._layer_gradients(
+            inputs, target, data_samples, leaves=True)
+        if any(g is None for g in grads):  # e.g. token tuples: full graph
+            tensors, grads, scores, targets = self._layer_gradients(
+                inputs, target, data_samples, leaves=False)
         layer_maps, raw = {}, None
         for name, act, grad in zip(self.target_layers, tensors, grads):
             if grad is None:

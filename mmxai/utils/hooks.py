@@ -39,11 +39,30 @@ class ActivationStore(dict):
         return self
 
 
+def _as_leaf(store: ActivationStore, name: str, out):
+    """Forward hook of ``leaves=True``: a tensor output computed without a
+    graph becomes a leaf that requires grad (recorded); the forward goes on
+    with a copy of it, so later in-place ops never touch the leaf."""
+    if isinstance(out, Tensor) and torch.is_grad_enabled() and \
+            not out.requires_grad and out.is_floating_point():
+        leaf = out.detach().requires_grad_(True)
+        store._record(name, leaf)
+        return leaf.clone()
+    store._record(name, out)
+    return None
+
+
 @contextlib.contextmanager
 def capture_activations(model: nn.Module, names: Sequence[str],
-                        pre: bool = False) -> Iterator[ActivationStore]:
+                        pre: bool = False, leaves: bool = False
+                        ) -> Iterator[ActivationStore]:
     """Record the outputs (or, with ``pre``, the first input) of the named
-    layers during forwards inside the block. Hooks are removed on exit."""
+    layers during forwards inside the block. Hooks are removed on exit.
+
+    ``leaves``: outputs computed without a graph (parameters frozen, inputs
+    not requiring grad) are recorded as leaves that require grad, so a
+    backward from the score stops at the layer and nothing below it keeps
+    a graph (the memory of the layers below is freed as in inference)."""
     store = ActivationStore(names)
     handles = []
     try:
@@ -52,6 +71,9 @@ def capture_activations(model: nn.Module, names: Sequence[str],
             if pre:
                 handles.append(layer.register_forward_pre_hook(
                     lambda m, args, n=name: store._record(n, args[0])))
+            elif leaves:
+                handles.append(layer.register_forward_hook(
+                    lambda m, args, out, n=name: _as_leaf(store, n, out)))
             else:
                 handles.append(layer.register_forward_hook(
                     lambda m, args, out, n=name: store._record(n, out)))

@@ -139,18 +139,25 @@ class BaseExplainer:
                                   data_samples: Optional[Sequence]
                                   ) -> Attribution:
         """:meth:`_attribute` over views ``[a, b)`` of ``video`` ``[B, V,
-        C, T, H, W]`` in turn. Scores ``S = sum_c (b-a)/V S_c`` (the
-        view average) fix the targets first; in chunk ``c`` the adapter's
-        scores are scaled by ``(b-a)/V``, so every view's gradient is the
-        one of a single pass. Maps are concatenated along V."""
+        C, T, H, W]`` in turn. In chunk ``c`` the adapter's scores are
+        scaled by ``(b-a)/V``, so every view's gradient is the one of a
+        single pass and the chunks' scores add up to the view average
+        ``S = sum_c (b-a)/V S_c``. For ``'pred'`` a gradient-free pass
+        computes ``S`` first (the arg-max needs every view). Maps are
+        concatenated along V."""
         adapter = self.adapter
         num = video.shape[1]
         bounds = [(a, min(a + chunk, num)) for a in range(0, num, chunk)]
-        with torch.no_grad():
-            scores = sum(adapter.scores(adapter.from_video(
-                video[:, a:b].contiguous()))
-                         * ((b - a) / num) for a, b in bounds)
-        targets = resolve_targets(target, scores, data_samples)
+        scores = None
+        if target is None or (isinstance(target, str) and target == 'pred'):
+            with torch.no_grad():  # the arg-max needs every view first
+                scores = sum(adapter.scores(adapter.from_video(
+                    video[:, a:b].contiguous())) * ((b - a) / num)
+                    for a, b in bounds)
+            targets = resolve_targets(target, scores, data_samples)
+        else:  # given classes: the chunks' own (scaled) scores add up to S
+            targets = resolve_targets(target, video.new_zeros(
+                video.shape[0], adapter.num_classes), data_samples)
         parts = []
         unscaled = adapter.scores
         try:
@@ -164,6 +171,8 @@ class BaseExplainer:
         finally:
             del adapter.scores  # the class's method again
         sizes = [b - a for a, b in bounds]
+        if scores is None:
+            scores = sum(p.scores.detach() for p in parts)
         return Attribution(
             _cat_views([p.raw_maps for p in parts], sizes, self.name),
             scores, targets,

@@ -22,7 +22,7 @@ from .errors import InputError, OutputError
 PathLike = Union[str, 'os.PathLike[str]']
 
 __all__ = ['PathLike', 'atomic_path', 'check_writable', 'staged_dir',
-           'write_json', 'write_npz', 'read_json', 'json_default',
+           'write_json', 'write_npz', 'read_json', 'json_default', 'json_safe',
            'read_label_map']
 
 
@@ -77,6 +77,12 @@ def json_default(obj: Any) -> Any:
     if hasattr(obj, 'detach') and hasattr(obj, 'cpu'):  # torch.Tensor
         return obj.detach().cpu().numpy().tolist()
     return str(obj)
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` as it reads back from JSON (tuples -> lists, numpy ->
+    Python), so a setting compares equal to its stored form."""
+    return json.loads(json.dumps(obj, default=json_default))
 
 
 def write_json(path: PathLike, obj: Any, indent: int = 1) -> str:

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from ..errors import ConfigError
-from ..fileio import read_json
+from ..fileio import json_safe, read_json
 from ..outputs import (DATASET_DEFAULT, DATASET_LAYOUT, OutputWriter,
                        RankOutputs, view_tracks)
 
@@ -158,11 +158,14 @@ def explain_dataset(config: Any,
         mine = list(range(get_rank(), len(dataset), get_world_size()))
     logger.info(f'explain_dataset: {len(mine)} of {len(dataset)} samples on '
                 f'rank {get_rank()} -> {out_dir}')
+    run = _run_settings(explainer, target)
+    if resume:
+        _check_same_run(out_dir, mine, run)
     for idx in mine:
         if resume and _record_ok(out_dir, idx):
             continue
         _explain_one(explainer, dataset, idx, out_dir, target, classes,
-                     logger, writer)
+                     logger, writer, run)
     barrier()
     manifest = osp.join(out_dir, 'manifest.json')
     info = {}
@@ -178,8 +181,36 @@ def explain_dataset(config: Any,
     return manifest
 
 
+def _run_settings(explainer, target) -> dict:
+    """What makes a record: method, its settings, the requested target."""
+    return dict(method=explainer.name,
+                settings=json_safe(explainer.settings()), target=str(target))
+
+
+def _check_same_run(out_dir: str, indices, run: dict) -> None:
+    """Refuse to resume into records made with other settings (they would
+    be skipped and the manifest would claim the new settings)."""
+    for idx in indices:
+        rec = read_json(_record_path(out_dir, idx))
+        if not isinstance(rec, dict) or rec.get('status') != 'ok':
+            continue
+        old = rec.get('run') or dict(
+            method=rec.get('method'), settings={
+                k: v for k, v in (rec.get('settings') or {}).items()
+                if k not in ('seconds', 'checkpoint_warning')},
+            target=run['target'])
+        if old != run:
+            diff = [k for k in ('method', 'target', 'settings')
+                    if old.get(k) != run[k]]
+            raise ConfigError(
+                f'{out_dir} holds records made with another {diff[0]} '
+                f'({old.get(diff[0])!r}, now {run[diff[0]]!r}); choose '
+                'another --out-dir, or redo them with --no-resume')
+
+
 def _explain_one(explainer, dataset, idx: int, out_dir: str, target,
-                 classes, logger, writer: OutputWriter) -> None:
+                 classes, logger, writer: OutputWriter,
+                 run: Optional[dict] = None) -> None:
     from mmengine.dataset import pseudo_collate
 
     from ..adapters import inputs_to_frames
@@ -216,6 +247,8 @@ def _explain_one(explainer, dataset, idx: int, out_dir: str, target,
     def record(files):
         if rec['status'] == 'ok':
             rec.update(files=files.all(), **exp.summary(classes))
+            if run is not None:
+                rec['run'] = run
         rec['seconds'] = round(time.perf_counter() - start, 3)
         return rec
 

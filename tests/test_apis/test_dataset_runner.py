@@ -99,3 +99,25 @@ def test_two_processes_equal_one(dataset, one_process, tmp_path):
                 np.load(osp.join(full, s['files'][0])) as b:
             np.testing.assert_allclose(a['maps'], b['maps'], atol=1e-5)
             assert (a['targets'] == b['targets']).all()
+
+
+def test_resume_with_other_settings_refuses(dataset, one_process, tmp_path):
+    """Records carry the settings that made them; resuming with another
+    method, target or layer refuses in one line, --no-resume redoes."""
+    from mmxai.errors import ConfigError
+    root, ckpt, cfg = dataset
+    _, full = one_process
+    out = str(tmp_path / 'run')
+    shutil.copytree(full, out)
+    with open(osp.join(out, 'records', '000000.json')) as f:
+        assert json.load(f)['run']['method'] == 'gradcam'
+    for kwargs, what in ((dict(method='gradcam++'), 'method'),
+                         (dict(target=1), 'target'),
+                         (dict(target_layers=['backbone.layer3']),
+                          'settings')):
+        args = {'method': 'gradcam', **kwargs}
+        with pytest.raises(ConfigError, match=f'another {what}'):
+            explain_dataset(cfg, ckpt, out, **args)
+    man = _manifest(explain_dataset(cfg, ckpt, out, 'gradcam', target=1,
+                                    resume=False))
+    assert man['target'] == '1' and man['counts']['ok'] == 4

@@ -17,6 +17,8 @@ writes the manifest:
 import copy
 import os
 import os.path as osp
+import shutil
+import tempfile
 import time
 import traceback
 from typing import Any, Dict, List, Optional, Sequence
@@ -24,7 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from ..errors import ConfigError
-from ..fileio import json_safe, read_json
+from ..fileio import check_writable, json_safe, read_json
 from ..outputs import (DATASET_DEFAULT, DATASET_LAYOUT, OutputWriter,
                        RankOutputs, view_tracks)
 
@@ -59,7 +61,10 @@ def _build_runner(cfg, out_dir: str, split: str, launcher: str):
     cfg.test_dataloader = cfg[loader_key]
     cfg.setdefault('test_cfg', dict(type='TestLoop'))
     cfg.setdefault('test_evaluator', dict(type='AccMetric'))
-    cfg.visualizer = None  # no vis_data/ folders for a dataset run
+    # no vis_data/ for a dataset run; a visualizer of its own (MMEngine's
+    # default would reuse the last run's, with that run's save_dir)
+    cfg.visualizer = dict(type='Visualizer', vis_backends=[],
+                          name=f'mmxai_explain_dataset_{osp.basename(out_dir)}')
     cfg.default_hooks = dict(timer=None, logger=None, param_scheduler=None,
                              checkpoint=None, sampler_seed=None)
     from mmxai.apis.model import strip_pretrained
@@ -73,6 +78,22 @@ def _build_runner(cfg, out_dir: str, split: str, launcher: str):
         wrapper.setdefault('broadcast_buffers', False)
         cfg.model_wrapper_cfg = wrapper
     return Runner.from_cfg(cfg)
+
+
+def _keep_logs(scratch: str, out_dir: Optional[str]) -> None:
+    """Move the Runner's log folders into ``out_dir/logs`` (if given), then
+    remove the scratch folder."""
+    try:
+        if out_dir is not None and osp.isdir(scratch):
+            for name in os.listdir(scratch):
+                dst = osp.join(out_dir, 'logs', name)
+                if not osp.exists(dst):
+                    os.makedirs(osp.dirname(dst), exist_ok=True)
+                    shutil.move(osp.join(scratch, name), dst)
+    except OSError:
+        pass  # logs are informative only
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _init_cpu_dist(cfg) -> None:
@@ -141,44 +162,55 @@ def explain_dataset(config: Any,
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     out_dir = osp.abspath(out_dir)
-    runner = _build_runner(cfg, out_dir, split, launcher)
-    logger = MMLogger.get_current_instance()
-    model = unwrap_model(runner.model)
-    if checkpoint is not None:
-        load_checkpoint(model, checkpoint, trust_checkpoint=trust_checkpoint,
-                        allow_partial=allow_partial_checkpoint)
-    model.eval()
-    explainer = build_explainer(method, model, **method_options)
-    loader = runner.build_dataloader(runner.cfg.test_dataloader)
-    dataset = loader.dataset
-    classes = (getattr(dataset, 'metainfo', None) or {}).get('classes')
-    try:  # this process's shard, padding duplicates dropped
-        mine = list(dict.fromkeys(int(i) for i in loader.sampler))
-    except TypeError:
-        mine = list(range(get_rank(), len(dataset), get_world_size()))
-    logger.info(f'explain_dataset: {len(mine)} of {len(dataset)} samples on '
-                f'rank {get_rank()} -> {out_dir}')
-    run = _run_settings(explainer, target)
-    if resume:
-        _check_same_run(out_dir, mine, run)
-    for idx in mine:
-        if resume and _record_ok(out_dir, idx):
-            continue
-        _explain_one(explainer, dataset, idx, out_dir, target, classes,
-                     logger, writer, run)
-    barrier()
-    manifest = osp.join(out_dir, 'manifest.json')
-    info = {}
-    if getattr(model, 'mmxai_checkpoint_warning', None):
-        info['checkpoint_warning'] = model.mmxai_checkpoint_warning
-    if is_main_process():
-        _write_manifest(writer, out_dir, len(dataset), explainer,
-                        dict(config=getattr(cfg, 'filename', None),
-                             checkpoint=checkpoint, split=split,
-                             target=str(target),
-                             world_size=get_world_size(), **info))
-    barrier()
-    return manifest
+    check_writable(out_dir)
+    # The Runner's logs and config dump go to a scratch folder until the
+    # inputs are known good: a bad checkpoint, method or layer writes
+    # nothing into out_dir.
+    scratch = tempfile.mkdtemp(prefix='mmxai-runner-')
+    started = False
+    try:
+        runner = _build_runner(cfg, scratch, split, launcher)
+        logger = MMLogger.get_current_instance()
+        model = unwrap_model(runner.model)
+        if checkpoint is not None:
+            load_checkpoint(model, checkpoint,
+                            trust_checkpoint=trust_checkpoint,
+                            allow_partial=allow_partial_checkpoint)
+        model.eval()
+        explainer = build_explainer(method, model, **method_options)
+        loader = runner.build_dataloader(runner.cfg.test_dataloader)
+        dataset = loader.dataset
+        classes = (getattr(dataset, 'metainfo', None) or {}).get('classes')
+        try:  # this process's shard, padding duplicates dropped
+            mine = list(dict.fromkeys(int(i) for i in loader.sampler))
+        except TypeError:
+            mine = list(range(get_rank(), len(dataset), get_world_size()))
+        logger.info(f'explain_dataset: {len(mine)} of {len(dataset)} '
+                    f'samples on rank {get_rank()} -> {out_dir}')
+        run = _run_settings(explainer, target)
+        if resume:
+            _check_same_run(out_dir, mine, run)
+        started = True  # inputs are good: outputs may be written
+        for idx in mine:
+            if resume and _record_ok(out_dir, idx):
+                continue
+            _explain_one(explainer, dataset, idx, out_dir, target, classes,
+                         logger, writer, run)
+        barrier()
+        manifest = osp.join(out_dir, 'manifest.json')
+        info = {}
+        if getattr(model, 'mmxai_checkpoint_warning', None):
+            info['checkpoint_warning'] = model.mmxai_checkpoint_warning
+        if is_main_process():
+            _write_manifest(writer, out_dir, len(dataset), explainer,
+                            dict(config=getattr(cfg, 'filename', None),
+                                 checkpoint=checkpoint, split=split,
+                                 target=str(target),
+                                 world_size=get_world_size(), **info))
+        barrier()
+        return manifest
+    finally:
+        _keep_logs(scratch, out_dir if started else None)
 
 
 def _run_settings(explainer, target) -> dict:

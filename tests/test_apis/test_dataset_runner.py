@@ -121,3 +121,28 @@ def test_resume_with_other_settings_refuses(dataset, one_process, tmp_path):
     man = _manifest(explain_dataset(cfg, ckpt, out, 'gradcam', target=1,
                                     resume=False))
     assert man['target'] == '1' and man['counts']['ok'] == 4
+
+
+@pytest.mark.parametrize('bad', ['checkpoint', 'method', 'layer'])
+def test_bad_input_writes_nothing(dataset, tmp_path, bad):
+    """A missing checkpoint, an unknown method or layer: one MMXAIError and
+    no Runner log folder or config dump in the output folder."""
+    from mmxai.errors import MMXAIError
+    root, ckpt, cfg = dataset
+    out = tmp_path / 'out'
+    kwargs = dict(checkpoint=ckpt, method='gradcam')
+    if bad == 'checkpoint':
+        kwargs['checkpoint'] = str(tmp_path / 'missing.pth')
+    elif bad == 'method':
+        kwargs['method'] = 'no_such_method'
+    else:
+        kwargs['target_layers'] = ['backbone.no_such_layer']
+    with pytest.raises(MMXAIError):
+        explain_dataset(cfg, out_dir=str(out), **kwargs)
+    assert not out.exists()
+
+
+def test_logs_kept_under_logs(one_process):
+    path, out = one_process
+    logs = os.listdir(osp.join(out, 'logs'))
+    assert logs and all(not n.startswith('.') for n in logs)

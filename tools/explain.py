@@ -40,9 +40,31 @@ def parse_value(text: str):
         return text
 
 
-def parse_args(argv=None):
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line: ``error: ...`` and exit status 2."""
+
+    def error(self, message):
+        print(f'error: {message} (see --help)', file=sys.stderr)
+        sys.exit(2)
+
+
+def key_value_action():
+    """MMEngine's ``DictAction``, with ``KEY`` alone refused in one line."""
     from mmengine.config import DictAction
-    p = argparse.ArgumentParser(
+
+    class KeyValue(DictAction):
+        def __call__(self, parser, namespace, values, option_string=None):
+            for kv in values if isinstance(values, list) else [values]:
+                if '=' not in kv:
+                    parser.error(f"{option_string}: '{kv}' is not "
+                                 'key=value')
+            super().__call__(parser, namespace, values, option_string)
+    return KeyValue
+
+
+def parse_args(argv=None):
+    DictAction = key_value_action()
+    p = OneLineParser(
         description='Explain an MMAction2 recognizer on a video or dataset.')
     p.add_argument('config', nargs='?',
                    help='model config file (or mmaction::...)')

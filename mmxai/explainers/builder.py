@@ -6,8 +6,10 @@ lists names for the class: then the first is its name (in outputs) and the
 others are accepted too. A class that sets ``name`` itself (a plugin) keeps
 it. Registered names (``'GradCAM'``) are always accepted.
 """
+import difflib
+import inspect
 import re
-from typing import TYPE_CHECKING, Dict, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple, Union
 
 from torch import nn
 
@@ -80,4 +82,37 @@ def build_explainer(cfg: Union[str, dict], model: nn.Module,
     cfg.setdefault('_scope_', 'mmxai')  # whatever the default scope is
     cfg.update(kwargs)
     cfg['model'] = model
+    cls = EXPLAINERS.get(kind) if isinstance(kind, str) else kind
+    if isinstance(cls, type):
+        _check_options(cls, [k for k in cfg if k not in ('type', '_scope_',
+                                                         'model')])
     return EXPLAINERS.build(cfg)
+
+
+def method_options(cls: type) -> List[str]:
+    """The keyword settings ``cls`` (and the bases it passes ``**kwargs``
+    to) accepts, without ``model``."""
+    names: List[str] = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get('__init__')
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names += [p.name for p in params if p.name not in ('self', 'model')
+                  and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                  and p.name not in names]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break  # this __init__ does not pass settings further up
+    return names
+
+
+def _check_options(cls: type, given: Sequence[str]) -> None:
+    """One line for an unknown setting, with a did-you-mean."""
+    known = method_options(cls)
+    for key in given:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ''
+            raise MMXAIError(
+                f"{method_name(cls.__name__)}: unknown option '{key}'{hint} "
+                f"(options: {', '.join(known)})")

@@ -301,3 +301,17 @@ def test_cli_refuses_another_models_checkpoint_unless_allowed(files, capsys,
     assert code == 0, err
     rec = json.load(open(out / 'explanation.json'))
     assert 'those weights are random' in rec['settings']['checkpoint_warning']
+
+
+@pytest.mark.parametrize('argv,text', [
+    (['--method-options', 'foo'], "--method-options: 'foo' is not key=value"),
+    (['--cfg-options', 'model'], "--cfg-options: 'model' is not key=value"),
+    (['--bogus'], 'unrecognized arguments: --bogus'),
+])
+def test_usage_errors_are_one_line(capsys, argv, text):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(['cfg.py', 'ckpt.pth', 'v.mp4'] + argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert err.startswith('error: ') and text in err
+    assert len(err.strip().splitlines()) == 1

@@ -119,6 +119,11 @@ def explain_video(model: Union[nn.Module, str, mmengine.Config], video: str,
                           'mmxai.apis.init_recognizer(config, checkpoint)')
     explainer = method if isinstance(method, BaseExplainer) else \
         build_explainer(method, model, **options)
+    if names is not None and len(names) != explainer.adapter.num_classes:
+        raise InputError(
+            f'the label map has {len(names)} names but the model has '
+            f'{explainer.adapter.num_classes} classes; give one name per '
+            'class, one per line')
     sample = load_video_sample(video, cfg, label=label)
     exp = explainer.explain(sample.data, target=target)
     exp.settings['seconds_total'] = round(time.perf_counter() - start, 4)

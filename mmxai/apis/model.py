@@ -15,7 +15,8 @@ from mmxai.checkpoint import load_checkpoint
 from mmxai.errors import ConfigError, InputError
 from mmxai.utils.config import strip_pretrained
 
-__all__ = ['init_recognizer', 'resolve_config_path', 'strip_pretrained']
+__all__ = ['init_recognizer', 'resolve_config_path', 'strip_pretrained',
+           'check_device']
 
 
 def resolve_config_path(config: Union[str, Path]) -> str:
@@ -59,6 +60,30 @@ def _load_config(config: Union[str, Path, mmengine.Config]) -> mmengine.Config:
                          f'{str(e).strip().splitlines()[0]}') from None
 
 
+def check_device(device: Union[str, torch.device]) -> torch.device:
+    """``device`` as a ``torch.device`` that exists here.
+
+    Raises:
+        InputError: not a device name, or CUDA (that index) not available.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise InputError(f"device {device!r} is not a device name; use "
+                         "'cpu', 'cuda' or 'cuda:<index>'") from None
+    if dev.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise InputError(f'device {str(device)!r}: CUDA is not available '
+                             'here; use --device cpu (API: device="cpu")')
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f'device {str(device)!r}: this machine has '
+                             f'{torch.cuda.device_count()} CUDA device(s)')
+    elif dev.type not in ('cpu', 'mps', 'xpu'):
+        raise InputError(f"device {str(device)!r} is not supported; use "
+                         "'cpu' or 'cuda[:<index>]'")
+    return dev
+
+
 def init_recognizer(config: Union[str, Path, mmengine.Config],
                     checkpoint: Optional[str] = None,
                     device: Union[str, torch.device] = 'cpu',
@@ -84,6 +109,7 @@ def init_recognizer(config: Union[str, Path, mmengine.Config],
         The model in eval mode on ``device``, with ``model.cfg`` set (and
         ``model.dataset_meta`` when the checkpoint carries it).
     """
+    device = check_device(device)
     config = _load_config(config)
     if cfg_options:
         config.merge_from_dict(cfg_options)

@@ -315,3 +315,30 @@ def test_usage_errors_are_one_line(capsys, argv, text):
     assert exit_.value.code == 2
     assert err.startswith('error: ') and text in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize('device,text', [
+    ('cuda', 'CUDA is not available here; use --device cpu'),
+    ('gpu0', 'is not a device name'),
+])
+def test_bad_device_one_line(files, capsys, tmp_path, device, text):
+    if device == 'cuda' and torch.cuda.is_available():
+        pytest.skip('CUDA is available here')
+    out = tmp_path / 'o'
+    code, _, err = run_cli(capsys, files['config'], files['ckpt'],
+                           files['video'], '--out-dir', out, '--device',
+                           device)
+    assert code == 2 and text in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_label_map_must_match_the_classes(files, capsys, tmp_path):
+    labels = tmp_path / 'labels.txt'
+    labels.write_text('a\nb\n')  # the model has 5 classes
+    out = tmp_path / 'o'
+    code, _, err = run_cli(capsys, files['config'], files['ckpt'],
+                           files['video'], '--out-dir', out, '--label-map',
+                           labels)
+    assert code == 2 and 'the label map has 2 names but the model has 5' \
+        in err
+    assert not out.exists()

@@ -60,8 +60,9 @@ class GradCAM(BaseExplainer):
         if weighting not in WEIGHTINGS:
             raise MMXAIError(f"unknown weighting '{weighting}': use one of "
                              f'{", ".join(WEIGHTINGS)}')
-        if isinstance(target_layers, str):
-            target_layers = [target_layers]
+        if isinstance(target_layers, str) or not isinstance(
+                target_layers, (list, tuple, type(None))):
+            target_layers = [target_layers]  # a number: refused by get_layer
         self.target_layers: List[str] = list(
             target_layers or self.adapter.default_target_layers())
         for name in self.target_layers:  # fail early, with suggestions

@@ -19,6 +19,10 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
     Raises:
         LayerNotFoundError: unknown name; the message lists the closest names.
     """
+    if not isinstance(name, str):
+        raise LayerNotFoundError(
+            f'layer names are dotted module names such as '
+            f"'backbone.layer4', got {name!r}")
     dotted = name.replace('/', '.').strip('.')
     modules = dict(model.named_modules())
     if dotted in modules and dotted:

@@ -30,3 +30,10 @@ def test_every_method_lists_its_base_options():
     for cls in EXPLAINERS.module_dict.values():
         opts = method_options(cls)
         assert 'adapter' in opts and 'model' not in opts, cls
+
+
+@pytest.mark.parametrize('layers', [3, [3], ['backbone', 4.5]])
+def test_target_layers_given_as_numbers(layers):
+    from mmxai.errors import LayerNotFoundError
+    with pytest.raises(LayerNotFoundError, match='dotted module names'):
+        build_explainer('gradcam', build(i3d_cfg()), target_layers=layers)

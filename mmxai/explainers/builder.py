@@ -9,7 +9,8 @@ it. Registered names (``'GradCAM'``) are always accepted.
 import difflib
 import inspect
 import re
-from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple, Union
+from typing import (TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple,
+                    Union)
 
 from torch import nn
 
@@ -89,26 +90,33 @@ def build_explainer(cfg: Union[str, dict], model: nn.Module,
     return EXPLAINERS.build(cfg)
 
 
-def method_options(cls: type) -> List[str]:
-    """The keyword settings ``cls`` (and the bases it passes ``**kwargs``
-    to) accepts, without ``model``."""
+def method_options(cls: type) -> Optional[List[str]]:
+    """The keyword settings ``cls`` accepts, without ``model``: its own
+    and those of the bases its ``**kwargs`` is passed on to. ``None`` when
+    it takes free-form settings (a ``**`` not named ``kwargs``, e.g. the
+    Captum wrapper's ``**attribute_kwargs``)."""
     names: List[str] = []
     for klass in cls.__mro__:
         init = klass.__dict__.get('__init__')
         if init is None:
             continue
-        params = inspect.signature(init).parameters.values()
+        params = list(inspect.signature(init).parameters.values())
         names += [p.name for p in params if p.name not in ('self', 'model')
                   and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
                   and p.name not in names]
-        if not any(p.kind == p.VAR_KEYWORD for p in params):
-            break  # this __init__ does not pass settings further up
+        var = [p.name for p in params if p.kind == p.VAR_KEYWORD]
+        if not var:
+            break  # this __init__ passes no settings further up
+        if var[0] != 'kwargs':
+            return None  # free-form settings
     return names
 
 
 def _check_options(cls: type, given: Sequence[str]) -> None:
     """One line for an unknown setting, with a did-you-mean."""
     known = method_options(cls)
+    if known is None:
+        return
     for key in given:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)

@@ -29,6 +29,9 @@ def test_unknown_option_one_line_with_did_you_mean():
 def test_every_method_lists_its_base_options():
     for cls in EXPLAINERS.module_dict.values():
         opts = method_options(cls)
+        if cls.__name__ == 'CaptumExplainer':  # any Captum attribute() arg
+            assert opts is None
+            continue
         assert 'adapter' in opts and 'model' not in opts, cls
 
 

@@ -37,12 +37,6 @@ def _record_path(out_dir: str, idx: int) -> str:
     return osp.join(out_dir, DATASET_LAYOUT.path('json', idx))
 
 
-def _record_ok(out_dir: str, idx: int) -> bool:
-    rec = read_json(_record_path(out_dir, idx))
-    return isinstance(rec, dict) and rec.get('status') == 'ok' and all(
-        osp.isfile(osp.join(out_dir, p)) for p in rec.get('files', []))
-
-
 def _build_runner(cfg, out_dir: str, split: str, launcher: str):
     from mmengine.runner import Runner
     loader_key = f'{split}_dataloader'
@@ -188,11 +182,10 @@ def explain_dataset(config: Any,
         logger.info(f'explain_dataset: {len(mine)} of {len(dataset)} '
                     f'samples on rank {get_rank()} -> {out_dir}')
         run = _run_settings(explainer, target)
-        if resume:
-            _check_same_run(out_dir, mine, run)
+        done = _finished(out_dir, mine, run) if resume else set()
         started = True  # inputs are good: outputs may be written
         for idx in mine:
-            if resume and _record_ok(out_dir, idx):
+            if idx in done:
                 continue
             _explain_one(explainer, dataset, idx, out_dir, target, classes,
                          logger, writer, run)
@@ -219,9 +212,11 @@ def _run_settings(explainer, target) -> dict:
                 settings=json_safe(explainer.settings()), target=str(target))
 
 
-def _check_same_run(out_dir: str, indices, run: dict) -> None:
-    """Refuse to resume into records made with other settings (they would
-    be skipped and the manifest would claim the new settings)."""
+def _finished(out_dir: str, indices, run: dict) -> set:
+    """Indices whose record says ``ok`` and whose files exist: a re-run
+    skips them. Refuses records made with other settings (they would be
+    skipped and the manifest would claim the new settings)."""
+    done = set()
     for idx in indices:
         rec = read_json(_record_path(out_dir, idx))
         if not isinstance(rec, dict) or rec.get('status') != 'ok':
@@ -238,6 +233,10 @@ def _check_same_run(out_dir: str, indices, run: dict) -> None:
                 f'{out_dir} holds records made with another {diff[0]} '
                 f'({old.get(diff[0])!r}, now {run[diff[0]]!r}); choose '
                 'another --out-dir, or redo them with --no-resume')
+        if all(osp.isfile(osp.join(out_dir, p))
+               for p in rec.get('files', [])):
+            done.add(idx)
+    return done
 
 
 def _explain_one(explainer, dataset, idx: int, out_dir: str, target,

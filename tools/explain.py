@@ -176,10 +176,9 @@ def run_video(args) -> int:
 
 def run_dataset(args) -> int:
     from mmxai.apis import explain_dataset
+    from mmxai.apis.inference import default_out_dir
     from mmxai.outputs import DATASET_DEFAULT
-    out_dir = args.out_dir or osp.join(
-        'work_dirs', 'explain', osp.splitext(osp.basename(args.config))[0] +
-        f'_{args.method.replace("+", "p")}')
+    out_dir = args.out_dir or default_out_dir(args.config, args.method)
     manifest = explain_dataset(
         args.config, args.checkpoint, out_dir, method=args.method,
         split=args.split, launcher=args.launcher,

@@ -16,7 +16,7 @@ from ..adapters import unwrap_model, video_to_frames
 from ..errors import ConfigError, InputError
 from ..explainers import BaseExplainer, Explanation, build_explainer
 from ..fileio import check_writable, read_label_map
-from ..outputs import VIDEO_DEFAULT, resolve_outputs
+from ..outputs import VIDEO_DEFAULT, extras_writer, resolve_outputs
 from .outputs import write_video_outputs
 from .video_input import VideoSample, load_video_sample
 
@@ -49,14 +49,15 @@ def class_names_of(model: nn.Module) -> Optional[List[str]]:
     return list(classes) if classes else None
 
 
-def default_out_dir(video: str, method: Union[str, dict, BaseExplainer]
+def default_out_dir(source: str, method: Union[str, dict, BaseExplainer]
                     ) -> str:
-    """``work_dirs/explain/<video stem>_<method>`` (``+`` -> ``p``)."""
+    """``work_dirs/explain/<stem>_<method>`` (``+`` -> ``p``), ``source``
+    being the video (or, for dataset runs, the config)."""
     name = method if isinstance(method, str) else (
         method.get('type', 'explain') if isinstance(method, dict)
         else method.name)
     return osp.join('work_dirs', 'explain',
-                    f'{osp.splitext(osp.basename(video))[0]}_'
+                    f'{osp.splitext(osp.basename(source))[0]}_'
                     f'{str(name).replace("+", "p")}')
 
 
@@ -133,9 +134,10 @@ def explain_video(model: Union[nn.Module, str, mmengine.Config], video: str,
     names = names or class_names_of(model)
     files = {}
     if out_dir is not None:
+        frames = _view_frames(explainer, sample) \
+            if extras_writer(exp.method) else None  # only extras need them
         files = write_video_outputs(out_dir, exp, sample, names, outputs,
-                                    view_frames=_view_frames(explainer,
-                                                             sample))
+                                    view_frames=frames)
     return VideoExplanation(exp, sample, files,
                             round(time.perf_counter() - start, 4), names,
                             explainer)

@@ -48,13 +48,11 @@ class FrameTrack:
 def map_mass(maps: np.ndarray, valid: Optional[np.ndarray] = None
              ) -> np.ndarray:
     """Share of the (positive, valid) map mass in each frame: ``[T]``,
-    ``m_t = sum_hw max(M_thw, 0) / sum_thw max(M_thw, 0)``."""
-    m = np.clip(maps, 0, None)
-    if valid is not None:
-        m = np.where(valid, m, 0)
-    m = m.reshape(len(maps), -1)
-    total = m.sum()
-    return m.sum(-1) / total if total > 0 else m.sum(-1)
+    ``m_t = sum_hw max(M_thw, 0) / sum_thw max(M_thw, 0)``
+    (:func:`~mmxai.visualization.temporal_importance` of the valid part)."""
+    from ..visualization import temporal_importance
+    return temporal_importance(maps if valid is None else
+                               np.where(valid, maps, 0))
 
 
 def view_tracks(exp, frames: Optional[np.ndarray], views: Sequence[int],

@@ -3,7 +3,6 @@ check the batched :class:`~mmxai.explainers.cfp.Walker` against (tests,
 ``tools/benchmarks/bench_cfp.py --reference``)."""
 from typing import Any, Dict, List, Set, Tuple
 
-import torch
 from torch import Tensor
 
 from ..adapters.base import upsample_maps
@@ -109,9 +108,4 @@ class PerKernelWalker(Walker):
                 tube[b] = total[0]
             if tube is not None:
                 out[node_id] = tube
-        raw = torch.zeros(batch, views, t, h, w, device=self.inputs.device)
-        for b, g in enumerate(graphs):
-            m = out.get(g['root']['id'])
-            if m is not None:
-                raw[b] = m[b]
-        return out, raw
+        return out, self.root_maps(out, graphs)

@@ -321,6 +321,18 @@ class Walker:
             by_key.setdefault(key, []).append(ch)
         return by_key
 
+    def root_maps(self, tubes: Dict[str, Tensor], graphs: List[dict]
+                  ) -> Tensor:
+        """Each sample's root tube ``[B, V, T, H, W]`` (zeros without one)."""
+        _, views, t, h, w = self.adapter.input_shape(self.inputs)
+        raw = torch.zeros(len(graphs), views, t, h, w,
+                          device=self.inputs.device)
+        for b, g in enumerate(graphs):
+            m = tubes.get(g['root']['id'])
+            if m is not None:
+                raw[b] = m[b]
+        return raw
+
     def tubes(self, graphs: List[dict]) -> Tuple[Dict[str, Tensor], Tensor]:
         """Per node id ``[B, V, T, H, W]`` tubes (zeros for samples without
         that node) and the roots' tubes ``[B, V, T, H, W]``.
@@ -368,12 +380,7 @@ class Walker:
             if node_id not in out:
                 out[node_id] = total.new_zeros((batch, *total.shape[1:]))
             out[node_id][list(samples)] = total
-        raw = torch.zeros(batch, views, t, h, w, device=self.inputs.device)
-        for b, g in enumerate(graphs):
-            m = out.get(g['root']['id'])
-            if m is not None:
-                raw[b] = m[b]
-        return out, raw
+        return out, self.root_maps(out, graphs)
 
 
 def _info(prod: Producer, channel: int) -> _Info:

@@ -1,6 +1,8 @@
 """The base explainer: one ``attribute()`` for every method."""
+import contextlib
+import copy
 import time
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -92,9 +94,14 @@ class BaseExplainer:
         start = time.perf_counter()
         on_cpu = inputs.device.type == 'cpu'
         with preserved_model_state(self.model), \
-                retained_heap(self.many_forwards and on_cpu):
+                retained_heap(self.many_forwards and on_cpu), \
+                _toolbox_view_chunks_lifted(
+                    self.model, self.adapter, inputs,
+                    self.views_separable) as toolbox_chunk:
             self.model.eval()
             chunk = self.max_views_per_pass if self.views_separable else None
+            if toolbox_chunk:  # mmxai chunks the views in its stead
+                chunk = min(chunk or toolbox_chunk, toolbox_chunk)
             video = self.adapter.to_video(inputs) if chunk else None
             if chunk and video.shape[1] > chunk:
                 result = self._attribute_in_view_chunks(
@@ -143,7 +150,9 @@ class BaseExplainer:
         scaled by ``(b-a)/V``, so every view's gradient is the one of a
         single pass and the chunks' scores add up to the view average
         ``S = sum_c (b-a)/V S_c``. For ``'pred'`` a gradient-free pass
-        computes ``S`` first (the arg-max needs every view). Maps are
+        computes ``S`` first (the arg-max needs every view). The adapter's
+        ``probs`` (the view-averaged per-view softmax) is scaled the same
+        way (``P = sum_c (b-a)/V P_c``), per-view scores are not. Maps are
         concatenated along V."""
         adapter = self.adapter
         num = video.shape[1]
@@ -159,17 +168,11 @@ class BaseExplainer:
             targets = resolve_targets(target, video.new_zeros(
                 video.shape[0], adapter.num_classes), data_samples)
         parts = []
-        unscaled = adapter.scores
-        try:
-            for a, b in bounds:
-                scale = (b - a) / num
-                adapter.scores = (lambda *args, _s=scale, **kw:
-                                  unscaled(*args, **kw) * _s)
+        for a, b in bounds:
+            with _scaled_scores(adapter, (b - a) / num):
                 parts.append(self._attribute(
                     adapter.from_video(video[:, a:b].contiguous()), targets,
                     data_samples))
-        finally:
-            del adapter.scores  # the class's method again
         sizes = [b - a for a, b in bounds]
         if scores is None:
             scores = sum(p.scores.detach() for p in parts)
@@ -203,6 +206,60 @@ class BaseExplainer:
         scores, targets = self.scores_and_targets(inputs, target,
                                                   data_samples)
         return scores, targets, scorer
+
+
+@contextlib.contextmanager
+def _scaled_scores(adapter, scale: float) -> Iterator[None]:
+    """The adapter's view-averaged ``scores`` and ``probs`` of one view
+    chunk scaled by its share of the views (per-view scores unscaled);
+    the class's methods again on exit."""
+    unscaled = adapter.scores
+    unscaled_probs = getattr(adapter, 'probs', None)
+
+    def scores(inputs, per_view=False, **kw):
+        out = unscaled(inputs, per_view=per_view, **kw)
+        return out if per_view else out * scale
+
+    adapter.scores = scores
+    if unscaled_probs is not None:
+        # the class's probs calls the (scaled) scores per view: unscaled
+        adapter.probs = lambda *args, **kw: unscaled_probs(*args, **kw) * scale
+    try:
+        yield
+    finally:
+        for attr in ('scores', 'probs'):
+            vars(adapter).pop(attr, None)
+
+
+@contextlib.contextmanager
+def _toolbox_view_chunks_lifted(model: nn.Module, adapter, inputs: Tensor,
+                                enabled: bool) -> Iterator[Optional[int]]:
+    """Lift ``model.test_cfg.max_testing_views`` inside the block when
+    ``enabled`` (view-separable methods) and yield the number of views it
+    allows per forward (``None`` when it is not set).
+
+    MMAction2 then runs the backbone on chunks of views and concatenates
+    their features: layer outputs captured per chunk are not on the
+    graph of the score (Grad-CAM got no gradient). mmxai chunks the views
+    itself instead, with at most that many views of a sample per pass.
+    The model's own ``test_cfg`` object is put back on exit, also on
+    failure."""
+    cfg = getattr(model, 'test_cfg', None)
+    limit = cfg.get('max_testing_views', False) \
+        if enabled and hasattr(cfg, 'get') else False
+    if not limit:
+        yield None
+        return
+    lifted = copy.copy(cfg)
+    lifted['max_testing_views'] = False
+    # the toolbox counts rows of its flattened batch: 2D models' frames
+    _, views, _, _, _ = adapter.input_shape(inputs)
+    rows = inputs.shape[1] // views if inputs.shape[1] % views == 0 else 1
+    model.test_cfg = lifted
+    try:
+        yield max(1, int(limit) // max(1, rows))
+    finally:
+        model.test_cfg = cfg
 
 
 def _cat_views(values: list, sizes: Sequence[int], name: str):

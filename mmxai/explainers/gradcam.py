@@ -138,22 +138,53 @@ class GradCAM(BaseExplainer):
                            layer_maps=layer_maps)
 
 
+#: Grad-CAM++ denominators: ``'paper'`` ``2 g^2 + g^3 sum A`` (Eq. 19 and
+#: the authors' code), ``'sum_ag3'`` ``2 g^2 + sum A g^3`` (a common
+#: variant; the same at a GAP + linear head's input).
+DENOMINATORS = ('paper', 'sum_ag3')
+
+
 @EXPLAINERS.register_module()
 class GradCAMPlusPlus(GradCAM):
-    """Grad-CAM++ (Chattopadhyay et al. 2018) with sums over (t, h, w).
+    """Grad-CAM++ (Chattopadhay et al. 2018, Eq. 19) with sums over (t, h, w).
 
-    ``alpha = g^2 / (2 g^2 + sum_{thw} A g^3)`` (0 where the denominator is
-    0), ``w_k = sum_{thw} alpha ReLU(g)``. With ``weighting='temporal'``
-    the sums run over (h, w) per time step instead. As in the authors' code,
-    higher-order derivatives are replaced by powers of the first-order
-    gradient (exact for an exponential of the score).
+    ``alpha = g^2 / (2 g^2 + g^3 sum_{thw} A)`` (0 where the denominator is
+    0), ``w_k = sum_{thw} alpha ReLU(g)``, as in the paper and the authors'
+    code (``global_sum``). With ``weighting='temporal'`` the sums run over
+    (h, w) per time step instead. As in the authors' code, higher-order
+    derivatives are replaced by powers of the first-order gradient (exact
+    for an exponential of the score); the authors' later renormalisation of
+    alpha is not applied (Eq. 19 has none).
+
+    Args:
+        denominator: ``'paper'`` (default, above) or ``'sum_ag3'``:
+            ``2 g^2 + sum_{thw} A g^3``, the sum taken of the product. The
+            two agree where ``g`` is constant over (t, h, w) (a GAP + linear
+            head's input) and differ at inner layers.
     """
+
+    def __init__(self, model: nn.Module,
+                 target_layers: Optional[Sequence[str]] = None,
+                 weighting: str = 'global', relu: bool = True,
+                 denominator: str = 'paper', **kwargs):
+        super().__init__(model, target_layers=target_layers,
+                         weighting=weighting, relu=relu, **kwargs)
+        if denominator not in DENOMINATORS:
+            raise MMXAIError(f"unknown denominator '{denominator}': use one "
+                             f'of {", ".join(DENOMINATORS)}')
+        self.denominator = denominator
+
+    def settings(self) -> Dict[str, Any]:
+        return dict(super().settings(), denominator=self.denominator)
 
     def channel_weights(self, acts: Tensor, grads: Tensor) -> Tensor:
         dims = (3, 4, 5) if self.weighting == 'global' else (4, 5)
         g2 = grads.pow(2)
         g3 = grads.pow(3)
-        denom = 2 * g2 + (acts * g3).sum(dim=dims, keepdim=True)
+        if self.denominator == 'paper':
+            denom = 2 * g2 + g3 * acts.sum(dim=dims, keepdim=True)
+        else:
+            denom = 2 * g2 + (acts * g3).sum(dim=dims, keepdim=True)
         alpha = torch.where(denom != 0, g2 / torch.where(
             denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g2))
         return (alpha * F.relu(grads)).sum(dim=dims, keepdim=True)

@@ -49,8 +49,8 @@ def reference_cam(model, inputs, target, weighting, plus_plus=False):
                 score = model.cls_head(feat)[0, target[i]] / v
                 g, = torch.autograd.grad(score, a)
             dims = (2, 3, 4) if weighting == 'global' else (3, 4)
-            if plus_plus:
-                denom = 2 * g**2 + (a * g**3).sum(dims, keepdim=True)
+            if plus_plus:  # Eq. 19: 2 g^2 + g^3 sum A
+                denom = 2 * g**2 + g**3 * a.sum(dims, keepdim=True)
                 alpha = torch.where(denom != 0, g**2 / denom, 0 * g)
                 w = (alpha * F.relu(g)).sum(dims, keepdim=True)
             else:

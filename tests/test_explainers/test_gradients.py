@@ -94,3 +94,172 @@ def test_ig_temporal_mean_baseline(i3d):
     moving = exp.raw_maps[..., 16:, :].abs().max()
     # zero up to the rounding of the mean frame
     assert exp.raw_maps[..., :16, :].abs().max() < 1e-6 * moving
+
+
+# --------------------------------------------------------------- Captum
+#: The Captum algorithms docs/methods.md lists as working, with cheap
+#: settings. ``None`` values are filled in per input (baselines, masks).
+CAPTUM_WORKING = {
+    'IntegratedGradients': dict(n_steps=4),
+    'Saliency': {},
+    'InputXGradient': {},
+    'GradientShap': dict(baselines=None, n_samples=2),
+    'DeepLift': {},
+    'DeepLiftShap': dict(baselines=None),
+    'GuidedBackprop': {},
+    'Deconvolution': {},
+    'GuidedGradCam': dict(layer='backbone.layer4'),
+    'NoiseTunnel': dict(init_kwargs=dict(attribution_method='Saliency'),
+                        nt_samples=2),
+    'FeatureAblation': dict(feature_mask=None),
+    'ShapleyValueSampling': dict(feature_mask=None, n_samples=1),
+    'Occlusion': dict(sliding_window_shapes=(1, 3, 4, 16, 16),
+                      strides=(1, 3, 4, 16, 16)),
+    'LayerGradCam': dict(layer='backbone.layer4'),
+    'LayerDeepLift': dict(layer='backbone.layer4'),
+    'LayerIntegratedGradients': dict(layer='backbone.layer4', n_steps=4),
+    'LayerGradientXActivation': dict(layer='backbone.layer4'),
+    'LayerActivation': dict(layer='backbone.layer4'),
+    'NeuronGradient': dict(layer='backbone.layer4',
+                           neuron_selector=(0, 0, 0, 0)),
+}
+
+
+def _captum_cfg(algorithm, x):
+    cfg = dict(type='captum', algorithm=algorithm)
+    for k, v in CAPTUM_WORKING[algorithm].items():
+        if v is None and k == 'baselines':
+            v = torch.zeros(2, *x.shape[1:])
+        elif v is None and k == 'feature_mask':  # 8 blocks: 2 t x 2 h x 2 w
+            v = torch.zeros_like(x, dtype=torch.long)
+            v[..., 16:, :] += 1
+            v[..., 16:] += 2
+            v[:, :, :, 4:] += 4
+        cfg[k] = v
+    return cfg
+
+
+def _model_state(model):
+    """Everything an explainer must leave as it found it."""
+    from mmxai.utils.model_state import _HOOK_DICTS
+    return [(name, type(m), m.training, getattr(m, 'inplace', None),
+             sorted(vars(m)),
+             {d: len(getattr(m, d, {}) or {}) for d in _HOOK_DICTS},
+             [(p.requires_grad, p.grad is None)
+              for p in m.parameters(recurse=False)])
+            for name, m in model.named_modules()]
+
+
+@pytest.mark.parametrize('algorithm', sorted(CAPTUM_WORKING))
+def test_captum_algorithms_run_and_leave_the_model(i3d, algorithm):
+    x = tm.preprocess(i3d, tm.clip_batch(views=2))['inputs']
+    relus = [m for m in i3d.modules() if isinstance(m, torch.nn.ReLU)]
+    assert relus and all(m.inplace for m in relus)  # what the fix is for
+    before = _model_state(i3d)
+    exp = build_explainer(_captum_cfg(algorithm, x), i3d).attribute(x, 1)
+    assert exp.raw_maps.shape == (1, 2, 8, 32, 32)
+    assert torch.isfinite(exp.raw_maps).all()
+    assert exp.raw_maps.abs().max() > 0, algorithm
+    assert _model_state(i3d) == before
+
+
+@pytest.mark.parametrize('algorithm', ['DeepLift', 'GuidedBackprop',
+                                       'GuidedGradCam', 'LayerDeepLift'])
+def test_captum_hooking_algorithms_restore_the_model_on_failure(
+        i3d, algorithm):
+    """A failure in the middle of the forward, while Captum's hooks are on
+    and the ReLUs are out of place: everything is restored."""
+    x = tm.preprocess(i3d, tm.clip_batch(views=2))['inputs']
+    ex = build_explainer(_captum_cfg(algorithm, x), i3d)
+    seen = []
+
+    def boom(module, args, out):  # only inside Captum's call
+        relus = [m for m in i3d.modules() if isinstance(m, torch.nn.ReLU)]
+        seen.append([m.inplace for m in relus])
+        if not any(seen[-1]):
+            raise RuntimeError('boom')
+
+    handle = i3d.backbone.layer3.register_forward_hook(boom)
+    try:
+        before = _model_state(i3d)
+        with pytest.raises(RuntimeError, match='boom'):
+            ex.attribute(x, 1)
+        assert _model_state(i3d) == before
+    finally:
+        handle.remove()
+    assert seen and not any(seen[-1])  # the failure hit inside the swap
+
+
+def test_captum_deeplift_completeness(i3d):
+    """DeepLift's attributions sum to s(x) - s(0) (the rescale rule's
+    summation-to-delta): every ReLU of the model was seen as a module.
+    Captum's max-pool rule is not exactly conservative (its own
+    convergence delta here: ~0.15 %); ReLUs taken as linear (the plain
+    gradient x input) miss by ~15 %."""
+    x = tm.preprocess(i3d, tm.clip_batch(batch=2, views=2))['inputs']
+    exp = build_explainer(dict(type='captum', algorithm='DeepLift'),
+                          i3d).attribute(x, 3)
+    ad = build_explainer('saliency', i3d).adapter
+    with torch.no_grad():
+        diff = ad.scores(x)[:, 3] - ad.scores(torch.zeros_like(x))[:, 3]
+    total = exp.raw_maps.flatten(1).sum(1)
+    assert torch.allclose(total, diff, rtol=1e-2, atol=1e-4), (total, diff)
+
+
+def test_captum_guided_backprop_equals_reference(i3d):
+    """Guided backprop = the gradient with every ReLU's backward also
+    clamped at zero, computed here with an autograd function in place of
+    the model's ReLU modules."""
+    x = tm.preprocess(i3d, tm.clip_batch(views=2))['inputs']
+    exp = build_explainer(dict(type='captum', algorithm='GuidedBackprop',
+                               reduction='sum'), i3d).attribute(x, 2)
+
+    class GuidedReLU(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, t):
+            ctx.save_for_backward(t)
+            return t.clamp(min=0)
+
+        @staticmethod
+        def backward(ctx, g):
+            t, = ctx.saved_tensors
+            return g.clamp(min=0) * (t > 0)
+
+    relus = [m for m in i3d.modules() if isinstance(m, torch.nn.ReLU)]
+    originals = [m.forward for m in relus]
+    ad = build_explainer('saliency', i3d).adapter
+    try:
+        for m in relus:
+            m.forward = GuidedReLU.apply
+        xi = x.clone().requires_grad_(True)
+        g, = torch.autograd.grad(ad.scores(xi)[0, 2], xi)
+    finally:
+        for m, f in zip(relus, originals):
+            m.forward = f
+    assert torch.allclose(exp.raw_maps, g.sum(2), atol=1e-6, rtol=1e-4)
+
+
+def test_captum_guided_gradcam_is_gbp_times_cam(i3d):
+    x = tm.preprocess(i3d, tm.clip_batch(views=2))['inputs']
+    ggc = build_explainer(dict(type='captum', algorithm='GuidedGradCam',
+                               layer='backbone.layer4'), i3d).attribute(x, 2)
+    gbp = build_explainer(dict(type='captum', algorithm='GuidedBackprop'),
+                          i3d).attribute(x, 2)
+    cam = build_explainer(dict(type='captum', algorithm='LayerGradCam',
+                               layer='backbone.layer4',
+                               relu_attributions=True), i3d).attribute(x, 2)
+    want = gbp.extras['attributions'] * cam.raw_maps.unsqueeze(2)
+    assert torch.allclose(ggc.extras['attributions'], want, atol=1e-7)
+
+
+@pytest.mark.parametrize('algorithm,kw,why', [
+    ('LRP', {}, 'no rule defined'),
+    ('NoiseTunnel', {}, 'attribution_method'),
+])
+def test_captum_unsupported_fail_clearly(i3d, algorithm, kw, why):
+    x = tm.preprocess(i3d, tm.clip_batch())['inputs']
+    before = _model_state(i3d)
+    with pytest.raises(Exception, match=why):
+        build_explainer(dict(type='captum', algorithm=algorithm, **kw),
+                        i3d).attribute(x, 1)
+    assert _model_state(i3d) == before

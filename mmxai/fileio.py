@@ -8,10 +8,13 @@ a failure never leaves a half-written file under its final name.
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import json
 import os
 import os.path as osp
 import shutil
+import socket
 import tempfile
 from typing import Any, Dict, Iterator, List, Optional, Union
 
@@ -22,6 +25,7 @@ from .errors import InputError, OutputError
 PathLike = Union[str, 'os.PathLike[str]']
 
 __all__ = ['PathLike', 'atomic_path', 'check_writable', 'staged_dir',
+           'clean_stale',
            'write_json', 'write_npz', 'read_json', 'json_default', 'json_safe',
            'read_label_map']
 
@@ -33,6 +37,67 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()  # read once: os.umask() is process-wide, not thread-safe
+
+
+def _owner_tag() -> str:
+    """``<host>~<pid>``: in the names of temporary files and staging
+    folders, so a later run can tell those of a dead run (removable) from
+    those of a live one."""
+    host = ''.join(c if c.isalnum() or c in '-_' else '_'
+                   for c in socket.gethostname())[:40] or 'host'
+    return f'{host}~{os.getpid()}'
+
+
+def _dead_owner(name: str) -> bool:
+    """True if ``name`` carries this host's tag with a pid not alive."""
+    host, pid = _owner_tag().split('~')[0], None
+    for part in name.split('.'):
+        if part.startswith(host + '~'):
+            tail = part[len(host) + 1:]
+            pid = int(tail) if tail.isdigit() else None
+    if pid is None or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive (another user's), keep it
+    return False
+
+
+def clean_stale(folder: PathLike) -> List[str]:
+    """Remove the staging folders and temporary files that runs killed
+    on this host (SIGKILL, power loss) left in ``folder``; those of live
+    runs are kept. Returns what was removed."""
+    removed = []
+    folder = os.fspath(folder)
+    for path in glob.glob(osp.join(folder, '.mmxai-staging*')) + \
+            glob.glob(osp.join(folder, '.*.tmp*')):
+        if _dead_owner(osp.basename(path)):
+            if osp.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+            removed.append(path)
+    return removed
+
+
+def _write_error(target: str, e: OSError) -> OutputError:
+    """One line for a failed write; a full disk names the file and the
+    space left."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = osp.dirname(osp.abspath(target)) or '.'
+        try:
+            free = shutil.disk_usage(where).free / 2**20
+            left = f'{free:.1f} MB free on {where}'
+        except OSError:
+            left = f'no space left on {where}'
+        return OutputError(f'no space left writing {e.filename or target} '
+                           f'({left}); free some space or choose another '
+                           '--out-dir')
+    return OutputError(f'cannot write {target}: {e.strerror or e}')
 
 
 @contextlib.contextmanager
@@ -51,11 +116,11 @@ def atomic_path(path: PathLike, suffix: Optional[str] = None) -> Iterator[str]:
         suffix = osp.splitext(name)[1]
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix=f'.tmp{suffix}',
-                                   dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f'.{name}.{_owner_tag()}.',
+                                   suffix=f'.tmp{suffix}', dir=folder)
         os.close(fd)
     except OSError as e:
-        raise OutputError(f'cannot write to {folder}: {e.strerror or e}') from e
+        raise _write_error(folder, e) from e
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files
@@ -64,7 +129,7 @@ def atomic_path(path: PathLike, suffix: Optional[str] = None) -> Iterator[str]:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         if isinstance(e, OSError):
-            raise OutputError(f'cannot write {path}: {e.strerror or e}') from e
+            raise _write_error(path, e) from e
         raise
 
 
@@ -146,9 +211,11 @@ def staged_dir(out_dir: PathLike) -> Iterator[str]:
     check_writable(out_dir)
     try:
         os.makedirs(out_dir, exist_ok=True)
-        stage = tempfile.mkdtemp(prefix='.mmxai-staging-', dir=out_dir)
+        clean_stale(out_dir)
+        stage = tempfile.mkdtemp(prefix=f'.mmxai-staging.{_owner_tag()}.',
+                                 dir=out_dir)
     except OSError as e:
-        raise OutputError(f'cannot write to {out_dir}: {e.strerror}') from e
+        raise _write_error(out_dir, e) from e
     try:
         yield stage
         for rel in _staged_files(stage):
@@ -156,8 +223,7 @@ def staged_dir(out_dir: PathLike) -> Iterator[str]:
             os.makedirs(osp.dirname(dst), exist_ok=True)
             os.replace(osp.join(stage, rel), dst)
     except OSError as e:
-        raise OutputError(f'cannot write to {out_dir}: {e.strerror or e}') \
-            from e
+        raise _write_error(out_dir, e) from e
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 

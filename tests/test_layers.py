@@ -10,7 +10,7 @@ import mmxai
 #: Packages on one layer do not import each other.
 LAYERS = {
     'version': 0, 'errors': 0, 'compat': 0, 'registry': 1, 'fileio': 1,
-    'checkpoint': 1, 'baselines': 1, 'utils': 1,
+    'checkpoint': 1, 'baselines': 1, 'utils': 1, 'preflight': 1,
     'adapters': 2,
     'explainers': 3,
     'evaluation': 4, 'visualization': 4,

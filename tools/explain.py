@@ -120,6 +120,8 @@ def parse_args(argv=None):
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
     p.add_argument('--traceback', action='store_true',
                    help='show the full traceback on errors')
+    p.add_argument('--verbose', action='store_true',
+                   help="show the toolbox's and the decoder's own messages")
     args = p.parse_args(argv)
     if not args.list_methods and (args.config is None or
                                   args.checkpoint is None):
@@ -146,7 +148,7 @@ def parse_target(text: str):
     return int(text) if text.lstrip('-').isdigit() else text
 
 
-def run_video(args) -> int:
+def run_video(args, cfg) -> int:
     from mmxai.apis import explain_video
     from mmxai.apis.inference import default_out_dir
     from mmxai.outputs import VIDEO_DEFAULT
@@ -155,14 +157,14 @@ def run_video(args) -> int:
         outputs.append('gif')
     start = time.perf_counter()
     result = explain_video(
-        args.config, args.video, method=args.method,
+        cfg, args.video, method=args.method,
         target=parse_target(args.target),
         out_dir=args.out_dir or default_out_dir(args.video, args.method),
         class_names=args.label_map, outputs=outputs, label=args.label,
         checkpoint=args.checkpoint, device=args.device,
         trust_checkpoint=args.trust_checkpoint,
         allow_partial_checkpoint=args.allow_partial_checkpoint,
-        cfg_options=args.cfg_options, **method_options(args))
+        **method_options(args))
     exp = result.explanation
     t = int(exp.targets[0])
     print(f'{exp.method}: explained class {result.target_label()} '
@@ -174,16 +176,16 @@ def run_video(args) -> int:
     return 0
 
 
-def run_dataset(args) -> int:
+def run_dataset(args, cfg) -> int:
     from mmxai.apis import explain_dataset
     from mmxai.apis.inference import default_out_dir
     from mmxai.outputs import DATASET_DEFAULT
     out_dir = args.out_dir or default_out_dir(args.config, args.method)
     manifest = explain_dataset(
-        args.config, args.checkpoint, out_dir, method=args.method,
+        cfg, args.checkpoint, out_dir, method=args.method,
         split=args.split, launcher=args.launcher,
         resume=not args.no_resume, trust_checkpoint=args.trust_checkpoint,
-        cfg_options=args.cfg_options, target=parse_target(args.target),
+        target=parse_target(args.target),
         outputs=args.outputs or DATASET_DEFAULT,
         allow_partial_checkpoint=args.allow_partial_checkpoint,
         **method_options(args))
@@ -192,8 +194,93 @@ def run_dataset(args) -> int:
     return 0
 
 
+def preflight(args):
+    """Check files and options before the heavy imports (well under 2 s):
+    returns the config with ``--cfg-options`` merged.
+
+    Raises:
+        mmxai.errors.MMXAIError: one line naming the input and the fix.
+    """
+    root = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                    'mmxai')
+    load = _light_loader(root)
+    load('errors')
+    pre = load('preflight')
+    cfg = pre.load_config(args.config, dict(args.cfg_options or {}))
+    num_classes = pre.config_num_classes(cfg)
+    pre.check_checkpoint_file(args.checkpoint, args.video)
+    if args.video is not None:
+        pre.check_video_file(args.video)
+    if args.out_dir:
+        pre.check_out_dir(args.out_dir)
+    pre.check_device_name(args.device)
+    pre.check_label_map(args.label_map, num_classes)
+    pre.check_target(parse_target(args.target), num_classes,
+                     label=args.label, dataset=args.video is None)
+    if args.video is None:
+        pre.check_annotation_file(cfg, args.split)
+    return cfg
+
+
+def _light_loader(root: str):
+    """``load(name)`` imports ``mmxai.<name>`` from ``root`` without the
+    package's ``__init__`` (torch, the toolbox: seconds). The module keeps
+    its real name in ``sys.modules``, so the later ``import mmxai`` reuses
+    it: the error classes are the same. Only for modules that import the
+    standard library and modules loaded this way."""
+    import importlib.util
+
+    def load(name):
+        full = f'mmxai.{name}'
+        if sys.modules.get(full) is not None:
+            return sys.modules[full]
+        spec = importlib.util.spec_from_file_location(
+            full, osp.join(root, f'{name}.py'))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[full] = module
+        spec.loader.exec_module(module)
+        return module
+    return load
+
+
+def _quiet_toolbox() -> None:
+    """MMEngine's own notices (deprecations, environment) off the console;
+    ``--verbose`` keeps them."""
+    import logging
+
+    from mmengine.logging import MMLogger
+    MMLogger.get_current_instance().setLevel(logging.ERROR)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what cluster schedulers send), cleaned up like Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main(argv=None) -> int:
+    import signal
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as e:
+        what = 'terminated' if isinstance(e, Terminated) else 'interrupted'
+        print(f'{what}: nothing half-written was kept', file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+
+
+def _main(argv=None) -> int:
     args = parse_args(argv)
+    cfg = None
+    if not args.list_methods:
+        try:
+            cfg = preflight(args)
+        except Exception as e:  # noqa: BLE001
+            if args.traceback:
+                raise
+            return _print_error(e, type(e).__module__ == 'mmxai.errors')
     try:
         import mmxai  # noqa: F401
         from mmxai.errors import MMXAIError
@@ -204,23 +291,26 @@ def main(argv=None) -> int:
         from mmxai.explainers import method_names
         print('\n'.join(sorted(method_names())))
         return 0
+    if not args.verbose and args.video:
+        _quiet_toolbox()
     try:
-        return run_video(args) if args.video else run_dataset(args)
-    except MMXAIError as e:
+        return run_video(args, cfg) if args.video else run_dataset(args, cfg)
+    except Exception as e:  # noqa: BLE001
         if args.traceback:
             raise
+        return _print_error(e, isinstance(e, MMXAIError))
+
+
+def _print_error(e: Exception, fixable: bool) -> int:
+    """One line on stderr: the message of an error the user can fix (exit
+    2), or the type and first line of one not foreseen (exit 1)."""
+    if fixable:
         print(f'error: {e}', file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print('interrupted: nothing half-written was kept', file=sys.stderr)
-        return 130
-    except Exception as e:  # not foreseen: still one line, no traceback
-        if args.traceback:
-            raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ''
-        print(f'error: {type(e).__name__}: {first} (run with --traceback '
-              'for details)', file=sys.stderr)
-        return 1
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ''
+    print(f'error: {type(e).__name__}: {first} (run with --traceback for '
+          'details)', file=sys.stderr)
+    return 1
 
 
 if __name__ == '__main__':

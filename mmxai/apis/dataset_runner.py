@@ -25,7 +25,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError, MMXAIError
+from ..preflight import (check_annotation_file, check_target,
+                         config_num_classes)
 from ..fileio import check_writable, json_safe, read_json
 from ..outputs import (DATASET_DEFAULT, DATASET_LAYOUT, OutputWriter,
                        RankOutputs, view_tracks)
@@ -72,6 +74,29 @@ def _build_runner(cfg, out_dir: str, split: str, launcher: str):
         wrapper.setdefault('broadcast_buffers', False)
         cfg.model_wrapper_cfg = wrapper
     return Runner.from_cfg(cfg)
+
+
+def _toolbox_notice(record) -> bool:
+    """False for MMEngine's notices about its own deprecated internals
+    (``FileClient``, ``HardDiskBackend``) that the toolbox's decoders
+    trigger on every sample: nothing a user can act on."""
+    text = str(record.getMessage())
+    return not ('will be deprecated in future' in text or
+                'is the alias of' in text)
+
+
+def _toolbox_step(what: str, fn, *args):
+    """``fn(*args)``; a failure (a malformed annotation file, a config key
+    the toolbox refuses) becomes one line naming the step."""
+    try:
+        return fn(*args)
+    except (MMXAIError, KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:  # noqa: BLE001
+        text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ''
+        raise ConfigError(f'cannot {what} from the config: '
+                          f'{type(e).__name__}: {text}; check the config '
+                          'and --cfg-options') from None
 
 
 def _keep_logs(scratch: str, out_dir: Optional[str]) -> None:
@@ -152,19 +177,21 @@ def explain_dataset(config: Any,
     if split not in ('test', 'val'):
         raise ConfigError(f"split must be 'test' or 'val', got {split!r}")
     writer = OutputWriter(('json', ) + tuple(outputs), DATASET_LAYOUT)
-    cfg = _load_config(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    cfg = _load_config(config, cfg_options)
     out_dir = osp.abspath(out_dir)
     check_writable(out_dir)
+    check_annotation_file(cfg, split)
+    check_target(target, config_num_classes(cfg), dataset=True)
     # The Runner's logs and config dump go to a scratch folder until the
     # inputs are known good: a bad checkpoint, method or layer writes
     # nothing into out_dir.
     scratch = tempfile.mkdtemp(prefix='mmxai-runner-')
     started = False
     try:
-        runner = _build_runner(cfg, scratch, split, launcher)
+        runner = _toolbox_step('build the Runner', _build_runner, cfg,
+                               scratch, split, launcher)
         logger = MMLogger.get_current_instance()
+        logger.addFilter(_toolbox_notice)
         model = unwrap_model(runner.model)
         if checkpoint is not None:
             load_checkpoint(model, checkpoint,
@@ -172,8 +199,14 @@ def explain_dataset(config: Any,
                             allow_partial=allow_partial_checkpoint)
         model.eval()
         explainer = build_explainer(method, model, **method_options)
-        loader = runner.build_dataloader(runner.cfg.test_dataloader)
+        loader = _toolbox_step(f'build the {split} dataset',
+                               runner.build_dataloader,
+                               runner.cfg.test_dataloader)
         dataset = loader.dataset
+        if len(dataset) == 0:
+            raise InputError(f'the {split} dataset of the config has no '
+                             'samples (check its ann_file and data_prefix)')
+        check_target(target, explainer.adapter.num_classes, dataset=True)
         classes = (getattr(dataset, 'metainfo', None) or {}).get('classes')
         try:  # this process's shard, padding duplicates dropped
             mine = list(dict.fromkeys(int(i) for i in loader.sampler))
@@ -233,10 +266,27 @@ def _finished(out_dir: str, indices, run: dict) -> set:
                 f'{out_dir} holds records made with another {diff[0]} '
                 f'({old.get(diff[0])!r}, now {run[diff[0]]!r}); choose '
                 'another --out-dir, or redo them with --no-resume')
-        if all(osp.isfile(osp.join(out_dir, p))
-               for p in rec.get('files', [])):
+        if all(_intact(osp.join(out_dir, p)) for p in rec.get('files', [])):
             done.add(idx)
     return done
+
+
+def _intact(path: str) -> bool:
+    """The file exists, is not empty and, for ``.npz``/``.json``, loads
+    (a resumed run redoes a sample whose files were damaged)."""
+    try:
+        if not osp.isfile(path) or osp.getsize(path) == 0:
+            return False
+        if path.endswith('.npz'):
+            import numpy as np
+            with np.load(path, allow_pickle=False) as z:
+                for key in z.files:
+                    z[key]
+        elif path.endswith('.json'):
+            return read_json(path) is not None
+        return True
+    except Exception:  # noqa: BLE001 - damaged: redo it
+        return False
 
 
 def _explain_one(explainer, dataset, idx: int, out_dir: str, target,

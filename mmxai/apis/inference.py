@@ -16,6 +16,7 @@ from ..adapters import unwrap_model, video_to_frames
 from ..errors import ConfigError, InputError
 from ..explainers import BaseExplainer, Explanation, build_explainer
 from ..fileio import check_writable, read_label_map
+from ..preflight import check_video_file
 from ..outputs import VIDEO_DEFAULT, extras_writer, resolve_outputs
 from .outputs import write_video_outputs
 from .video_input import VideoSample, load_video_sample
@@ -71,6 +72,7 @@ def explain_video(model: Union[nn.Module, str, mmengine.Config], video: str,
                   device: str = 'cpu', trust_checkpoint: bool = False,
                   cfg_options: Optional[dict] = None,
                   allow_partial_checkpoint: bool = False,
+                  per_view_maps: bool = False,
                   **options) -> VideoExplanation:
     """Explain a recognizer's decision on a video file.
 
@@ -95,13 +97,16 @@ def explain_video(model: Union[nn.Module, str, mmengine.Config], video: str,
         checkpoint, device, trust_checkpoint, cfg_options,
             allow_partial_checkpoint: model building (when ``model`` is a
             config; see :func:`init_recognizer`).
+        per_view_maps: ``maps.npz`` also holds each view's maps (``maps``,
+            ``raw_maps`` ``[1, V, T, H, W]``, layer maps); by default only
+            one map per original frame, views combined (see
+            :mod:`mmxai.apis.outputs`).
         **options: the method's settings (e.g. ``target_layers``).
     Raises:
         InputError, OutputError, ConfigError: one-line, fixable problems.
     """
     start = time.perf_counter()
-    if not osp.isfile(video):
-        raise InputError(f'video not found: {video}')
+    check_video_file(video)
     outputs = resolve_outputs(outputs, 'outputs')
     if out_dir is not None:
         check_writable(out_dir)
@@ -128,6 +133,7 @@ def explain_video(model: Union[nn.Module, str, mmengine.Config], video: str,
     sample = load_video_sample(video, cfg, label=label)
     exp = explainer.explain(sample.data, target=target)
     exp.settings['seconds_total'] = round(time.perf_counter() - start, 4)
+    exp.settings['sampling'] = sample.sampling  # frames repeated, if any
     warning = getattr(unwrap_model(model), 'mmxai_checkpoint_warning', None)
     if warning:
         exp.settings['checkpoint_warning'] = warning
@@ -137,7 +143,8 @@ def explain_video(model: Union[nn.Module, str, mmengine.Config], video: str,
         frames = _view_frames(explainer, sample) \
             if extras_writer(exp.method) else None  # only extras need them
         files = write_video_outputs(out_dir, exp, sample, names, outputs,
-                                    view_frames=frames)
+                                    view_frames=frames,
+                                    per_view_maps=per_view_maps)
     return VideoExplanation(exp, sample, files,
                             round(time.perf_counter() - start, 4), names,
                             explainer)

@@ -1,8 +1,4 @@
 """Build a recognizer from a config and load its weights safely."""
-import copy
-import importlib.util
-import os
-import os.path as osp
 from pathlib import Path
 from typing import Optional, Union
 
@@ -13,51 +9,17 @@ from mmengine.registry import init_default_scope
 
 from mmxai.checkpoint import load_checkpoint
 from mmxai.errors import ConfigError, InputError
+from mmxai.preflight import load_config, resolve_config_path
 from mmxai.utils.config import strip_pretrained
 
 __all__ = ['init_recognizer', 'resolve_config_path', 'strip_pretrained',
            'check_device']
 
 
-def resolve_config_path(config: Union[str, Path]) -> str:
-    """Turn ``'mmaction::recognition/tsn/x.py'`` into the packaged file.
-
-    ``<pkg>::<rel>`` resolves to ``<pkg dir>/.mim/configs/<rel>`` (where
-    OpenMMLab wheels ship their configs); other paths are returned as given.
-
-    Raises:
-        InputError: the package or the file does not exist.
-    """
-    config = os.fspath(config)
-    if '::' not in config:
-        return config
-    package, rel = config.split('::', 1)
-    spec = importlib.util.find_spec(package) if package.isidentifier() \
-        else None  # a top-level find_spec imports nothing
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError(f'config {config!r}: package {package!r} is not '
-                         'installed')
-    root = list(spec.submodule_search_locations)[0]
-    path = osp.join(root, '.mim', 'configs', rel)
-    if not osp.isfile(path):
-        raise InputError(f'config not found: {config!r} (looked for {path})')
-    return path
-
-
-def _load_config(config: Union[str, Path, mmengine.Config]) -> mmengine.Config:
-    if isinstance(config, mmengine.Config):
-        return copy.deepcopy(config)
-    if not isinstance(config, (str, Path)):
-        raise TypeError('config must be a filename or mmengine.Config, '
-                        f'not {type(config).__name__}')
-    path = resolve_config_path(config)
-    if not osp.isfile(path):
-        raise InputError(f'config file not found: {os.fspath(config)!r}')
-    try:
-        return mmengine.Config.fromfile(path)
-    except (OSError, SyntaxError, ValueError) as e:
-        raise InputError(f'cannot read config {os.fspath(config)!r}: '
-                         f'{str(e).strip().splitlines()[0]}') from None
+def _load_config(config: Union[str, Path, mmengine.Config],
+                 cfg_options: Optional[dict] = None) -> mmengine.Config:
+    """The config (a copy), with ``cfg_options`` checked and merged."""
+    return load_config(config, cfg_options)
 
 
 def check_device(device: Union[str, torch.device]) -> torch.device:
@@ -110,16 +72,21 @@ def init_recognizer(config: Union[str, Path, mmengine.Config],
         ``model.dataset_meta`` when the checkpoint carries it).
     """
     device = check_device(device)
-    config = _load_config(config)
-    if cfg_options:
-        config.merge_from_dict(cfg_options)
+    config = _load_config(config, cfg_options)
     if not isinstance(config.get('model'), dict):
         raise ConfigError('config has no `model` section')
     init_default_scope(config.get('default_scope', 'mmaction'))
     strip_pretrained(config.model)
 
     from mmaction.registry import MODELS  # after `import mmxai`'s shims
-    model = MODELS.build(config.model)
+    try:
+        model = MODELS.build(config.model)
+    except Exception as e:  # noqa: BLE001 - a config the toolbox refuses
+        text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ''
+        name = getattr(config, 'filename', None) or 'the config'
+        raise ConfigError(f'cannot build the model of {name}: '
+                          f'{type(e).__name__}: {text}; check the model '
+                          'section and --cfg-options') from None
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, map_location='cpu',
                         trust_checkpoint=trust_checkpoint,

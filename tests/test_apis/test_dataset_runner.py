@@ -146,3 +146,42 @@ def test_logs_kept_under_logs(one_process):
     path, out = one_process
     logs = os.listdir(osp.join(out, 'logs'))
     assert logs and all(not n.startswith('.') for n in logs)
+
+
+def test_resume_redoes_a_damaged_maps_file(dataset, one_process, tmp_path):
+    root, ckpt, cfg = dataset
+    _, full = one_process
+    out = str(tmp_path / 'run')
+    shutil.copytree(full, out)
+    with open(osp.join(out, 'maps', '000001.npz'), 'wb') as f:
+        f.write(b'PK\x03\x04 truncated')  # damaged after the record
+    kept = os.stat(osp.join(out, 'records', '000000.json')).st_mtime_ns
+    man = _manifest(explain_dataset(cfg, ckpt, out, 'gradcam'))
+    assert man['counts']['ok'] == 4
+    assert os.stat(osp.join(out, 'records',
+                            '000000.json')).st_mtime_ns == kept
+    with np.load(osp.join(out, 'maps', '000001.npz')) as z:
+        assert z.files  # redone, loadable again
+
+
+@pytest.mark.parametrize('case,text', [
+    ('target', 'target class 9 is out of range: the model has 4 classes'),
+    ('missing_ann', 'annotation file not found'),
+    ('empty_ann', 'is empty'),
+    ('malformed_ann', 'cannot build the test dataset from the config'),
+])
+def test_dataset_input_errors_write_nothing(dataset, tmp_path, case, text):
+    from mmxai.errors import MMXAIError
+    root, ckpt, cfg = dataset
+    kwargs = dict(target=9) if case == 'target' else {}
+    ann = tmp_path / 'ann.txt'
+    if case == 'empty_ann':
+        ann.write_text('')
+    elif case == 'malformed_ann':
+        ann.write_text('clip00.mp4 not_a_label extra\n')
+    if case != 'target':
+        kwargs['cfg_options'] = {'test_dataloader.dataset.ann_file': str(ann)}
+    out = tmp_path / 'out'
+    with pytest.raises(MMXAIError, match=text):
+        explain_dataset(cfg, ckpt, str(out), 'gradcam', **kwargs)
+    assert not out.exists() or os.listdir(out) == []

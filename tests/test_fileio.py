@@ -1,0 +1,53 @@
+"""mmxai.fileio: stale staging of dead runs, full disks, atomic writes."""
+import errno
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+from mmxai.errors import OutputError
+from mmxai.fileio import _owner_tag, atomic_path, clean_stale, staged_dir
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, '-c', 'pass'])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_staging_of_dead_runs_removed_live_kept(tmp_path):
+    host = _owner_tag().split('~')[0]
+    dead, live = _dead_pid(), os.getppid()
+    stale_dir = tmp_path / f'.mmxai-staging.{host}~{dead}.abc'
+    stale_dir.mkdir()
+    (stale_dir / '.maps.npz.tmp.npz').write_bytes(b'')
+    stale_tmp = tmp_path / f'.explanation.json.{host}~{dead}.x1.tmp.json'
+    stale_tmp.write_text('{')
+    live_dir = tmp_path / f'.mmxai-staging.{host}~{live}.def'
+    live_dir.mkdir()
+    other_host = tmp_path / f'.mmxai-staging.otherhost~{dead}.ghi'
+    other_host.mkdir()
+    with staged_dir(str(tmp_path)) as stage:
+        with open(osp.join(stage, 'a.json'), 'w') as f:
+            f.write('{}')
+    names = sorted(os.listdir(tmp_path))
+    assert names == sorted(['a.json', live_dir.name, other_host.name])
+    assert clean_stale(str(tmp_path)) == []
+
+
+def test_full_disk_names_the_file_and_the_space(tmp_path):
+    target = tmp_path / 'maps.npz'
+    with pytest.raises(OutputError) as e:
+        with atomic_path(str(target)) as tmp:
+            raise OSError(errno.ENOSPC, 'No space left on device', tmp)
+    msg = str(e.value)
+    assert msg.startswith('no space left writing ') and 'MB free on' in msg
+    assert 'choose another --out-dir' in msg and len(msg.splitlines()) == 1
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(OutputError, match='no space left writing'):
+        with staged_dir(str(tmp_path / 'o')) as stage:
+            raise OSError(errno.ENOSPC, 'No space left on device',
+                          osp.join(stage, 'overlay.mp4'))
+    assert os.listdir(tmp_path / 'o') == []

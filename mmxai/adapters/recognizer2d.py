@@ -5,6 +5,8 @@ from torch import Tensor, nn
 
 from ..errors import UnsupportedModelError
 from ..registry import ADAPTERS
+from ..utils.pipeline import (find_test_pipeline, pipeline_crop_frames,
+                              pipeline_crops)
 from .base import Recognizer3DAdapter
 
 
@@ -12,9 +14,16 @@ from .base import Recognizer3DAdapter
 class Recognizer2DAdapter(Recognizer3DAdapter):
     """2D recognizers take ``[B, V*T, C, H, W]`` and see ``B*V*T`` frames.
 
-    ``T`` (frames per view) is, in order: the ``frames_per_view`` argument,
-    ``backbone.num_segments`` (TSM/TANet/TIN), ``cls_head.num_segments``,
-    else all frames of a sample form one view. Layer outputs
+    The stack of one sample is ``crops x clips x clip_len`` frames, crops
+    outermost (``FormatShape('NCHW')``). ``T`` (frames per view) is, in
+    order: the ``frames_per_view`` argument, ``backbone.num_segments``
+    (TSM/TANet/TIN), ``cls_head.num_segments``, else the frames of one
+    spatial crop as the test pipeline makes them (``model.cfg``'s: its
+    sampler's ``clips x clip_len`` where that divides the stack, else the
+    stack over its crops, ``TenCrop`` 10, ``ThreeCrop`` 3; the ``crops``
+    argument overrides the pipeline's), else the whole stack. So TSN's test
+    pipeline (25 segments x TenCrop, 250 frames) gives 10 views of 25
+    frames, also for a chunk of its views. Layer outputs
     ``[B*V*T, C, h, w]`` are regrouped into ``[B, V, C, T, h, w]`` so that
     normalisation over (T, h, w) keeps relative temporal importance.
     """
@@ -23,14 +32,25 @@ class Recognizer2DAdapter(Recognizer3DAdapter):
     priority = 0
 
     def __init__(self, model: nn.Module,
-                 frames_per_view: Optional[int] = None, **kwargs):
+                 frames_per_view: Optional[int] = None,
+                 crops: Optional[int] = None, **kwargs):
         super().__init__(model)
         self.frames_per_view = frames_per_view
+        self.crops = crops
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
         from mmaction.models import Recognizer2D
         return isinstance(model, Recognizer2D)
+
+    def _pipeline(self):
+        return find_test_pipeline(getattr(self.model, 'cfg', None))
+
+    def num_crops(self) -> int:
+        """Spatial crops per frame of the model's test pipeline."""
+        if self.crops:
+            return int(self.crops)
+        return pipeline_crops(self._pipeline())
 
     def _segments(self, frames: int) -> int:
         for seg in (self.frames_per_view,
@@ -38,6 +58,14 @@ class Recognizer2DAdapter(Recognizer3DAdapter):
                     getattr(self.model.cls_head, 'num_segments', None)):
             if seg and frames % int(seg) == 0:
                 return int(seg)
+        crops = self.num_crops()
+        if crops <= 1:
+            return frames
+        per_crop = pipeline_crop_frames(self._pipeline())
+        if per_crop and frames % per_crop == 0:
+            return per_crop
+        if frames % crops == 0:
+            return frames // crops
         return frames
 
     def to_video(self, inputs: Tensor) -> Tensor:

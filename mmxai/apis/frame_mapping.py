@@ -24,10 +24,25 @@ def view_frame_indices(num_views: int, frames_per_view: int,
 
 def view_crop_index(num_views: int, frames_per_view: int,
                     num_frame_inds: int, num_crops: int) -> np.ndarray:
-    """``[V]`` spatial crop each view comes from."""
+    """``[V]`` spatial crop of the first frame of each view (see
+    :func:`position_crop_index` for every frame)."""
+    return position_crop_index(num_views, frames_per_view, num_frame_inds,
+                               num_crops)[:, 0]
+
+
+def position_crop_index(num_views: int, frames_per_view: int,
+                        num_frame_inds: int, num_crops: int) -> np.ndarray:
+    """``[V, T]`` spatial crop every map frame comes from.
+
+    Model inputs are ``crops x frame_inds`` frames, crops outermost, however
+    they are grouped into views: map frame ``p = v*T + t`` lies in crop
+    ``p // len(frame_inds)``. A view may so span several crops (a 2D
+    recognizer told to take the whole stack as one view).
+    """
     per_crop = max(1, num_frame_inds)
-    start = np.arange(num_views) * frames_per_view
-    return np.minimum(start // per_crop, max(0, num_crops - 1))
+    pos = np.arange(num_views * frames_per_view).reshape(num_views,
+                                                         frames_per_view)
+    return np.minimum(pos // per_crop, max(0, num_crops - 1))
 
 
 def maps_to_original(maps: np.ndarray, frame_inds: np.ndarray,
@@ -39,7 +54,11 @@ def maps_to_original(maps: np.ndarray, frame_inds: np.ndarray,
     Args:
         maps: ``[V, T, H, W]`` maps at the model's input resolution.
         frame_inds: original frame indices sampled by the pipeline.
-        crops: where each spatial crop lies in the original frame.
+        crops: where each spatial crop lies in the original frame, in the
+            order of the model input (crops outermost); map frame
+            ``p = v*T + t`` is crop ``p // len(frame_inds)``, original frame
+            ``frame_inds[p % len(frame_inds)]``, whatever the grouping into
+            views (see :func:`position_crop_index`).
         original_shape: ``(H0, W0)`` of the decoded video.
         out_shape: ``(H, W)`` to render at (default: original).
     Returns:
@@ -53,17 +72,17 @@ def maps_to_original(maps: np.ndarray, frame_inds: np.ndarray,
     sy, sx = oh / h0, ow / w0
     crops = crops or [CropRegion((0., 0., float(w0), float(h0)))]
     idx = view_frame_indices(v, t, frame_inds)
-    crop_of = view_crop_index(v, t, len(frame_inds), len(crops))
+    crop_of = position_crop_index(v, t, len(frame_inds), len(crops))
     acc: Dict[int, np.ndarray] = {}
     cnt: Dict[int, np.ndarray] = {}
     for vi in range(v):
-        region = crops[int(crop_of[vi])]
-        x1, y1, x2, y2 = region.box
-        c1, r1 = int(round(x1 * sx)), int(round(y1 * sy))
-        c2, r2 = int(round(x2 * sx)), int(round(y2 * sy))
-        c1, r1 = max(c1, 0), max(r1, 0)
-        c2, r2 = min(max(c2, c1 + 1), ow), min(max(r2, r1 + 1), oh)
         for ti in range(t):
+            region = crops[int(crop_of[vi, ti])]
+            x1, y1, x2, y2 = region.box
+            c1, r1 = int(round(x1 * sx)), int(round(y1 * sy))
+            c2, r2 = int(round(x2 * sx)), int(round(y2 * sy))
+            c1, r1 = max(c1, 0), max(r1, 0)
+            c2, r2 = min(max(c2, c1 + 1), ow), min(max(r2, r1 + 1), oh)
             m = maps[vi, ti].astype(np.float32)
             if region.flip:
                 m = m[:, ::-1]

@@ -134,7 +134,6 @@ def explain_video(model: Union[nn.Module, str, mmengine.Config], video: str,
     exp = explainer.explain(sample.data, target=target)
     exp.settings['seconds_total'] = round(time.perf_counter() - start, 4)
     exp.settings['sampling'] = sample.sampling  # frames repeated, if any
-    exp.settings['sampling'] = sample.sampling  # frames repeated, if any
     warning = getattr(unwrap_model(model), 'mmxai_checkpoint_warning', None)
     if warning:
         exp.settings['checkpoint_warning'] = warning

@@ -5,7 +5,8 @@ An adapter answers four questions for explainers, whatever the family:
 * the canonical video of an input: ``to_video(inputs) -> [B, V, C, T, H, W]``
   and back (``from_video``), for methods that perturb pixels;
 * the class scores exactly as ``predict`` computes them, before the softmax
-  (``scores``);
+  (``scores``), and the probabilities ``predict`` reports with
+  ``average_clips='prob'`` (``probs``: per-view softmax, averaged);
 * a layer's output as an activation grid ``[B, V, C, t, h, w]``
   (``activation_grid``) and a grid map back at input resolution
   (``upsample``);
@@ -92,6 +93,13 @@ class Recognizer3DAdapter:
         cls_scores = model.cls_head(feats, **kwargs)
         return average_view_scores(model.cls_head, cls_scores, batch,
                                    per_view)
+
+    def probs(self, inputs: Tensor) -> Tensor:
+        """Class probabilities ``[B, K]`` as ``predict`` reports them with
+        the toolbox's ``average_clips='prob'``: the softmax of each view's
+        score, averaged over views (with one view: the softmax of
+        :meth:`scores`). Not the softmax of the view-averaged score."""
+        return self.scores(inputs, per_view=True).float().softmax(-1).mean(1)
 
     # ------------------------------------------------------------- layers
     def default_target_layers(self) -> List[str]:

@@ -25,9 +25,10 @@ class _GradientExplainer(BaseExplainer):
 
     ``s_c`` is the view-averaged pre-softmax score of the target
     (``score='logit'``, default: the quantity whose completeness IG
-    guarantees) or its softmax probability (``'prob'``). Gradients are
-    taken for the whole multi-view input, so every view gets its own map of
-    the view-averaged score. Colour channels are reduced by ``reduction``.
+    guarantees) or its probability (``'prob'``: each view's softmax averaged
+    over views, what ``predict`` reports with ``average_clips='prob'``).
+    Gradients are taken for the whole multi-view input, so every view gets
+    its own map of the view-averaged score. Colour channels are reduced by ``reduction``.
     """
     default_reduction = 'max_abs'
 
@@ -47,9 +48,11 @@ class _GradientExplainer(BaseExplainer):
                     batch_size=self.batch_size)
 
     def objective(self, video: Tensor) -> Tensor:
-        """``[N, V, C, T, H, W]`` -> ``[N, K]`` scores as configured."""
-        s = self.adapter.scores(model_inputs(self.adapter, video))
-        return s.float().softmax(-1) if self.score == 'prob' else s.float()
+        """``[N, V, C, T, H, W]`` -> ``[N, K]`` scores as configured
+        (``'prob'``: per-view softmax averaged, as ``predict`` reports)."""
+        if self.score == 'prob':
+            return self.adapter.probs(model_inputs(self.adapter, video))
+        return self.adapter.scores(model_inputs(self.adapter, video)).float()
 
     def gradients(self, video: Tensor, cls: int,
                   bar: Optional[Progress] = None) -> Tuple[Tensor, Tensor]:

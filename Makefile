@@ -1,8 +1,15 @@
 # The two commands of the README: `make demo` and `make test`.
 # Both create .venv (once), install everything into it and run.
 PYTHON ?= python3
-# The CPU build of torch; override for another platform: make test TORCH=2.5.1
+# The torch version installed first; override for another Python: make test TORCH=2.5.1
 TORCH ?= 2.13.0
+# Where that torch comes from. Empty (default): pip's own configuration, which on
+# this project's machines finds the local CPU wheel (pip config list: find-links).
+# Elsewhere the public index's torch==$(TORCH) is the CUDA build (gigabytes of
+# nvidia-* packages); opt in to the CPU build with
+#   make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+TORCH_PIP_ARGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mmxai-installed
@@ -12,7 +19,7 @@ PYTEST_ARGS ?=
 
 $(STAMP): setup.py requirements/runtime.txt requirements/tests.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "torch==$(TORCH)"
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_PIP_ARGS) "torch==$(TORCH)"
 	$(PY) -m pip install -q -e ".[tests]"
 	$(PY) -c "import mmxai, mmaction.models, torch; print('mmxai', mmxai.__version__, 'torch', torch.__version__)"
 	touch $(STAMP)

@@ -29,7 +29,7 @@ from ..errors import ConfigError
 from ..evaluation.base import ExplainedBatch, ExplanationMetric
 from ..explainers import build_explainer
 from ..outputs import (HOOK_DEFAULT, HOOK_LAYOUT, OutputWriter, RankOutputs,
-                       resolve_outputs, view_tracks)
+                       display_maps, resolve_outputs, view_tracks)
 from ..registry import HOOKS, METRICS, VISUALIZERS
 from ..visualization.visualizer import ExplanationVisualizer, label_lines
 
@@ -311,12 +311,12 @@ class ExplainHook(Hook):
                     label_lines(data_sample, self._classes, target),
                     plot_title=f'sample {idx} view {{v}}', fps=self.fps)
             if self._backend_vis is not None and frames is not None:
-                maps = exp.maps[0].detach().float().cpu().numpy()
+                maps, signed = display_maps(exp)  # signed: [-1, 1]
                 for v in views:
                     self._backend_vis.add_datasample(
                         f'{idx:06d}_view{v}{suffix}', frames[v], data_sample,
                         maps=maps[v], target=target, out_type=self.out_type,
-                        step=runner.iter, fps=self.fps)
+                        step=runner.iter, fps=self.fps, signed=signed)
             ranks.append(RankOutputs(arrays, tracks, suffix))
         info = self._data_info(idx)
         labels = label_lines(data_sample, self._classes)

@@ -6,13 +6,15 @@ Layer: above ``visualization`` and ``evaluation``, below ``engine`` and
 from .extras import extras_writer, write_cfp_figures
 from .layout import DATASET_LAYOUT, HOOK_LAYOUT, VIDEO_LAYOUT, Layout
 from .records import class_label, explanation_record, headline, top5_line
-from .track import FrameTrack, map_mass, view_tracks
+from .track import (FrameTrack, colour_scale, combine_over_frames,
+                    display_maps, map_mass, view_tracks)
 from .vocabulary import (ALIASES, DATASET_DEFAULT, HOOK_DEFAULT, OUTPUT_NAMES,
                          VIDEO_DEFAULT, VISUAL_OUTPUTS, resolve_outputs)
 from .writer import OutputWriter, RankOutputs, SampleFiles
 
 __all__ = [
     'OutputWriter', 'RankOutputs', 'SampleFiles', 'FrameTrack', 'map_mass', 'view_tracks',
+    'display_maps', 'colour_scale', 'combine_over_frames',
     'Layout', 'VIDEO_LAYOUT', 'HOOK_LAYOUT', 'DATASET_LAYOUT', 'OUTPUT_NAMES',
     'ALIASES', 'VISUAL_OUTPUTS', 'VIDEO_DEFAULT', 'HOOK_DEFAULT',
     'DATASET_DEFAULT', 'resolve_outputs', 'extras_writer',

@@ -15,7 +15,7 @@ import numpy as np
 from ..fileio import staged_dir, write_json, write_npz
 from .extras import extras_writer
 from .layout import Layout
-from .track import FrameTrack
+from .track import FrameTrack, colour_scale, display_maps
 from .vocabulary import resolve_outputs
 
 __all__ = ['RankOutputs', 'SampleFiles', 'OutputWriter']
@@ -65,7 +65,9 @@ class OutputWriter:
         outputs: names from :data:`~mmxai.outputs.OUTPUT_NAMES` (deprecated
             aliases are accepted with a warning).
         layout: where each output goes.
-        alpha, cmap: heat-map blending and colour map.
+        alpha, cmap: heat-map blending and colour map (non-negative maps).
+        signed_cmap: diverging colour map of signed tracks, centred at 0
+            (see :mod:`~mmxai.outputs.track`).
         panel, min_size: label panel position, and the shorter side frames
             are upscaled to before it is drawn.
         gif_max_size: longest GIF side (None: as drawn).
@@ -75,11 +77,12 @@ class OutputWriter:
     def __init__(self, outputs: Sequence[str], layout: Layout,
                  alpha: float = 0.5, cmap: str = 'jet', panel: str = 'top',
                  min_size: int = 256, gif_max_size: Optional[int] = None,
-                 json_indent: int = 1) -> None:
+                 json_indent: int = 1, signed_cmap: str = 'RdBu_r') -> None:
         self.outputs = resolve_outputs(outputs)
         self.layout = layout
         self.alpha = alpha
         self.cmap = cmap
+        self.signed_cmap = signed_cmap
         self.panel = panel
         self.min_size = min_size
         self.gif_max_size = gif_max_size
@@ -105,7 +108,9 @@ class OutputWriter:
         Args:
             ranks: one :class:`RankOutputs` per explained target.
             record: builds the JSON record from the written files (called
-                last, so the record lists exactly what exists).
+                last, so the record lists exactly what exists); a dict
+                record gets ``colour_scale`` (how the primary explanation's
+                maps are drawn) unless it has one.
             explanation: the sample's primary explanation, for the
                 method's registered extras (e.g. CFP's pyramid).
             extras_frames: uint8 ``[T, H, W, 3]`` for those extras.
@@ -143,19 +148,30 @@ class OutputWriter:
             if 'json' in self.outputs and record is not None:
                 path, rel = out('json')
                 files.record = rel
-                write_json(path, record(files), indent=self.json_indent)
+                rec = record(files)
+                if isinstance(rec, dict) and 'colour_scale' not in rec \
+                        and hasattr(explanation, 'raw_maps'):
+                    rec['colour_scale'] = self.colour_scale(explanation)
+                write_json(path, rec, indent=self.json_indent)
         return files
+
+    def colour_scale(self, explanation: Any) -> str:
+        """How sample 0 of ``explanation`` is drawn, in words."""
+        return colour_scale(display_maps(explanation)[1], self.cmap,
+                            self.signed_cmap)
 
     def _write_track(self, track: FrameTrack, out) -> List[tuple]:
         """Draw and write one track; returns ``[(name, relative path)]``."""
         from .. import visualization as vis
         written = []
         fps = max(float(track.fps), 1.0)
+        signed = bool(track.signed)
+        cmap = self.signed_cmap if signed else self.cmap
         if self.wants('video', 'gif'):
             drawn = vis.overlay_heatmap(vis.as_rgb_frames(track.frames),
                                         track.maps, alpha=self.alpha,
-                                        cmap=self.cmap,
-                                        valid_mask=track.valid)
+                                        cmap=cmap, valid_mask=track.valid,
+                                        signed=signed)
             if len(track.lines):
                 drawn = vis.draw_label_panel(drawn, list(track.lines),
                                              position=self.panel,
@@ -174,14 +190,15 @@ class OutputWriter:
             vis.save_montage(path, track.frames, track.maps,
                              valid_mask=track.valid,
                              source_indices=track.frame_indices,
-                             alpha=self.alpha, cmap=self.cmap,
-                             suptitle=track.title)
+                             alpha=self.alpha, cmap=cmap,
+                             suptitle=track.title, signed=signed)
             written.append(('montage', rel))
         if 'plot' in self.outputs:
             path, rel = out('plot', track.stem)
             vis.plot_temporal_importance(
                 path, track.plot_series(), frame_indices=track.importance_x,
-                title=track.plot_title or track.title)
+                title=track.plot_title or track.title,
+                colors=track.plot_colors)
             written.append(('plot', rel))
         return written
 

@@ -20,6 +20,10 @@ from matplotlib.colors import Colormap
 
 CmapLike = Union[str, Colormap]
 
+#: Default colour maps: non-negative maps in [0, 1], signed maps in [-1, 1].
+DEFAULT_CMAP = 'jet'
+DEFAULT_SIGNED_CMAP = 'RdBu_r'
+
 
 def to_numpy(x: Any) -> np.ndarray:
     """Return ``x`` as a numpy array (torch tensors via ``.detach().cpu()``)."""
@@ -64,42 +68,93 @@ def as_rgb_frames(frames: Any) -> np.ndarray:
     return np.ascontiguousarray(f)
 
 
-@lru_cache(maxsize=32)
-def _lut_by_name(name: str) -> np.ndarray:
+def is_signed(maps: Any, rtol: float = 1e-6) -> bool:
+    """Whether ``maps`` carry signed evidence: the rule of every output.
+
+    A map is signed when its minimum is below ``-rtol * max|map|`` (the
+    tolerance ignores float noise around 0). Signed maps are drawn with a
+    diverging colour map centred at 0 (see :func:`signed_scale`).
+    """
+    m = as_map(maps)
+    if m.size == 0:
+        return False
+    lo = float(m.min())
+    return lo < 0 and -lo > rtol * float(np.abs(m).max())
+
+
+def signed_scale(maps: Any, axis: Any = None) -> np.ndarray:
+    """Symmetric scale: ``maps / max|maps|`` in [-1, 1] (0 stays 0).
+
+    ``axis``: the axes the maximum is taken over (None: all), e.g.
+    ``(1, 2, 3)`` for one scale per view of ``[V, T, H, W]``.
+    """
+    m = as_map(maps)
+    peak = np.abs(m).max(axis=axis, keepdims=True) if m.size else \
+        np.ones((1, ) * m.ndim, np.float32)
+    return np.divide(m, peak, out=np.zeros_like(m), where=peak > 0)
+
+
+def resolve_scale(maps: Any, signed: Any = None, cmap: Any = None):
+    """``(maps, signed, cmap)`` as drawn.
+
+    ``signed=None``: decided by :func:`is_signed`, and then maps are scaled
+    by :func:`signed_scale` (over the whole array). ``signed=True``: maps
+    are taken as already in [-1, 1]. ``cmap=None``: the default of the
+    scale (``'jet'``, or ``'RdBu_r'`` for signed maps).
+    """
+    m = as_map(maps)
+    if signed is None:
+        signed = is_signed(m)
+        if signed:
+            m = signed_scale(m)
+    signed = bool(signed)
+    if cmap is None:
+        cmap = DEFAULT_SIGNED_CMAP if signed else DEFAULT_CMAP
+    return m, signed, cmap
+
+
+@lru_cache(maxsize=64)
+def _lut_by_name(name: str, n: int = 256) -> np.ndarray:
     try:
         cm = _mpl_colormaps[name] if _mpl_colormaps is not None else None
     except KeyError:
         cm = None
     if cm is None:
         raise InputError(f'unknown colour map {name!r} (use a matplotlib name, e.g. "jet")')
-    return _lut_from_cmap(cm)
+    return _lut_from_cmap(cm, n)
 
 
-def _lut_from_cmap(cm: Colormap) -> np.ndarray:
-    rgba = cm(np.linspace(0.0, 1.0, 256))
+def _lut_from_cmap(cm: Colormap, n: int = 256) -> np.ndarray:
+    rgba = cm(np.linspace(0.0, 1.0, n))
     return np.clip(np.rint(rgba[:, :3] * 255.0), 0, 255).astype(np.uint8)
 
 
-def colormap_lut(cmap: CmapLike = 'jet') -> np.ndarray:
-    """The 256-entry RGB lookup table of a matplotlib colour map: uint8 ``[256, 3]``."""
+def colormap_lut(cmap: CmapLike = 'jet', n: int = 256) -> np.ndarray:
+    """The ``n``-entry RGB lookup table of a matplotlib colour map: uint8 ``[n, 3]``."""
     if isinstance(cmap, Colormap):
-        return _lut_from_cmap(cmap)
+        return _lut_from_cmap(cmap, n)
     if not isinstance(cmap, str):
         raise InputError(f'cmap must be a matplotlib colour map or its name, got {type(cmap).__name__}')
-    return _lut_by_name(cmap)
+    return _lut_by_name(cmap, n)
 
 
-def colorize(maps: Any, cmap: CmapLike = 'jet') -> np.ndarray:
-    """Map values in [0, 1] to RGB colours.
+def colorize(maps: Any, cmap: CmapLike = 'jet', signed: bool = False) -> np.ndarray:
+    """Map values in [0, 1] (or, ``signed``, in [-1, 1]) to RGB colours.
 
     Args:
-        maps: float array of any shape, e.g. ``[T, H, W]``; clipped to [0, 1],
-            NaN treated as 0.
+        maps: float array of any shape, e.g. ``[T, H, W]``; clipped to [0, 1]
+            ([-1, 1] when signed), NaN treated as 0.
         cmap: matplotlib colour map name or object.
+        signed: a diverging scale centred at 0: -1, 0, 1 get the colour
+            map's first, middle (exactly ``cmap(0.5)``) and last colour.
 
     Returns:
         uint8 ``[*maps.shape, 3]``.
     """
+    if signed:  # odd table: 0 lands on its middle entry
+        m = np.clip(as_map(maps), -1.0, 1.0)
+        idx = np.rint((m + 1.0) * 127.0).astype(np.intp)
+        return colormap_lut(cmap, 255)[idx]
     m = np.clip(as_map(maps), 0.0, 1.0)
     idx = np.rint(m * 255.0).astype(np.intp)
     return colormap_lut(cmap)[idx]

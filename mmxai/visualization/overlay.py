@@ -8,7 +8,8 @@ import numpy as np
 
 from mmxai.errors import InputError
 
-from .colormap import CmapLike, as_map, as_rgb_frames, colorize, to_numpy
+from .colormap import (CmapLike, as_map, as_rgb_frames, colorize,
+                       resolve_scale, to_numpy)
 
 
 def resize_maps(maps: Any, size: Tuple[int, int]) -> np.ndarray:
@@ -73,26 +74,35 @@ def _prepare_mask(valid_mask: Any, T: int, H: int, W: int) -> np.ndarray:
 def overlay_heatmap(frames: Any,
                     maps: Any,
                     alpha: float = 0.5,
-                    cmap: CmapLike = 'jet',
-                    valid_mask: Optional[Any] = None) -> np.ndarray:
+                    cmap: Optional[CmapLike] = None,
+                    valid_mask: Optional[Any] = None,
+                    signed: Optional[bool] = None) -> np.ndarray:
     """Blend colour-mapped maps onto frames: ``(1 - alpha) * frame + alpha * colour``.
 
     Args:
         frames: uint8 RGB ``[T, H, W, 3]`` (or one frame ``[H, W, 3]``).
-        maps: ``[T, H, W]`` in [0, 1] (``[1, h, w]``/``[h, w]`` broadcast over
-            time); resized bilinearly when its H, W differ from the frames'.
+        maps: ``[T, H, W]`` in [0, 1], or signed in [-1, 1] (``[1, h, w]``/
+            ``[h, w]`` broadcast over time); resized bilinearly when its H, W
+            differ from the frames'.
         alpha: weight of the heat map (0.5 = the 50/50 blend of Saliency Tubes).
-        cmap: matplotlib colour map.
+        cmap: matplotlib colour map; default ``'jet'``, or ``'RdBu_r'`` for
+            signed maps.
         valid_mask: bool ``[T, H, W]`` or ``[H, W]``; where False (pixels the
             model never saw) the plain frame is shown, bit for bit.
+        signed: draw on a diverging scale centred at 0 (0 gets the colour
+            map's middle colour). None: signed when ``maps`` has negative
+            values (:func:`~mmxai.visualization.is_signed`), and then maps
+            are divided by their largest magnitude; True: maps are taken as
+            already in [-1, 1].
 
     Returns:
         uint8 ``[T, H, W, 3]`` (``[H, W, 3]`` for a single frame).
     """
     if not 0.0 <= float(alpha) <= 1.0:
         raise InputError(f'alpha must be in [0, 1], got {alpha}')
-    f, m, single = _prepare(frames, maps)
-    heat = colorize(m, cmap).astype(np.float32)
+    m, signed, cmap = resolve_scale(maps, signed, cmap)
+    f, m, single = _prepare(frames, m)
+    heat = colorize(m, cmap, signed=signed).astype(np.float32)
     out = (1.0 - alpha) * f.astype(np.float32) + alpha * heat
     out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     if valid_mask is not None:

@@ -18,7 +18,8 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..registry import VISUALIZERS
-from .colormap import as_rgb_frames, to_numpy
+from .colormap import (DEFAULT_SIGNED_CMAP, as_rgb_frames, resolve_scale,
+                       to_numpy)
 from .overlay import draw_label_panel, overlay_heatmap
 from .video_writer import write_gif, write_video
 
@@ -66,7 +67,8 @@ class ExplanationVisualizer(ActionVisualizer):
             ``TensorboardVisBackend``, ``WandbVisBackend`` of MMAction2).
         save_dir: root folder of the backends.
         alpha: heat-map weight of the overlay.
-        cmap: matplotlib colour map.
+        cmap: matplotlib colour map of non-negative maps.
+        signed_cmap: diverging colour map of signed maps (centred at 0).
         min_size: frames are upscaled to this shorter side before the label
             panel is drawn, so text stays legible (0: never).
         panel: ``'top'``, ``'bottom'`` or ``'overlay'`` (see
@@ -77,11 +79,13 @@ class ExplanationVisualizer(ActionVisualizer):
                  vis_backends: Optional[List[dict]] = None,
                  save_dir: Optional[str] = None, alpha: float = 0.5,
                  cmap: str = 'jet', min_size: int = 256,
-                 panel: str = 'top', **kwargs) -> None:
+                 panel: str = 'top', signed_cmap: str = DEFAULT_SIGNED_CMAP,
+                 **kwargs) -> None:
         super().__init__(name=name, vis_backends=vis_backends,
                          save_dir=save_dir, **kwargs)
         self.alpha = alpha
         self.cmap = cmap
+        self.signed_cmap = signed_cmap
         self.min_size = min_size
         self.panel = panel
 
@@ -90,16 +94,25 @@ class ExplanationVisualizer(ActionVisualizer):
                          target: Optional[int] = None,
                          draw_gt: bool = True, draw_pred: bool = True,
                          draw_score: bool = True,
-                         valid_mask: Any = None) -> np.ndarray:
+                         valid_mask: Any = None,
+                         signed: Optional[bool] = None) -> np.ndarray:
         """Overlay ``maps [T, H, W]`` on ``frames [T, H, W, 3]`` (uint8 RGB)
-        and add the label panel; returns uint8 ``[T, H', W', 3]``."""
+        and add the label panel; returns uint8 ``[T, H', W', 3]``.
+
+        ``signed``: None: maps with negative values are drawn with
+        ``signed_cmap`` centred at 0, scaled by their largest magnitude;
+        True: maps in [-1, 1] drawn so; False: maps in [0, 1] with ``cmap``.
+        """
         out = as_rgb_frames(frames)
         if out.ndim != 4:
             raise InputError(f'frames must be [T, H, W, 3], got shape '
                              f'{tuple(out.shape)}')
         if maps is not None:
+            maps, signed, _ = resolve_scale(maps, signed)
             out = overlay_heatmap(out, maps, alpha=self.alpha,
-                                  cmap=self.cmap, valid_mask=valid_mask)
+                                  cmap=self.signed_cmap if signed
+                                  else self.cmap, valid_mask=valid_mask,
+                                  signed=signed)
         classes = (self.dataset_meta or {}).get('classes')
         lines = label_lines(data_sample, classes, target, draw_gt, draw_pred,
                             draw_score)
@@ -116,6 +129,7 @@ class ExplanationVisualizer(ActionVisualizer):
                        out_type: str = 'img', out_path: Optional[str] = None,
                        step: int = 0, fps: int = 4, valid_mask: Any = None,
                        target_resolution: Optional[tuple] = None,
+                       signed: Optional[bool] = None,
                        **kwargs) -> np.ndarray:
         """Draw an explanation and save it to every backend.
 
@@ -124,7 +138,8 @@ class ExplanationVisualizer(ActionVisualizer):
             video: uint8 RGB frames ``[T, H, W, 3]``, or anything
                 ``ActionVisualizer`` loads (a path, a frame folder).
             data_sample: ``ActionDataSample`` (``gt_label``, ``pred_score``).
-            maps: ``[T, H, W]`` in [0, 1] (resized to the frames).
+            maps: ``[T, H, W]`` in [0, 1], or signed (resized to the frames;
+                see ``signed`` of :meth:`draw_explanation`).
             target: the explained class, drawn as a third line.
             out_type: ``'img'`` (PNG frames), ``'gif'`` or ``'video'``.
             out_path: write to this file/folder only, ignoring backends.
@@ -135,7 +150,7 @@ class ExplanationVisualizer(ActionVisualizer):
             np.stack(self._load_video(video, target_resolution))[..., ::-1]
         drawn = self.draw_explanation(frames, maps, data_sample, target,
                                       draw_gt, draw_pred, draw_score,
-                                      valid_mask)
+                                      valid_mask, signed)
         if out_path is not None:
             _write_local(osp.dirname(out_path) or '.',
                          osp.basename(out_path), drawn, step, fps, out_type)

@@ -248,3 +248,63 @@ def test_plot_temporal_importance_png(tmp_path):
     assert _png_size(path) == (640, 360)
     with pytest.raises(InputError):
         plot_temporal_importance(tmp_path / 'r.png', fast, frame_indices=np.arange(5))
+
+
+# ------------------------------------------------------------ signed maps
+def test_signed_colorize_zero_is_the_neutral_middle_colour():
+    from matplotlib import colormaps
+    from mmxai.visualization import is_signed, signed_scale
+    neutral = np.rint(np.asarray(colormaps['RdBu_r'](0.5)[:3]) * 255)
+    c = colorize(np.array([-1.0, 0.0, 1.0]), 'RdBu_r', signed=True).astype(int)
+    assert np.array_equal(c[1], neutral)
+    assert c[0, 2] > c[0, 0] + 60 and c[2, 0] > c[2, 2] + 60  # blue, red
+    assert is_signed(np.array([-0.5, 1.0])) and not is_signed(np.array([0.0, 1.0]))
+    assert not is_signed(np.array([-1e-9, 1.0]))  # float noise is not a sign
+    np.testing.assert_allclose(signed_scale(np.array([-0.5, 0.0, 2.0])), [-0.25, 0, 1])
+
+
+def test_overlay_signed_map_zero_pixels_are_neutral_and_positive_unchanged():
+    frames = np.full((2, 8, 8, 3), 100, np.uint8)
+    m = np.zeros((2, 8, 8), np.float32)
+    m[:, :, :2] = -3.0  # raw, signed: detected and scaled by max|m|
+    m[:, :, -2:] = 6.0
+    out = overlay_heatmap(frames, m)
+    neutral = colorize(np.zeros(1), 'RdBu_r', signed=True)[0].astype(np.float32)
+    assert np.array_equal(out[:, :, 3:5], np.broadcast_to(
+        np.rint(0.5 * 100 + 0.5 * neutral).astype(np.uint8), out[:, :, 3:5].shape))
+    assert np.array_equal(out, overlay_heatmap(frames, m / 6, signed=True, cmap='RdBu_r'))
+    # a non-negative map keeps the jet blend of before
+    pos = blob_maps(T=2, H=8, W=8)
+    jet = colorize(pos, 'jet').astype(np.float32)
+    expect = np.clip(np.rint(0.5 * frames + 0.5 * jet), 0, 255).astype(np.uint8)
+    assert np.array_equal(overlay_heatmap(frames, pos), expect)
+
+
+def test_montage_long_title_stays_inside_the_figure(tmp_path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from mmxai.visualization import wrap_title
+    name = 'an_extremely_long_class_name ' * 4
+    name = name[:120]
+    title = f'gradcam: {name} (p=0.93) | top-5: {name} 0.93, run 0.04'
+    path = save_montage(tmp_path / 'm.png', smooth_clip(T=2), blob_maps(T=2),
+                        suptitle=title)
+    img = np.asarray(Image.open(path).convert('RGB')).astype(int)
+    band = img[:img.shape[0] // 6]  # the title rows
+    dark = (band < 200).any(-1)
+    assert dark.any()  # the title is drawn ...
+    assert not dark[:, :3].any() and not dark[:, -3:].any()  # ... inside
+    fig = Figure(figsize=(4, 2), dpi=100)
+    FigureCanvasAgg(fig)
+    wrapped = wrap_title(fig, title, 11)
+    assert 2 <= wrapped.count('\n') + 1 <= 4
+    t = fig.suptitle(wrapped, fontsize=11)
+    box = t.get_window_extent(fig.canvas.get_renderer())
+    assert box.x0 >= 0 and box.x1 <= fig.get_figwidth() * fig.dpi
+
+
+def test_plot_signed_series(tmp_path):
+    path = plot_temporal_importance(
+        tmp_path / 'p.png', {'positive': [0.2, 0.3], 'negative': [-0.4, -0.1]},
+        colors={'positive': 'tab:red', 'negative': 'tab:blue'}, title='x' * 150)
+    assert open(path, 'rb').read(8) == PNG_MAGIC

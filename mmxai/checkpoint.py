@@ -8,6 +8,14 @@ and a small allowlist of plain data types (:data:`SAFE_GLOBALS`); anything
 else is refused with :class:`~mmxai.errors.UntrustedCheckpointError` unless
 the caller opts in with ``trust_checkpoint=True`` (CLI ``--trust-checkpoint``).
 URLs are downloaded into a cache and then take the same path.
+
+numpy values are never built by numpy's own unpickling (its
+``_reconstruct``/``ndarray.__setstate__``/``scalar`` trust the file's dtype
+and bytes: a forged dtype crashes the interpreter). The allowlisted numpy
+names are bound to mmxai stand-ins that accept only plain dtypes
+(:data:`NUMPY_KINDS`) and exactly ``prod(shape) * itemsize`` bytes, and build
+each array with ``np.frombuffer``; any other failure while reading an
+untrusted file is an :class:`~mmxai.errors.InputError`.
 """
 import contextlib
 import hashlib
@@ -65,42 +73,304 @@ def _history_buffer_getattr(obj: Any, name: str) -> Callable:
         'allowed global')
 
 
+class _ForgedValue(Exception):
+    """A numpy value in a checkpoint that the safe loader will not build.
+
+    Raised from the stand-ins below while ``torch.load`` runs (torch passes
+    anything but ``UnpicklingError`` through unchanged) and turned into an
+    :class:`~mmxai.errors.MMXAIError` by :func:`load_checkpoint_file`.
+    ``untrusted``: a legitimate but unsafe kind (object or structured dtype);
+    otherwise the value is corrupt (sizes that do not add up, bogus fields).
+    """
+
+    def __init__(self, message: str, untrusted: bool = False):
+        super().__init__(message)
+        self.untrusted = untrusted
+
+
+#: numpy dtype kinds rebuilt from a checkpoint: bool, signed/unsigned int,
+#: float, complex, bytes, str. Their items are plain bytes (no pointers, no
+#: Python objects), so any byte pattern is a valid value.
+NUMPY_KINDS = 'biufcSU'
+_MAX_NDIM = 32
+_DTYPE_SPEC = re.compile(r'[<>|=]?[A-Za-z?]{1,3}[0-9]{0,9}')
+
+
+def _checked_dtype(dt: np.dtype, spec: Any) -> np.dtype:
+    if dt.kind not in NUMPY_KINDS or dt.hasobject or dt.fields is not None \
+            or dt.subdtype is not None or dt.metadata is not None:
+        raise _ForgedValue(f'numpy dtype {spec!r} (kind {dt.kind!r}: only '
+                           f'{", ".join(NUMPY_KINDS)} are rebuilt)',
+                           untrusted=dt.kind in 'OVMmT' or dt.hasobject)
+    if dt.itemsize <= 0:
+        raise _ForgedValue(f'numpy dtype {spec!r} of item size 0')
+    return dt
+
+
+class _NumpyDtype:
+    """Stands for ``numpy.dtype`` while a checkpoint is unpickled.
+
+    A pickled dtype is ``dtype(spec, align, copy)`` then ``__setstate__``
+    with the byte order, fields and sizes. The real ``dtype.__setstate__``
+    trusts those fields (a structured dtype can hide an object field and
+    then read pointers from the file's bytes). Here only a type-code string
+    of a plain kind (:data:`NUMPY_KINDS`) is accepted and the state may only
+    set the byte order; the real dtype is made from the spec.
+    """
+    __slots__ = ('_mmxai_dtype', )
+
+    def __init__(self, spec: Any = None, align: Any = False, copy: Any = True,
+                 *extra: Any):
+        if extra or type(spec) is not str or not _DTYPE_SPEC.fullmatch(spec) \
+                or type(align) is not bool or type(copy) is not bool:
+            raise _ForgedValue(f'numpy dtype{(spec, align, copy) + extra!r}',
+                               untrusted=type(spec) is not str)
+        try:
+            dt = np.dtype(spec)
+        except (TypeError, ValueError):
+            raise _ForgedValue(f'numpy dtype {spec!r}') from None
+        self._mmxai_dtype = _checked_dtype(dt, spec)
+
+    def __setstate__(self, state: Any) -> None:
+        # (version, byteorder, subarray, names, fields, elsize, alignment,
+        # flags[, metadata]); only the byte order is taken from the file.
+        dt = self._mmxai_dtype
+        ok = (type(state) is tuple and len(state) in (8, 9)
+              and state[0] in (3, 4) and type(state[0]) is int
+              and state[1] in ('<', '>', '|', '=') and type(state[1]) is str)
+        if not ok:
+            raise _ForgedValue(f'numpy dtype {dt.str!r} with state '
+                               f'{_short(state)}')
+        if state[2:5] != (None, None, None) or (len(state) == 9 and
+                                                state[8] is not None):
+            raise _ForgedValue(f'numpy dtype {dt.str!r} with fields, '
+                               'sub-arrays or metadata', untrusted=True)
+        if state[5] not in (-1, dt.itemsize) or type(state[5]) is not int:
+            raise _ForgedValue(f'numpy dtype {dt.str!r} with item size '
+                               f'{_short(state[5])}')
+        if state[1] in '<>' and dt.byteorder != '|':
+            self._mmxai_dtype = dt.newbyteorder(state[1])
+
+
+class _NdarrayType:
+    """Stands for the ``numpy.ndarray`` class (the first argument of
+    ``_reconstruct``); the real class would let a file call
+    ``ndarray(shape, dtype, buffer, offset, strides)``."""
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return 'numpy.ndarray'
+
+
+_NDARRAY = _NdarrayType()
+
+
+class _NumpyArray:
+    """What ``_reconstruct`` returns; its ``__setstate__`` (the pickle's
+    BUILD) builds the array with :func:`_build_array` and
+    :func:`_resolve_numpy` swaps it in after loading."""
+    __slots__ = ('_mmxai_array', )
+
+    def __init__(self):
+        self._mmxai_array = None
+
+    def __setstate__(self, state: Any) -> None:
+        if self._mmxai_array is not None:
+            raise _ForgedValue('numpy array built twice')
+        if type(state) is tuple and len(state) == 5 and state[0] == 1 \
+                and type(state[0]) is int:
+            state = state[1:]
+        if type(state) is not tuple or len(state) != 4:
+            raise _ForgedValue(f'numpy array state {_short(state)}')
+        shape, dtype, fortran, raw = state
+        if type(fortran) not in (bool, int) or fortran not in (0, 1):
+            raise _ForgedValue(f'numpy array order {_short(fortran)}')
+        self._mmxai_array = _build_array(raw, dtype, shape,
+                                         'F' if fortran else 'C')
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + '...'
+
+
+def _dtype_of(dtype: Any) -> np.dtype:
+    if type(dtype) is not _NumpyDtype:
+        raise _ForgedValue(f'numpy dtype given as {type(dtype).__name__}')
+    return dtype._mmxai_dtype
+
+
+def _build_array(raw: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
+    """A fresh array from checked pieces: dtype of a plain kind, a shape of
+    non-negative ints, exactly ``prod(shape) * itemsize`` bytes."""
+    dt = _dtype_of(dtype)
+    if type(shape) is int:
+        shape = (shape, )
+    if type(shape) not in (tuple, list) or len(shape) > _MAX_NDIM or any(
+            type(d) is not int or d < 0 for d in shape):
+        raise _ForgedValue(f'numpy array of shape {_short(shape)}')
+    if order not in ('C', 'F') or type(order) is not str:
+        raise _ForgedValue(f'numpy array order {_short(order)}')
+    if type(raw) not in (bytes, bytearray):
+        raise _ForgedValue(f'numpy array data of type {type(raw).__name__}',
+                           untrusted=type(raw) is list)
+    count = 1
+    for d in shape:
+        count *= d
+    if len(raw) != count * dt.itemsize:
+        raise _ForgedValue(
+            f'numpy array of shape {_short(tuple(shape))} and dtype {dt.str} '
+            f'needs {count * dt.itemsize} bytes, the file has {len(raw)}')
+    flat = np.frombuffer(raw, dtype=dt, count=count)
+    return flat.reshape(tuple(shape), order=order).copy(order='K')
+
+
+def _safe_reconstruct(subtype: Any = None, *args: Any) -> _NumpyArray:
+    """Stands for ``numpy.core.multiarray._reconstruct`` (plain arrays only;
+    the placeholder shape and dtype arguments are not used)."""
+    if subtype is not _NDARRAY:
+        raise _ForgedValue(f'numpy array of class {_short(subtype)}',
+                           untrusted=True)
+    return _NumpyArray()
+
+
+def _safe_scalar(dtype: Any = None, raw: Any = None, *extra: Any) -> Any:
+    """Stands for ``numpy.core.multiarray.scalar``: one item of a plain
+    dtype from exactly ``itemsize`` bytes."""
+    dt = _dtype_of(dtype)
+    if extra or type(raw) is not bytes or len(raw) != dt.itemsize:
+        raise _ForgedValue(f'numpy {dt.str} scalar from {_short(raw)}')
+    return np.frombuffer(raw, dtype=dt, count=1)[0]
+
+
+def _safe_frombuffer(buf: Any = None, dtype: Any = None, shape: Any = None,
+                     order: Any = 'C', *extra: Any) -> np.ndarray:
+    """Stands for ``numpy.core.numeric._frombuffer`` (pickle protocol 5)."""
+    if extra:
+        raise _ForgedValue('numpy _frombuffer with extra arguments')
+    return _build_array(buf, dtype, shape, order)
+
+
+def _safe_bytes(*args: Any) -> bytes:
+    """Stands for ``builtins.bytes``: pickle protocol 2 writes ``b''`` (the
+    data of an empty numpy array) as ``bytes()``; nothing else is made
+    (``bytes(n)`` would allocate what the file asks)."""
+    if args:
+        raise _ForgedValue(f'bytes{_short(args)}')
+    return b''
+
+
+class _ScalarType:
+    """Stands for a numpy scalar type stored as a value (e.g. a
+    ``dtype=np.float32`` setting); calling it converts one plain Python
+    number, string or bytes, as ``np.float32(0.5)`` does."""
+    __slots__ = ('_mmxai_type', )
+
+    def __init__(self, t: type):
+        self._mmxai_type = t
+
+    def __call__(self, *args: Any) -> Any:
+        if len(args) > 1 or any(
+                type(a) not in (bool, int, float, complex, str, bytes)
+                for a in args):
+            raise _ForgedValue(f'{self._mmxai_type.__name__}'
+                               f'{_short(args)}')
+        return self._mmxai_type(*args)
+
+    def __repr__(self) -> str:
+        return f'numpy.{self._mmxai_type.__name__}'
+
+
+_SCALAR_TYPES = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8,
+                 np.uint16, np.uint32, np.uint64, np.float16, np.float32,
+                 np.float64, np.complex64, np.complex128, np.str_, np.bytes_)
+_SCALAR_STANDINS = {t: _ScalarType(t) for t in _SCALAR_TYPES}
+
+
 def _numpy_entries() -> List[Tuple[Any, str, str]]:
+    """numpy's pickle names, each bound to an mmxai stand-in that checks
+    what it is given (the real functions trust the file's dtype and bytes:
+    a forged one crashes the interpreter)."""
     mods = ('numpy.core', 'numpy._core')  # numpy 1.x and 2.x pickle names
     rows = []
     for mod in mods:
         rows += [
-            (_np_multiarray._reconstruct, f'{mod}.multiarray._reconstruct',
-             'builds an empty ndarray (subtype must itself be allowlisted); '
-             'ndarray.__setstate__ then fills it from raw bytes'),
-            (_np_multiarray.scalar, f'{mod}.multiarray.scalar',
-             'numpy scalar (np.float64, np.int64, ...) from dtype + raw bytes'),
-            (_np_numeric._frombuffer, f'{mod}.numeric._frombuffer',
-             'ndarray from a bytes buffer (pickle protocol >= 5)'),
+            (_safe_reconstruct, f'{mod}.multiarray._reconstruct',
+             'stand-in: a placeholder whose __setstate__ builds a plain '
+             'array with np.frombuffer from checked dtype, shape and bytes'),
+            (_safe_scalar, f'{mod}.multiarray.scalar',
+             'stand-in: a numpy scalar of a plain dtype from itemsize bytes'),
+            (_safe_frombuffer, f'{mod}.numeric._frombuffer',
+             'stand-in: checked array from a bytes buffer (protocol >= 5)'),
         ]
     rows += [
-        (np.ndarray, 'numpy.ndarray', 'array container (data, shape, dtype)'),
-        (np.dtype, 'numpy.dtype', 'dtype descriptor, e.g. dtype("f8")'),
+        (_NDARRAY, 'numpy.ndarray',
+         'stand-in for the class: only accepted by _reconstruct'),
+        (_NumpyDtype, 'numpy.dtype',
+         'stand-in: a dtype from a type-code string of a plain kind '
+         f'({NUMPY_KINDS}); its state may only set the byte order'),
+        (_safe_bytes, 'builtins.bytes',
+         "stand-in: only bytes() == b'', how protocol 2 pickles the data of "
+         'an empty array'),
+        (_NumpyArray, 'mmxai.checkpoint._NumpyArray',
+         "(internal) what _reconstruct returns; listed so that the pickle's "
+         'BUILD reaches its checking __setstate__'),
     ]
-    # numpy >= 1.25 gives each dtype its own class; BUILD on a dtype instance
-    # checks that class, so e.g. Float64DType must be allowed too.
-    dtypes_mod = getattr(np, 'dtypes', None)
-    if dtypes_mod is not None:
-        for name in sorted(dir(dtypes_mod)):
-            cls = getattr(dtypes_mod, name)
-            if isinstance(cls, type) and issubclass(cls, np.dtype):
-                rows.append((cls, f'numpy.dtypes.{name}',
-                             'dtype class (numpy >= 1.25)'))
-    # Scalar types stored as values (e.g. a dtype=np.float32 setting).
-    for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8,
-              np.uint16, np.uint32, np.uint64, np.float16, np.float32,
-              np.float64, np.complex64, np.complex128, np.str_, np.bytes_):
+    for t, standin in _SCALAR_STANDINS.items():
         names = {f'numpy.{t.__name__}'}
         if t is np.bool_:
             names |= {'numpy.bool_', 'numpy.bool'}  # numpy 1.x / 2.x name
         for n in sorted(names):
-            rows.append((t, n, 'numpy scalar type (a numeric constructor)'))
+            rows.append((standin, n, 'stand-in for a numpy scalar type: '
+                         'converts one plain number/str/bytes'))
     return rows
+
+
+def _resolve_numpy(obj: Any) -> Any:
+    """Swap the stand-ins in a loaded checkpoint for real numpy values."""
+    done: dict = {}
+
+    def walk(x: Any) -> Any:
+        t = type(x)
+        if t is _NumpyArray:
+            if x._mmxai_array is None:
+                raise _ForgedValue('numpy array without data')
+            return x._mmxai_array
+        if t is _NumpyDtype:
+            return x._mmxai_dtype
+        if t is _ScalarType:
+            return x._mmxai_type
+        if x is _NDARRAY:
+            return np.ndarray
+        if x is _NumpyDtype:
+            return np.dtype
+        if t in (str, bytes, int, float, bool, type(None), complex):
+            return x
+        key = id(x)
+        if key in done:
+            return done[key]
+        if isinstance(x, dict):
+            done[key] = x
+            items = [(walk(k), walk(v)) for k, v in list(x.items())]
+            if any(a is not b for (a, _), b in zip(items, list(x))):
+                x.clear()
+            for k, v in items:
+                x[k] = v
+        elif t is list:
+            done[key] = x
+            x[:] = [walk(v) for v in x]
+        elif t in (tuple, set, frozenset):
+            done[key] = x
+            new = [walk(v) for v in x]
+            if any(a is not b for a, b in zip(new, x)):
+                done[key] = t(new)
+        if isinstance(x, (dict, HistoryBuffer, torch.Tensor)) and \
+                getattr(x, '__dict__', None):
+            done[key] = x
+            walk(x.__dict__)
+        return done.get(key, x)
+
+    return walk(obj)
 
 
 def _build_safe_globals() -> List[Tuple[Any, str, str]]:
@@ -265,24 +535,47 @@ def load_checkpoint_file(filename: str,
                              f'({_first_line(e)})') from None
     try:
         with _history_buffer_registry_kept(), _allowlisted():
-            return torch.load(path, map_location=map_location,
-                              weights_only=True)
+            return _resolve_numpy(torch.load(path, map_location=map_location,
+                                             weights_only=True))
     except pickle.UnpicklingError as e:
         offending = _refused_type(str(e))
         if offending is None:
             raise InputError(f'{filename!r} is not a PyTorch checkpoint '
                              f'({_first_line(e)})') from None
-        hint = ('' if _torch_version() >= (2, 4) else
-                ' (torch < 2.4 cannot allowlist types: upgrade torch)')
-        raise UntrustedCheckpointError(
-            f'checkpoint {filename!r} needs {offending!r} to load, which is '
-            f"not on mmxai's allowlist of data types{hint}; load it only if "
-            'you trust its source: --trust-checkpoint (CLI), '
-            f'trust_checkpoint=True (API) or {TRUST_ENV}=1 (the toolbox\'s '
-            'tools)') from None
+        opcode = re.fullmatch(r'Unsupported operand (\S+)', offending)
+        what = (f'uses pickle opcode {opcode.group(1)}, which the safe '
+                '(weights-only) loader does not read (corrupt, or not written '
+                'by torch.save)' if opcode else
+                f"needs {offending!r} to load, which is not on mmxai's "
+                'allowlist of data types')
+        raise UntrustedCheckpointError(_untrusted_message(filename, what)) \
+            from None
+    except _ForgedValue as e:
+        if e.untrusted:
+            raise UntrustedCheckpointError(_untrusted_message(
+                filename, f'holds a {_first_line(e)}, which mmxai\'s safe '
+                'loader does not rebuild')) from None
+        raise InputError(f'{filename!r} is not a PyTorch checkpoint (corrupt '
+                         f'or forged: {_first_line(e)})') from None
+    except RecursionError:
+        raise InputError(f'{filename!r} is not a PyTorch checkpoint (nested '
+                         'too deeply)') from None
     except (EOFError, RuntimeError) as e:
         raise InputError(f'{filename!r} is not a PyTorch checkpoint '
                          f'({_first_line(e)})') from None
+    except Exception as e:  # noqa: B902 untrusted bytes: any failure is
+        # a corrupt file (struct.error, KeyError, MemoryError, ...)
+        raise InputError(f'{filename!r} is not a PyTorch checkpoint '
+                         f'({type(e).__name__}: {_first_line(e)})') from None
+
+
+def _untrusted_message(filename: str, what: str) -> str:
+    hint = ('' if _torch_version() >= (2, 4) else
+            ' (torch < 2.4 cannot allowlist types: upgrade torch)')
+    return (f'checkpoint {filename!r} {what}{hint}; load it only if you '
+            'trust its source: --trust-checkpoint (CLI), '
+            f'trust_checkpoint=True (API) or {TRUST_ENV}=1 (the toolbox\'s '
+            'tools)')
 
 
 def _revised(key: str, revise_keys: Sequence[Tuple[str, str]]) -> str:

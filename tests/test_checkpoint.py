@@ -464,3 +464,116 @@ def test_bundled_demo_checkpoint_through_mmengines_loader():
     state = model.state_dict()
     for k, v in ckpt['state_dict'].items():
         assert torch.equal(state[k], v), k
+
+
+# ------------------------------------------- forged numpy values, fuzzing
+def _run_fuzz(*args, env=None, timeout=180):
+    """The checkpoint_fuzz CLI in a subprocess: a crash (segfault) fails the
+    test instead of killing pytest."""
+    import subprocess
+    import sys
+    proc = subprocess.run(
+        [sys.executable, '-m', 'mmxai.testing.checkpoint_fuzz', *args],
+        capture_output=True, text=True, timeout=timeout,
+        env=dict(os.environ, OMP_NUM_THREADS='1', **(env or {})))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, (
+        f'exit {proc.returncode} (negative: killed by a signal); last '
+        f'lines:\n{out[-1500:]}')
+    done = [ln for ln in proc.stdout.splitlines()
+            if not ln.endswith(': ...')]
+    return done
+
+
+def test_crafted_numpy_values_give_one_line_error(tmp_path, http_dir):
+    """Forged dtypes/buffers on the allowlisted numpy path (segfaults of
+    numpy's own unpickling before): one-line MMXAIError, from a local
+    file (zip and legacy format) and from a URL; the process lives."""
+    from mmxai.testing.checkpoint_fuzz import CRAFTED, crafted_checkpoint
+    root, base, cache = http_dir
+    files = []
+    for case in CRAFTED:
+        files.append(crafted_checkpoint(str(tmp_path / f'{case}.pth'), case))
+        files.append(crafted_checkpoint(str(tmp_path / f'{case}_old.pth'),
+                                        case, legacy=True))
+    crafted_checkpoint(str(root / 'forged.pth'), 'hidden_object_field_array')
+    files.append(f'{base}/forged.pth')
+    lines = _run_fuzz('load', *files, env=dict(MMXAI_CACHE=str(cache)))
+    assert len(lines) == len(files)
+    for f, line in zip(files, lines):
+        assert line.startswith(f + ': '), line
+        outcome = line[len(f) + 2:]
+        assert outcome.startswith(('UntrustedCheckpointError: ',
+                                   'InputError: ')), line
+        assert '[MULTILINE]' not in line
+    by_case = dict(zip(files, lines))
+    hidden = by_case[str(tmp_path / 'hidden_object_field_array.pth')]
+    assert "dtype 'V8'" in hidden and '--trust-checkpoint' in hidden
+    assert 'needs 8000000 bytes, the file has 32' in by_case[
+        str(tmp_path / 'shape_larger_than_buffer.pth')]
+    assert 'UntrustedCheckpointError' in by_case[f'{base}/forged.pth']
+
+
+def test_crafted_numpy_value_in_process_is_mmxai_error(tmp_path):
+    """The same through the API in this process (after the subprocess check
+    above proved it cannot crash)."""
+    from mmxai.testing.checkpoint_fuzz import crafted_checkpoint
+    path = crafted_checkpoint(str(tmp_path / 'f.pth'), 'object_scalar')
+    with pytest.raises(UntrustedCheckpointError, match="dtype 'O'") as err:
+        load_checkpoint_file(path)
+    assert '\n' not in str(err.value)
+    path = crafted_checkpoint(str(tmp_path / 'g.pth'), 'negative_shape')
+    with pytest.raises(InputError, match=r'shape \(-1,\)'):
+        load_checkpoint_file(path)
+
+
+def test_plain_numpy_values_round_trip(tmp_path):
+    """Every plain kind, byte order, memory order and size loads exactly as
+    numpy's own unpickling would build it."""
+    np = pytest.importorskip('numpy')
+    values = dict(
+        f8=np.arange(6, dtype='<f8').reshape(2, 3),
+        big=np.arange(5, dtype='>i4'),
+        fortran=np.asfortranarray(np.arange(12.).reshape(3, 4)),
+        u1=np.array([0, 255], np.uint8), b=np.array([True, False]),
+        c=np.array([1 + 2j], np.complex64), f2=np.ones(3, np.float16),
+        s=np.array([b'ab', b'c']), u=np.array(['wave', 'jümp']),
+        empty=np.zeros((0, 3), np.float32), zero_d=np.array(3.5),
+        scalars=[np.float64(0.25), np.int64(-7), np.bool_(True),
+                 np.str_('x'), np.bytes_(b'y'), np.complex128(1j)],
+        dtypes=(np.dtype('float32'), np.dtype('>u2'), np.dtype('U3')),
+        types={'t': np.float32, 'arr_cls': np.ndarray, 'dt_cls': np.dtype})
+    for legacy in (False, True):
+        path = str(tmp_path / f'np{legacy}.pth')
+        torch.save(dict(meta=values), path,
+                   _use_new_zipfile_serialization=not legacy)
+        got = load_checkpoint_file(path)['meta']
+        for k in ('f8', 'big', 'fortran', 'u1', 'b', 'c', 'f2', 's', 'u',
+                  'empty', 'zero_d'):
+            a, b = values[k], got[k]
+            assert type(b) is np.ndarray, k
+            assert b.dtype == a.dtype and b.shape == a.shape, k
+            assert np.array_equal(a, b), k
+            assert b.flags.writeable and b.flags.owndata, k
+        assert got['fortran'].flags.f_contiguous
+        assert got['big'].dtype.byteorder == '>'
+        for a, b in zip(values['scalars'], got['scalars']):
+            assert type(b) is type(a) and b == a
+        assert got['dtypes'] == values['dtypes']
+        assert got['types'] == values['types']
+
+
+def test_fuzzed_runner_checkpoint_never_crashes(runner_ckpt):
+    """200 seeded byte mutations of a Runner checkpoint's data.pkl: each
+    loads or gives one MMXAIError line, in one process that exits normally
+    (no segfault, no other exception)."""
+    lines = _run_fuzz('fuzz', runner_ckpt[0], '--count', '200', '--seed',
+                      '20')
+    assert len(lines) == 200
+    bad = [ln for ln in lines if 'UNHANDLED' in ln or '[MULTILINE]' in ln]
+    assert not bad, bad[:5]
+    outcomes = {ln.split(': ', 1)[1].split(':')[0] for ln in lines}
+    assert outcomes <= {'InputError', 'UntrustedCheckpointError'} | {
+        o for o in outcomes if o.startswith('loaded')}
+    assert any(o.startswith('loaded') for o in outcomes)
+    assert 'InputError' in outcomes

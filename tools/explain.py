@@ -291,7 +291,9 @@ def _main(argv=None) -> int:
         from mmxai.explainers import method_names
         print('\n'.join(sorted(method_names())))
         return 0
-    if not args.verbose and args.video:
+    if args.verbose:
+        os.environ['MMXAI_VERBOSE'] = '1'  # the decoder's own messages too
+    elif args.video:
         _quiet_toolbox()
     try:
         return run_video(args, cfg) if args.video else run_dataset(args, cfg)

@@ -45,6 +45,10 @@ class Recognizer3DAdapter:
 
     def __init__(self, model: nn.Module, **kwargs):
         self.model = unwrap_model(model)
+        #: The config whose test pipeline made the inputs, when the model
+        #: carries none (``model.cfg``): the Runner's models, set by the
+        #: hook and dataset runs (view layouts are read from it).
+        self.pipeline_config = None
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:

@@ -44,7 +44,8 @@ class Recognizer2DAdapter(Recognizer3DAdapter):
         return isinstance(model, Recognizer2D)
 
     def _pipeline(self):
-        return find_test_pipeline(getattr(self.model, 'cfg', None))
+        return find_test_pipeline(self.pipeline_config or
+                                  getattr(self.model, 'cfg', None))
 
     def num_crops(self) -> int:
         """Spatial crops per frame of the model's test pipeline."""

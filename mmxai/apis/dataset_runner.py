@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from ..errors import ConfigError, InputError, MMXAIError
+from ..utils.pipeline import loader_pipeline
 from ..preflight import (check_annotation_file, check_target,
                          config_num_classes)
 from ..fileio import check_writable, json_safe, read_json
@@ -199,6 +200,8 @@ def explain_dataset(config: Any,
                             allow_partial=allow_partial_checkpoint)
         model.eval()
         explainer = build_explainer(method, model, **method_options)
+        explainer.adapter.pipeline_config = loader_pipeline(
+            runner.cfg.test_dataloader)
         loader = _toolbox_step(f'build the {split} dataset',
                                runner.build_dataloader,
                                runner.cfg.test_dataloader)

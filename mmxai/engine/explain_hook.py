@@ -25,6 +25,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
 
 from ..adapters import inputs_to_frames, unwrap_model
+from ..utils.pipeline import loader_pipeline
 from ..errors import ConfigError
 from ..evaluation.base import ExplainedBatch, ExplanationMetric
 from ..explainers import build_explainer
@@ -157,6 +158,8 @@ class ExplainHook(Hook):
         model = unwrap_model(runner.model)
         self._model = model
         self._explainer = build_explainer(self.explainer_cfg, model)
+        self._explainer.adapter.pipeline_config = loader_pipeline(
+            runner.cfg.get('test_dataloader'))
         self._out = self.out_dir if osp.isabs(self.out_dir) else osp.join(
             runner.work_dir, self.out_dir)
         loader = runner.test_dataloader

@@ -8,7 +8,7 @@ of spatial crops must come from the pipeline: :func:`pipeline_crops`.
 from typing import Any, List, Optional
 
 __all__ = ['CROP_VIEWS', 'find_test_pipeline', 'pipeline_crops',
-           'pipeline_crop_frames']
+           'pipeline_crop_frames', 'loader_pipeline']
 
 #: Spatial crops each multi-crop transform makes of one frame.
 CROP_VIEWS = {'TenCrop': 10, 'ThreeCrop': 3}
@@ -31,6 +31,17 @@ def find_test_pipeline(cfg: Any) -> Optional[List[dict]]:
     if pipeline is None:
         pipeline = get('val_pipeline')
     return list(pipeline) if pipeline else None
+
+
+def loader_pipeline(loader_cfg: Any) -> Optional[dict]:
+    """``{'test_pipeline': [...]}`` of a dataloader config's dataset
+    (wrappers such as ``RepeatDataset`` followed), for
+    ``adapter.pipeline_config``; ``None`` if it has none."""
+    ds = loader_cfg.get('dataset') if hasattr(loader_cfg, 'get') else None
+    while hasattr(ds, 'get') and hasattr(ds.get('dataset'), 'get'):
+        ds = ds['dataset']
+    pipeline = ds.get('pipeline') if hasattr(ds, 'get') else None
+    return dict(test_pipeline=list(pipeline)) if pipeline else None
 
 
 def _type_name(t: Any) -> str:

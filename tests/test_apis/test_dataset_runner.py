@@ -185,3 +185,28 @@ def test_dataset_input_errors_write_nothing(dataset, tmp_path, case, text):
     with pytest.raises(MMXAIError, match=text):
         explain_dataset(cfg, ckpt, str(out), 'gradcam', **kwargs)
     assert not out.exists() or os.listdir(out) == []
+
+
+def test_tsn_tencrop_views_read_from_the_dataset_pipeline(dataset, tmp_path):
+    """The Runner's model has no ``.cfg``: the dataset's own pipeline gives
+    the view layout (10 crops x 3 segments, not one view of 30 frames)."""
+    from tiny_models import tsn_cfg
+    root, _, cfg = dataset
+    text = open(cfg).read() + f"""
+model = {tsn_cfg(num_classes=data.NUM_CLASSES)!r}
+test_dataloader['dataset']['pipeline'] = [
+    dict(type='DecordInit'),
+    dict(type='SampleFrames', clip_len=1, frame_interval=1, num_clips=3,
+         test_mode=True),
+    dict(type='DecordDecode'), dict(type='Resize', scale=(-1, 32)),
+    dict(type='TenCrop', crop_size=24),
+    dict(type='FormatShape', input_format='NCHW'),
+    dict(type='PackActionInputs')]
+"""
+    tsn = tmp_path / 'tsn.py'
+    tsn.write_text(text)
+    out = str(tmp_path / 'out')
+    man = _manifest(explain_dataset(str(tsn), None, out, 'gradcam'))
+    assert man['counts']['ok'] == 4
+    with np.load(osp.join(out, man['samples'][0]['files'][0])) as z:
+        assert z['maps'].shape[:3] == (1, 10, 3)

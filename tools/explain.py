@@ -91,6 +91,10 @@ def parse_args(argv=None):
                    help='cfp: number of back-steps D')
     p.add_argument('--method-options', nargs='+', action=DictAction,
                    default={}, help='more method settings, key=value')
+    p.add_argument('--max-memory', default=None,
+                   help='memory budget of the explanation, e.g. 4G or 512M: '
+                   'sets views per pass and batch sizes (default: from the '
+                   'free memory of the device; docs/scale.md)')
     p.add_argument('--out-dir', default=None,
                    help='output folder (default: work_dirs/explain/'
                    '<video>_<method>)')
@@ -141,6 +145,8 @@ def method_options(args) -> dict:
         opts['theta'] = parse_value(args.cfp_theta)
     if args.cfp_depth is not None:
         opts['depth'] = args.cfp_depth
+    if getattr(args, 'max_memory', None) is not None:
+        opts['max_memory'] = args.max_memory
     return opts
 
 

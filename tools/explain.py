@@ -102,6 +102,9 @@ def parse_args(argv=None):
                    help='json npz video gif montage plot (default: all but '
                    'gif for a video, json npz for a dataset)')
     p.add_argument('--gif', action='store_true', help='also write a GIF')
+    p.add_argument('--per-view-maps', action='store_true',
+                   help='maps.npz also holds every view\'s maps (default: '
+                   'one float16 map per original frame, views combined)')
     p.add_argument('--label-map', default=None,
                    help='class names, one per line')
     p.add_argument('--device', default='cpu', help='cpu, cuda:0, ...')
@@ -170,7 +173,7 @@ def run_video(args, cfg) -> int:
         checkpoint=args.checkpoint, device=args.device,
         trust_checkpoint=args.trust_checkpoint,
         allow_partial_checkpoint=args.allow_partial_checkpoint,
-        **method_options(args))
+        per_view_maps=args.per_view_maps, **method_options(args))
     exp = result.explanation
     t = int(exp.targets[0])
     print(f'{exp.method}: explained class {result.target_label()} '

@@ -7,7 +7,8 @@ the file run arbitrary code. Here checkpoints load with ``weights_only=True``
 and a small allowlist of plain data types (:data:`SAFE_GLOBALS`); anything
 else is refused with :class:`~mmxai.errors.UntrustedCheckpointError` unless
 the caller opts in with ``trust_checkpoint=True`` (CLI ``--trust-checkpoint``).
-URLs are downloaded into a cache and then take the same path.
+URLs are downloaded into a cache (checked: length, hash suffix, loadable;
+timeout) and then take the same path. See docs/security.md.
 
 numpy values are never built by numpy's own unpickling (its
 ``_reconstruct``/``ndarray.__setstate__``/``scalar`` trust the file's dtype
@@ -24,6 +25,7 @@ import os
 import os.path as osp
 import pickle
 import re
+import tempfile
 import zipfile
 from collections import OrderedDict
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
@@ -35,19 +37,13 @@ import torch.nn as nn
 from mmengine.logging import HistoryBuffer, MMLogger
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
-from mmxai.errors import (CheckpointMismatchError, InputError,
+from mmxai.errors import (CheckpointMismatchError, InputError, MMXAIError,
                           UntrustedCheckpointError)
-
-try:  # numpy >= 2 (and the 1.26 forward-compat alias)
-    from numpy._core import multiarray as _np_multiarray
-    from numpy._core import numeric as _np_numeric
-except ImportError:  # numpy < 1.26
-    from numpy.core import multiarray as _np_multiarray  # type: ignore
-    from numpy.core import numeric as _np_numeric  # type: ignore
 
 __all__ = ['SAFE_GLOBALS', 'load_checkpoint_file', 'load_checkpoint',
            'default_cache_dir', 'install_toolbox_loader', 'TRUST_ENV',
-           'checkpoint_mismatch', 'mismatch_summary']
+           'checkpoint_mismatch', 'mismatch_summary', 'DOWNLOAD_TIMEOUT_ENV',
+           'DEFAULT_DOWNLOAD_TIMEOUT', 'download_timeout', 'expected_hash']
 
 #: Environment variable that lifts the allowlist for the toolbox's own tools
 #: (``tools/test.py``, ``tools/train.py``), which have no mmxai flag.
@@ -460,22 +456,149 @@ def _is_url(filename: str) -> bool:
     return urlparse(str(filename)).scheme in ('http', 'https')
 
 
-def _download(url: str, cache_dir: Optional[str] = None) -> str:
-    """Fetch ``url`` once into the cache (atomic: temp file, then rename)."""
+#: Seconds without data after which a download gives up (env override).
+DOWNLOAD_TIMEOUT_ENV = 'MMXAI_DOWNLOAD_TIMEOUT'
+DEFAULT_DOWNLOAD_TIMEOUT = 60.0
+# The model zoo's (and torch.hub's) name rule: `..._20220812-8e1f2148.pth`,
+# the hex after the last '-' starts the file's SHA256. All-digit suffixes are
+# taken for dates (`model-20220812.pth`), not hashes.
+_HASH_SUFFIX = re.compile(r'-([0-9a-f]{8,64})\.[^-]*$')
+
+
+def download_timeout() -> float:
+    """:data:`DEFAULT_DOWNLOAD_TIMEOUT`, or ``$MMXAI_DOWNLOAD_TIMEOUT``."""
+    raw = os.environ.get(DOWNLOAD_TIMEOUT_ENV, '').strip()
+    if not raw:
+        return DEFAULT_DOWNLOAD_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float('inf'):
+        raise InputError(f'{DOWNLOAD_TIMEOUT_ENV}={raw!r} is not a number of '
+                         f'seconds; set e.g. {DOWNLOAD_TIMEOUT_ENV}=120')
+    return value
+
+
+def expected_hash(filename: str) -> Optional[str]:
+    """The SHA256 prefix a model-zoo file name carries, or None."""
+    m = _HASH_SUFFIX.search(osp.basename(filename))
+    return m.group(1) if m and not m.group(1).isdigit() else None
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _cache_path(url: str, cache_dir: Optional[str]) -> str:
     base = osp.basename(urlparse(url).path) or 'checkpoint.pth'
     key = hashlib.sha256(url.encode()).hexdigest()[:12]
-    folder = osp.join(cache_dir or default_cache_dir(), key)
-    dst = osp.join(folder, base)
-    if osp.isfile(dst):
-        return dst
+    return osp.join(cache_dir or default_cache_dir(), key, base)
+
+
+def _fetch(url: str, folder: str) -> Tuple[str, str]:
+    """Download ``url`` into a hidden temp file in ``folder``; checks the
+    received length against Content-Length. Returns ``(path, content
+    type)``; the temp file is removed on any failure."""
+    import http.client
+    import socket
+    import urllib.error
+    import urllib.request
+    timeout = download_timeout()
     try:
         os.makedirs(folder, exist_ok=True)
-        torch.hub.download_url_to_file(url, dst, progress=False)
-    except OSError as e:  # URLError/HTTPError are OSErrors
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix='.download-',
+                                   suffix='.part')
+    except OSError as e:
+        raise InputError(f'cannot write the checkpoint cache {folder!r} '
+                         f'({e.strerror or e}); set MMXAI_CACHE to a '
+                         'writable folder') from None
+    nothing = 'nothing was cached'
+    try:
+        with os.fdopen(fd, 'wb') as out:
+            req = urllib.request.Request(url, headers={'User-Agent': 'mmxai'})
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                ctype = resp.headers.get('Content-Type', '') or ''
+                length = resp.headers.get('Content-Length')
+                got = 0
+                while True:
+                    chunk = resp.read(1 << 20)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    got += len(chunk)
+        if length is not None and length.strip().isdigit() and \
+                got != int(length):
+            raise InputError(f'download of {url!r} stopped after {got} of '
+                             f'{int(length)} bytes; {nothing}: try again')
+        return tmp, ctype
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(e, MMXAIError):
+            raise
         reason = getattr(e, 'reason', None) or e
-        raise InputError(
-            f'cannot download checkpoint {url!r}: {reason}') from None
-    return dst
+        if isinstance(reason, (socket.timeout, TimeoutError)):
+            raise InputError(
+                f'no data from {url!r} for {timeout:g} s, gave up; {nothing} '
+                f'(wait longer with {DOWNLOAD_TIMEOUT_ENV}=<seconds>)'
+            ) from None
+        if isinstance(e, http.client.IncompleteRead):
+            raise InputError(f'download of {url!r} stopped after '
+                             f'{len(e.partial)} bytes ({e.expected} more '
+                             f'expected); {nothing}: try again') from None
+        if isinstance(e, (OSError, http.client.HTTPException)):
+            raise InputError(f'cannot download checkpoint {url!r}: '
+                             f'{_first_line(reason)}; {nothing}') from None
+        raise
+
+
+def _load_url(url: str, map_location: Any, trust_checkpoint: bool,
+              cache_dir: Optional[str]) -> Any:
+    """Load a URL through the cache: a cached copy is used when its name's
+    hash (if any) still matches; a download goes to a temp file and enters
+    the cache only when complete, of the named hash and loadable."""
+    dst = _cache_path(url, cache_dir)
+    want = expected_hash(dst)
+    if osp.isfile(dst):
+        if want is None or _sha256(dst).startswith(want):
+            try:
+                return _load_path(dst, url, map_location, trust_checkpoint)
+            except UntrustedCheckpointError:
+                raise
+            except InputError as e:
+                raise InputError(
+                    f'{e} (cached copy {dst!r}: delete it to download '
+                    'again)') from None
+        MMLogger.get_current_instance().warning(
+            f'cached checkpoint {dst} does not have the SHA256 {want}... its '
+            f'name promises (replaced or damaged); downloading {url} again')
+        with contextlib.suppress(OSError):
+            os.remove(dst)
+    tmp, ctype = _fetch(url, osp.dirname(dst))
+    try:
+        if want is not None:
+            got = _sha256(tmp)
+            if not got.startswith(want):
+                raise InputError(
+                    f'download of {url!r} has SHA256 {got[:len(want)]}..., '
+                    f'not {want}... as its name says (wrong or tampered '
+                    'file); nothing was cached')
+        try:
+            result = _load_path(tmp, url, map_location, trust_checkpoint)
+        except InputError as e:
+            page = (f'; the server sent {ctype.split(";")[0]}'
+                    if ctype.startswith('text/') else '')
+            raise type(e)(f'{e}{page}; nothing was cached') from None
+        os.replace(tmp, dst)
+        return result
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
 
 
 def _looks_like_checkpoint(path: str) -> bool:
@@ -501,8 +624,13 @@ def load_checkpoint_file(filename: str,
     """Read a checkpoint (local path or http(s) URL) without running its code.
 
     Args:
-        filename: path or ``http(s)://`` URL (downloaded to
-            :func:`default_cache_dir` first).
+        filename: path or ``http(s)://`` URL. A URL is downloaded into
+            :func:`default_cache_dir` through a temp file that enters the
+            cache only when complete (Content-Length), of the SHA256 its
+            name's ``-<hex>`` suffix names (model-zoo rule, checked on cache
+            hits too: a replaced entry is downloaded again) and loadable;
+            the download gives up after :func:`download_timeout` seconds
+            without data.
         map_location: as for ``torch.load``.
         trust_checkpoint: unpickle everything (``weights_only=False``); only
             for files from a trusted source.
@@ -518,7 +646,14 @@ def load_checkpoint_file(filename: str,
         InputError: missing, unreadable or corrupt file; failed download.
     """
     filename = os.fspath(filename)
-    path = _download(filename, cache_dir) if _is_url(filename) else filename
+    if _is_url(filename):
+        return _load_url(filename, map_location, trust_checkpoint, cache_dir)
+    return _load_path(filename, filename, map_location, trust_checkpoint)
+
+
+def _load_path(path: str, filename: str, map_location: Any,
+               trust_checkpoint: bool) -> Any:
+    """Load the file ``path`` (named ``filename`` in messages)."""
     if not osp.isfile(path):
         raise InputError(f'checkpoint file not found: {filename!r}')
     try:
@@ -543,13 +678,15 @@ def load_checkpoint_file(filename: str,
             raise InputError(f'{filename!r} is not a PyTorch checkpoint '
                              f'({_first_line(e)})') from None
         opcode = re.fullmatch(r'Unsupported operand (\S+)', offending)
-        what = (f'uses pickle opcode {opcode.group(1)}, which the safe '
-                '(weights-only) loader does not read (corrupt, or not written '
-                'by torch.save)' if opcode else
-                f"needs {offending!r} to load, which is not on mmxai's "
-                'allowlist of data types')
-        raise UntrustedCheckpointError(_untrusted_message(filename, what)) \
-            from None
+        if opcode:  # garbage, or a pickle torch.save does not write
+            raise InputError(
+                f'{filename!r} is not a PyTorch checkpoint (pickle opcode '
+                f'{opcode.group(1)}, which torch.save does not write; only if '
+                'you trust its source: --trust-checkpoint reads any pickle)'
+            ) from None
+        raise UntrustedCheckpointError(_untrusted_message(
+            filename, f'needs {offending!r} to load, which is not on '
+            "mmxai's allowlist of data types")) from None
     except _ForgedValue as e:
         if e.untrusted:
             raise UntrustedCheckpointError(_untrusted_message(

@@ -577,3 +577,156 @@ def test_fuzzed_runner_checkpoint_never_crashes(runner_ckpt):
         o for o in outcomes if o.startswith('loaded')}
     assert any(o.startswith('loaded') for o in outcomes)
     assert 'InputError' in outcomes
+
+
+# ------------------------------------------------ the URL cache
+@pytest.fixture
+def zoo(tmp_path, monkeypatch):
+    """An http server whose answers the test sets: ``routes[path] =
+    (content_type, body, declared_length or None)``."""
+    routes = {}
+
+    class Zoo(http.server.BaseHTTPRequestHandler):
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if self.path not in routes:
+                self.send_error(404)
+                return
+            ctype, body, length = routes[self.path]
+            self.send_response(200)
+            self.send_header('Content-Type', ctype)
+            self.send_header('Content-Length',
+                             str(len(body) if length is None else length))
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+            self.close_connection = True
+
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Zoo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cache = tmp_path / 'cache'
+    monkeypatch.setenv('MMXAI_CACHE', str(cache))
+    monkeypatch.delenv('MMXAI_DOWNLOAD_TIMEOUT', raising=False)
+    yield routes, f'http://127.0.0.1:{server.server_address[1]}', cache
+    server.shutdown()
+    server.server_close()
+
+
+def _cached(cache):
+    return sorted(osp.relpath(osp.join(d, f), cache)
+                  for d, _, fs in os.walk(cache) for f in fs)
+
+
+def _sha(data):
+    import hashlib
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_bad_downloads_are_not_cached(zoo, runner_ckpt):
+    """An HTML page, a truncated transfer, garbage: one line naming the URL,
+    nothing left in the cache, and the fixed server's file then loads."""
+    routes, base, cache = zoo
+    good = open(runner_ckpt[0], 'rb').read()
+    url = f'{base}/i3d.pth'
+    bad = {
+        'html': (('text/html', b'<html><body>Sign in</body></html>', None),
+                 'the server sent text/html'),
+        'truncated': (('application/octet-stream', good[:5000], len(good)),
+                      'stopped after 5000'),
+        'garbage': (('application/octet-stream',
+                     b'\x80' + os.urandom(3000), None),
+                    'not a PyTorch checkpoint'),
+        'zip_garbage': (('application/octet-stream', good[:4096] + good[
+            -2000:], None), 'not a PyTorch checkpoint'),
+    }
+    for name, (answer, expected) in bad.items():
+        routes['/i3d.pth'] = answer
+        with pytest.raises(InputError) as err:
+            load_checkpoint_file(url)
+        msg = str(err.value)
+        assert expected in msg and url in msg, (name, msg)
+        assert 'nothing was cached' in msg and '\n' not in msg, msg
+        assert _cached(cache) == [], (name, _cached(cache))
+    routes['/i3d.pth'] = ('application/octet-stream', good, None)
+    model = fresh_model()
+    load_checkpoint(model, url)
+    assert_weights(model, runner_ckpt[1])
+    assert [osp.basename(p) for p in _cached(cache)] == ['i3d.pth']
+
+
+def test_hash_suffix_checked_on_download_and_cache_hit(zoo, runner_ckpt,
+                                                       tmp_path):
+    routes, base, cache = zoo
+    good = open(runner_ckpt[0], 'rb').read()
+    right = f'/zoo_20220812-{_sha(good)[:8]}.pth'
+    wrong = '/zoo_20220812-deadbeef.pth'
+    routes[right] = routes[wrong] = ('application/octet-stream', good, None)
+    with pytest.raises(InputError, match='not deadbeef... as its name says'):
+        load_checkpoint_file(base + wrong)
+    assert _cached(cache) == []
+    ckpt = load_checkpoint_file(base + right)
+    assert ckpt['meta']['iter'] == 2
+    (entry, ) = _cached(cache)
+    entry = cache / entry
+    # Another checkpoint put in its place: noticed, downloaded again.
+    other = tmp_path / 'other.pth'
+    torch.save(dict(state_dict=fresh_model(seed=9).state_dict()), other)
+    entry.write_bytes(other.read_bytes())
+    model = fresh_model()
+    load_checkpoint(model, base + right)
+    assert_weights(model, runner_ckpt[1])
+    assert entry.read_bytes() == good
+    # A date-like all-digit suffix is not a hash.
+    routes['/model-20220812.pth'] = routes[right]
+    assert load_checkpoint_file(base + '/model-20220812.pth')['meta'][
+        'iter'] == 2
+
+
+def test_damaged_cache_entry_names_the_file(zoo, runner_ckpt):
+    routes, base, cache = zoo
+    good = open(runner_ckpt[0], 'rb').read()
+    routes['/plain.pth'] = ('application/octet-stream', good, None)
+    load_checkpoint_file(base + '/plain.pth')
+    (entry, ) = _cached(cache)
+    entry = cache / entry
+    entry.write_bytes(b'<html>oops</html>')
+    with pytest.raises(InputError) as err:
+        load_checkpoint_file(base + '/plain.pth')
+    msg = str(err.value)
+    assert str(entry) in msg and 'delete it to download again' in msg
+    assert '\n' not in msg
+    entry.unlink()
+    assert load_checkpoint_file(base + '/plain.pth')['meta']['iter'] == 2
+
+
+def test_silent_server_times_out(zoo, monkeypatch):
+    """A server that accepts and never answers: one line after the
+    timeout (MMXAI_DOWNLOAD_TIMEOUT), not a hang."""
+    import socket
+    import time
+    from mmxai.checkpoint import (DEFAULT_DOWNLOAD_TIMEOUT,
+                                  download_timeout)
+    _, _, cache = zoo
+    assert download_timeout() == DEFAULT_DOWNLOAD_TIMEOUT == 60
+    mute = socket.socket()
+    mute.bind(('127.0.0.1', 0))
+    mute.listen(4)  # never accepts, never sends
+    try:
+        url = f'http://127.0.0.1:{mute.getsockname()[1]}/w.pth'
+        monkeypatch.setenv('MMXAI_DOWNLOAD_TIMEOUT', '0.5')
+        start = time.monotonic()
+        with pytest.raises(InputError) as err:
+            load_checkpoint_file(url)
+        assert time.monotonic() - start < 10
+        msg = str(err.value)
+        assert url in msg and 'no data' in msg and '0.5 s' in msg
+        assert 'MMXAI_DOWNLOAD_TIMEOUT' in msg and '\n' not in msg
+        assert _cached(cache) == []
+        monkeypatch.setenv('MMXAI_DOWNLOAD_TIMEOUT', 'soon')
+        with pytest.raises(InputError, match="MMXAI_DOWNLOAD_TIMEOUT='soon'"):
+            load_checkpoint_file(url)
+    finally:
+        mute.close()

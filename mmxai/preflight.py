@@ -27,7 +27,9 @@ __all__ = ['resolve_config_path', 'load_config', 'import_custom_modules',
            'check_cfg_options',
            'file_kind', 'check_checkpoint_file', 'check_video_file',
            'check_out_dir', 'check_device_name', 'check_label_map',
-           'check_target', 'config_num_classes', 'check_annotation_file']
+           'check_target', 'config_num_classes', 'check_annotation_file',
+           'parse_time_spec', 'to_frames', 'read_ground_truth',
+           'check_long_video_options']
 
 _VIDEO_EXT = ('.mp4', '.avi', '.mkv', '.mov', '.webm', '.m4v', '.mpg',
               '.mpeg', '.wmv', '.flv', '.gif', '.3gp', '.ts')
@@ -407,3 +409,163 @@ def check_annotation_file(cfg, split: str = 'test') -> None:
     if osp.getsize(path) == 0:
         raise InputError(f'annotation file {path} is empty '
                          f'({split}_dataloader.dataset.ann_file)')
+
+
+# ------------------------------------------------------------ long videos
+_TIME = re.compile(r'^\s*(\d+(?:\.\d*)?|\.\d+)\s*(f|s|m|h)?\s*$', re.I)
+
+
+def parse_time_spec(text: Any, what: str = '--stride') -> tuple:
+    """``'2s'``, ``'2.5'`` (seconds), ``'48f'`` (frames), ``'1m'``,
+    ``'0.5h'``, or ``'1:02:03'`` -> ``(value, unit)`` with unit ``'f'`` or
+    ``'s'``.
+
+    Raises:
+        InputError: naming the option and the forms accepted.
+    """
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text), 's'
+    s = str(text).strip()
+    if ':' in s:
+        try:
+            parts = [float(p) for p in s.split(':')]
+        except ValueError:
+            parts = None
+        if parts and len(parts) <= 3 and all(p >= 0 for p in parts):
+            sec = 0.0
+            for p in parts:
+                sec = sec * 60 + p
+            return sec, 's'
+    m = _TIME.match(s)
+    if not m:
+        raise InputError(f'{what} {s!r} is not a time: give seconds (2, '
+                         "2.5s), frames (48f), minutes (1m) or h:mm:ss")
+    value, unit = float(m.group(1)), (m.group(2) or 's').lower()
+    if unit == 'f' and value != int(value):
+        raise InputError(f'{what} {s!r}: a number of frames is whole')
+    scale = dict(s=1.0, m=60.0, h=3600.0, f=1.0)[unit]
+    return value * scale, 'f' if unit == 'f' else 's'
+
+
+def to_frames(spec: Optional[tuple], fps: float) -> Optional[int]:
+    """A parsed time spec in frames of a video at ``fps``."""
+    if spec is None:
+        return None
+    value, unit = spec
+    return int(round(value if unit == 'f' else value * fps))
+
+
+#: Cholec80's phase annotations are at 25 fps.
+CHOLEC80_FPS = 25.0
+_FRAME_COLS = ('frame', 'frames', 'frame_index', 'index')
+_TIME_COLS = ('time', 'seconds', 'second', 'sec', 's', 't', 'timestamp')
+_LABEL_COLS = ('label', 'phase', 'class', 'action', 'name')
+
+
+def read_ground_truth(path: str) -> dict:
+    """Per-frame labels of a long video, as written.
+
+    Formats: Cholec80's phase files (``Frame<TAB>Phase`` header, one line
+    per frame at 25 fps), or a CSV with a header naming a frame or time
+    column and a label column (``frame,label`` / ``time,label``; rows are
+    change points or every frame: a label holds until the next row), or a
+    headerless two-column CSV ``frame,label``.
+
+    Returns:
+        ``dict(format, unit ('frame' | 's'), fps (Cholec80: 25, else None),
+        positions [N] (floats), labels [N] (str), dense (one row per
+        frame))``.
+    Raises:
+        InputError: missing, empty or malformed file, naming the line.
+    """
+    import csv
+    if not osp.isfile(path):
+        raise InputError(f'ground-truth file not found: {path} (give '
+                         'Cholec80 phase annotations or a frame,label CSV)')
+    with open(path, newline='', encoding='utf-8-sig') as f:
+        text = f.read()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise InputError(f'ground-truth file {path} is empty')
+    head = lines[0]
+    if '\t' in head or (',' not in head and len(head.split()) == 2):
+        rows = [ln.split('\t') if '\t' in ln else ln.split() for ln in lines]
+        fmt, fps = 'cholec80', CHOLEC80_FPS
+    else:
+        rows = list(csv.reader(lines))
+        fmt, fps = 'csv', None
+    first = [c.strip().lower() for c in rows[0]]
+    unit = 'frame'
+    pos_col, lab_col = 0, 1
+    header = not _is_number(first[0])
+    if header:
+        names = first
+        pos_col = next((i for i, c in enumerate(names)
+                        if c in _FRAME_COLS + _TIME_COLS), None)
+        lab_col = next((i for i, c in enumerate(names) if c in _LABEL_COLS),
+                       None)
+        if pos_col is None or lab_col is None:
+            raise InputError(
+                f'ground-truth file {path}: header {rows[0]!r} names no '
+                'frame/time column and label column; use "frame,label" or '
+                '"time,label" (or Cholec80\'s "Frame<TAB>Phase")')
+        if names[pos_col] in _TIME_COLS:
+            unit = 's'
+        rows = rows[1:]
+    positions, labels = [], []
+    for n, row in enumerate(rows, start=2 if header else 1):
+        if len(row) <= max(pos_col, lab_col):
+            raise InputError(f'ground-truth file {path}: line {n} has '
+                             f'{len(row)} fields, expected a position and '
+                             'a label')
+        p = row[pos_col].strip()
+        if not _is_number(p):
+            raise InputError(f'ground-truth file {path}: line {n}: {p!r} is '
+                             f'not a {"time" if unit == "s" else "frame"}')
+        positions.append(float(p))
+        labels.append(row[lab_col].strip())
+    if not positions:
+        raise InputError(f'ground-truth file {path} has a header but no '
+                         'labels')
+    if any(b < a for a, b in zip(positions, positions[1:])):
+        raise InputError(f'ground-truth file {path}: the rows are not in '
+                         'time order')
+    steps = [b - a for a, b in zip(positions, positions[1:])]
+    dense = unit == 'frame' and all(s == 1 for s in steps)
+    return dict(format=fmt, unit=unit, fps=fps, positions=positions,
+                labels=labels, dense=dense, path=path)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def check_long_video_options(args) -> None:
+    """The long-video flags of the CLI: times parse, batch size >= 1,
+    start before end, the ground-truth file reads.
+
+    Raises:
+        InputError: one line naming the flag.
+    """
+    for name in ('stride', 'window_span', 'start', 'end'):
+        value = getattr(args, name, None)
+        if value is not None:
+            parse_time_spec(value, '--' + name.replace('_', '-'))
+    if getattr(args, 'batch_size', 1) < 1:
+        raise InputError(f'--batch-size {args.batch_size}: give 1 or more')
+    start, end = getattr(args, 'start', None), getattr(args, 'end', None)
+    if start is not None and end is not None:
+        s, e = parse_time_spec(start, '--start'), parse_time_spec(end,
+                                                                 '--end')
+        if s[1] == e[1] and e[0] <= s[0]:
+            raise InputError(f'--end {end} is not after --start {start}')
+    if getattr(args, 'gt', None):
+        read_ground_truth(args.gt)
+    if getattr(args, 'target', None) == 'gt' and not getattr(args, 'gt',
+                                                            None):
+        raise InputError('--target gt on a long video needs --gt FILE (per '
+                         'frame labels)')

@@ -125,6 +125,35 @@ def parse_args(argv=None):
                    choices=['none', 'pytorch', 'slurm', 'mpi'],
                    help='dataset runs: distributed launcher')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    g = p.add_argument_group(
+        'long videos', 'explain a whole video window by window '
+        '(docs/long_video.md)')
+    g.add_argument('--windows', action='store_true',
+                   help='windows over the whole video: timeline.csv/json/'
+                   'png, overlay.mp4, index.html, per-window records')
+    g.add_argument('--stride', default=None,
+                   help='window stride: seconds (2, 2.5s), frames (48f) '
+                   '(default: the window span)')
+    g.add_argument('--window-span', default=None,
+                   help='segment (2D) models: the span of one window '
+                   '(default: one second per segment)')
+    g.add_argument('--start', default=None, help='start time (s, 48f, m:ss)')
+    g.add_argument('--end', default=None, help='end time (s, 48f, m:ss)')
+    g.add_argument('--batch-size', type=int, default=4,
+                   help='windows per model pass')
+    g.add_argument('--views', choices=['one', 'crops'], default='one',
+                   help="one view per window, or the test pipeline's crops")
+    g.add_argument('--gt', default=None,
+                   help='per-frame labels: Cholec80 phase file or CSV '
+                   '(frame|time,label)')
+    g.add_argument('--overlay-fps', type=float, default=5.0,
+                   help='frame rate of overlay.mp4')
+    g.add_argument('--overlay-size', type=int, default=480,
+                   help='longest side of overlay.mp4')
+    g.add_argument('--map-size', type=int, default=64,
+                   help='longest side of the stored maps')
+    g.add_argument('--no-progress', action='store_true',
+                   help='no progress line')
     p.add_argument('--traceback', action='store_true',
                    help='show the full traceback on errors')
     p.add_argument('--verbose', action='store_true',
@@ -185,6 +214,35 @@ def run_video(args, cfg) -> int:
     return 0
 
 
+def run_windows(args, cfg) -> int:
+    from mmxai.apis import explain_long_video
+    from mmxai.apis.inference import default_out_dir
+    outputs = args.outputs or ['timeline', 'video', 'html', 'maps']
+    out_dir = args.out_dir or default_out_dir(args.video, args.method) + \
+        '_windows'
+    tl = explain_long_video(
+        cfg, args.video, method=args.method,
+        target=parse_target(args.target), out_dir=out_dir,
+        stride=args.stride, window_span=args.window_span, start=args.start,
+        end=args.end, batch_size=args.batch_size, views=args.views,
+        gt=args.gt, class_names=args.label_map, outputs=outputs,
+        overlay_fps=args.overlay_fps, overlay_size=args.overlay_size,
+        map_size=args.map_size, resume=not args.no_resume,
+        progress=not args.no_progress, checkpoint=args.checkpoint,
+        device=args.device, trust_checkpoint=args.trust_checkpoint,
+        allow_partial_checkpoint=args.allow_partial_checkpoint,
+        **method_options(args))
+    failed = tl.failed
+    acc = '' if tl.accuracy is None else \
+        f', frame accuracy {tl.accuracy:.1%}'
+    print(f'{tl.settings["method"]}: {len(tl)} windows on {args.video}'
+          f'{acc}' + (f', {len(failed)} failed (see timeline.csv)'
+                      if failed else ''))
+    for kind, path in sorted(tl.files.items()):
+        print(f'  {kind:8s} {path}')
+    return 0
+
+
 def run_dataset(args, cfg) -> int:
     from mmxai.apis import explain_dataset
     from mmxai.apis.inference import default_out_dir
@@ -224,8 +282,14 @@ def preflight(args):
         pre.check_out_dir(args.out_dir)
     pre.check_device_name(args.device)
     pre.check_label_map(args.label_map, num_classes)
+    windows = getattr(args, 'windows', False)
+    if windows:
+        if args.video is None:
+            raise pre.InputError('--windows needs a VIDEO')
+        pre.check_long_video_options(args)
     pre.check_target(parse_target(args.target), num_classes,
-                     label=args.label, dataset=args.video is None)
+                     label=args.label,
+                     dataset=args.video is None or bool(windows and args.gt))
     if args.video is None:
         pre.check_annotation_file(cfg, args.split)
     return cfg
@@ -305,6 +369,8 @@ def _main(argv=None) -> int:
     elif args.video:
         _quiet_toolbox()
     try:
+        if args.video and args.windows:
+            return run_windows(args, cfg)
         return run_video(args, cfg) if args.video else run_dataset(args, cfg)
     except Exception as e:  # noqa: BLE001
         if args.traceback:

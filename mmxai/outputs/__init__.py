@@ -4,12 +4,15 @@ Layer: above ``visualization`` and ``evaluation``, below ``engine`` and
 ``apis`` (which both write through :class:`OutputWriter`).
 """
 from .extras import extras_writer, write_cfp_figures
-from .layout import DATASET_LAYOUT, HOOK_LAYOUT, VIDEO_LAYOUT, Layout
+from .layout import (DATASET_LAYOUT, HOOK_LAYOUT, LONG_VIDEO_LAYOUT,
+                     VIDEO_LAYOUT, Layout)
 from .records import class_label, explanation_record, headline, top5_line
 from .track import (FrameTrack, colour_scale, combine_over_frames,
                     display_maps, map_mass, view_tracks)
 from .vocabulary import (ALIASES, DATASET_DEFAULT, HOOK_DEFAULT, OUTPUT_NAMES,
                          VIDEO_DEFAULT, VISUAL_OUTPUTS, resolve_outputs)
+from .timeline import (TIMELINE_FILES, Timeline, WindowRecord,
+                       read_window_maps)
 from .writer import OutputWriter, RankOutputs, SampleFiles
 
 __all__ = [
@@ -19,4 +22,5 @@ __all__ = [
     'ALIASES', 'VISUAL_OUTPUTS', 'VIDEO_DEFAULT', 'HOOK_DEFAULT',
     'DATASET_DEFAULT', 'resolve_outputs', 'extras_writer',
     'write_cfp_figures', 'class_label', 'explanation_record', 'headline',
-    'top5_line']
+    'top5_line', 'LONG_VIDEO_LAYOUT', 'Timeline', 'WindowRecord',
+    'TIMELINE_FILES', 'read_window_maps']

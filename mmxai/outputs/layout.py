@@ -8,7 +8,8 @@ output root. Record file lists are relative to the sample's ``folder``.
 import os.path as osp
 from dataclasses import dataclass
 
-__all__ = ['Layout', 'VIDEO_LAYOUT', 'HOOK_LAYOUT', 'DATASET_LAYOUT']
+__all__ = ['Layout', 'VIDEO_LAYOUT', 'HOOK_LAYOUT', 'DATASET_LAYOUT',
+           'LONG_VIDEO_LAYOUT']
 
 
 @dataclass(frozen=True)
@@ -50,3 +51,10 @@ DATASET_LAYOUT = Layout(
     video='views/{key:06d}/{stem}.mp4', gif='views/{key:06d}/{stem}.gif',
     montage='views/{key:06d}/{stem}_montage.png',
     plot='views/{key:06d}/{stem}_temporal.png', extras='extras/{key:06d}')
+#: Long videos (``explain_long_video``): one record and one maps chunk per
+#: window, ``windows/<index>.json`` and ``maps/<index>.npz``; the run-level
+#: files (``timeline.*``, ``overlay.mp4``, ``index.html``) at the root.
+LONG_VIDEO_LAYOUT = Layout(
+    json='windows/{key:06d}.json', npz='maps/{key:06d}.npz',
+    video='overlay.mp4', gif='overlay.gif', montage='montage.png',
+    plot='timeline.png')

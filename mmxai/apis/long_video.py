@@ -1,0 +1,973 @@
+"""``explain_long_video``: a whole video, window by window, in flat memory.
+
+Windows (the rule; also in ``docs/long_video.md``). Each window is one
+model input built from the config's own test pipeline parameters:
+
+* **clip models** (3D, SlowFast, transformers: the sampler's ``clip_len``
+  > 1): a window spans ``clip_len x frame_interval`` frames and the model
+  sees ``clip_len`` frames ``frame_interval`` apart from its first frame
+  (what ``SampleFrames`` takes for one clip);
+* **segment models** (TSN, TSM: ``clip_len`` 1, ``num_clips`` = N
+  segments; or ``UniformSample``): a window spans ``window_span`` (default
+  N seconds: one segment per second), cut into N equal segments, and the
+  model sees the middle frame of each (``SampleFrames``' test-mode rule);
+* windows start at ``start``, every ``stride`` (default: the span, so each
+  frame is in one window) while they fit before ``end``; where the last
+  one ends before ``end``, one more window ends at ``end`` exactly;
+* one view per window by default (one clip, the multi-crop of the test
+  pipeline replaced by its centre crop); ``views='crops'`` keeps the
+  pipeline's crops (ThreeCrop, TenCrop);
+* everything after the pipeline's decode step (resize, crop, format,
+  pack) is the config's own.
+
+Frames are decoded with decord in window order, one batch of windows at a
+time (``batch_size`` windows go through the model together), so memory
+holds a batch's frames only. Each window's record and maps are written
+atomically by the one :class:`~mmxai.outputs.OutputWriter` as soon as its
+batch is done; a re-run into the same folder skips finished windows (a
+lock file refuses a second run into the folder while one is going on).
+"""
+import contextlib
+import math
+import os
+import os.path as osp
+import sys
+import time
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+from torch import nn
+
+from ..adapters import unwrap_model
+from ..errors import ConfigError, InputError, OutputError, TargetError
+from ..explainers import BaseExplainer, build_explainer
+from ..fileio import atomic_path, check_writable, json_safe, read_json, \
+    read_label_map, write_json
+from ..outputs import (LONG_VIDEO_LAYOUT, OutputWriter, RankOutputs,
+                       TIMELINE_FILES, Timeline, WindowRecord)
+from ..outputs.timeline import write_timeline_csv, write_timeline_json
+from ..outputs.track import display_maps, frame_series
+from ..preflight import (check_video_file, parse_time_spec,
+                         read_ground_truth, to_frames)
+from ..utils.native_stderr import captured_native_stderr, sanitize_text
+from ..version import __version__
+from .frame_mapping import maps_to_original
+from .inference import class_names_of
+from .video_input import (_GeometryTracker, _shape_state, check_frame_size,
+                          probe_frame_size, test_pipeline_cfg, _limit,
+                          FRAME_PIXELS_ENV, MAX_FRAME_PIXELS)
+
+__all__ = ['explain_long_video', 'WindowPlan', 'plan_windows',
+           'VideoStream', 'frame_ground_truth']
+
+_SAMPLERS = ('SampleFrames', 'DenseSampleFrames', 'UniformSample',
+             'UniformSampleFrames')
+_MULTI_CROP = ('ThreeCrop', 'TenCrop')
+
+
+# ------------------------------------------------------------ the windows
+class WindowPlan:
+    """Where the windows lie: ``starts [W]``, each spanning ``span``
+    frames, the model seeing frames ``start + offsets``."""
+
+    def __init__(self, starts, span, offsets, rule, sampler, fps,
+                 num_frames, stride, start, end, views):
+        self.starts = np.asarray(starts, np.int64)
+        self.span = int(span)
+        self.offsets = np.asarray(offsets, np.int64)
+        self.rule = rule
+        self.sampler = sampler
+        self.fps = float(fps)
+        self.num_frames = int(num_frames)
+        self.stride = int(stride)
+        self.start, self.end = int(start), int(end)
+        self.views = views
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def frames(self, i: int) -> np.ndarray:
+        return self.starts[i] + self.offsets
+
+    def record(self, i: int) -> WindowRecord:
+        s = int(self.starts[i])
+        e = s + self.span - 1
+        fps = self.fps or 1.0
+        return WindowRecord(index=i, start_frame=s, end_frame=e,
+                            start_s=s / fps, end_s=(e + 1) / fps,
+                            frame_inds=[int(f) for f in self.frames(i)])
+
+    def describe(self) -> dict:
+        return dict(rule=self.rule, sampler=self.sampler, span=self.span,
+                    stride=self.stride, offsets=self.offsets.tolist(),
+                    start=self.start, end=self.end, views=self.views,
+                    windows=len(self))
+
+
+def _sampler(pipeline: list) -> dict:
+    for t in pipeline:
+        if t.get('type') in _SAMPLERS or str(t.get('type', '')).endswith(
+                'SampleFrames'):
+            return t
+    raise ConfigError('the test pipeline has no frame sampler '
+                      f'({", ".join(_SAMPLERS)}): long videos need one to '
+                      'know the clip length')
+
+
+def plan_windows(pipeline: list, num_frames: int, fps: float,
+                 stride: Any = None, window_span: Any = None,
+                 start: Any = None, end: Any = None,
+                 views: str = 'one') -> WindowPlan:
+    """The windows of a video of ``num_frames`` at ``fps`` (the module's
+    rule). ``stride``/``window_span``/``start``/``end``: seconds, or
+    strings such as ``'48f'``, ``'2s'``, ``'1:30'``.
+
+    Raises:
+        InputError: start/end outside the video, a window longer than the
+            video (or the range), a stride under one frame.
+    """
+    samp = _sampler(pipeline)
+    kind = samp.get('type')
+    clip_len = int(samp.get('clip_len', 1) or 1)
+    interval = int(samp.get('frame_interval', 1) or 1)
+    num_clips = int(samp.get('num_clips', 1) or 1)
+    fps_ = fps if fps and fps > 0 else 25.0
+    duration = num_frames / fps_
+
+    def frames_of(value, what):
+        return to_frames(parse_time_spec(value, what), fps_) \
+            if value is not None else None
+
+    s0 = frames_of(start, '--start')
+    e0 = frames_of(end, '--end')
+    s0 = 0 if s0 is None else s0
+    e0 = num_frames if e0 is None else e0
+    if not 0 <= s0 < num_frames:
+        raise InputError(f'--start {start} is outside the video (it lasts '
+                         f'{duration:.2f} s, {num_frames} frames); give a '
+                         f'start before {duration:.2f} s')
+    if not 0 < e0 <= num_frames:
+        raise InputError(f'--end {end} is outside the video (it lasts '
+                         f'{duration:.2f} s, {num_frames} frames); give an '
+                         f'end up to {duration:.2f} s')
+    if e0 <= s0:
+        raise InputError(f'--end {end} is not after --start {start}')
+    uniform = str(kind).startswith('Uniform')
+    if clip_len > 1 and not uniform:
+        rule = 'clip'
+        if window_span is not None:
+            raise InputError(
+                f'--window-span applies to segment (2D) models; this '
+                f'model\'s window is its clip, clip_len {clip_len} x '
+                f'frame_interval {interval} = {clip_len * interval} frames')
+        span = clip_len * interval
+        offsets = np.arange(clip_len) * interval
+    else:
+        rule = 'segments'
+        segs = clip_len if uniform else num_clips
+        span = frames_of(window_span, '--window-span')
+        if span is None:
+            span = int(round(segs * fps_))  # one segment per second
+        if span < segs:
+            raise InputError(f'--window-span {window_span} is {span} frames, '
+                             f'fewer than the model\'s {segs} segments')
+        offsets = np.floor((np.arange(segs) + 0.5) * span / segs).astype(
+            np.int64)
+    length = e0 - s0
+    if span > length:
+        what = 'the video' if (s0, e0) == (0, num_frames) else \
+            'the --start/--end range'
+        raise InputError(
+            f'a window spans {span} frames ({span / fps_:.2f} s) but '
+            f'{what} has {length} frames ({length / fps_:.2f} s); give a '
+            f'longer range{" or a shorter --window-span" if rule == "segments" else ""}')
+    step = frames_of(stride, '--stride')
+    step = span if step is None else step
+    if step < 1:
+        raise InputError(f'--stride {stride} is under one frame at '
+                         f'{fps_:g} fps; give at least 1f')
+    starts = list(range(s0, e0 - span + 1, step))
+    if starts[-1] + span < e0:
+        starts.append(e0 - span)
+    return WindowPlan(starts, span, offsets, rule, kind, fps_, num_frames,
+                      step, s0, e0, views)
+
+
+# --------------------------------------------------------------- decoding
+class VideoStream:
+    """decord reader of one video, frames decoded on demand in window
+    order; checks the stream (frame count, frame rate) on opening.
+
+    Raises:
+        InputError: unreadable video, a header frame count the stream does
+            not have, a variable frame rate.
+    """
+
+    def __init__(self, video: str, width: int = -1, height: int = -1,
+                 check: bool = True, threads: int = 1) -> None:
+        import decord
+        self.video = video
+        shown = sanitize_text(os.fspath(video), 0)
+        size = probe_frame_size(video)
+        check_frame_size(video, size, _limit(None, FRAME_PIXELS_ENV,
+                                             MAX_FRAME_PIXELS))
+        with captured_native_stderr() as log:
+            try:
+                self.reader = decord.VideoReader(video, num_threads=threads,
+                                                 width=width, height=height)
+            except Exception as e:  # noqa: BLE001 - decord's many errors
+                said = log.summary(100)
+                raise InputError(f'cannot read video {shown}: '
+                                 f'{type(e).__name__}'
+                                 f'{" (decoder: " + said + ")" if said else ""}'
+                                 '; check that it is a video file FFmpeg '
+                                 'can decode') from e
+        self.num_frames = len(self.reader)
+        self.fps = float(self.reader.get_avg_fps() or 0.0)
+        if check:
+            header = size[2] if size else 0
+            if header and abs(header - self.num_frames) > max(
+                    1, 0.01 * self.num_frames):
+                raise InputError(
+                    f'video {shown}: its header says {header} frames but the '
+                    f'stream has {self.num_frames} (a truncated or badly '
+                    'muxed file); re-encode it, e.g. ffmpeg -i IN -c:v '
+                    'libx264 OUT.mp4')
+            self._check_constant_rate(shown)
+        first = self.reader[0].shape if self.num_frames else (0, 0)
+        self.shape = (int(first[0]), int(first[1]))
+        self.reader.seek(0)
+
+    def _check_constant_rate(self, shown: str) -> None:
+        n = self.num_frames
+        if n < 3:
+            return
+        ts = self.reader.get_frame_timestamp(np.arange(n))[:, 0]
+        d = np.diff(ts)
+        med = float(np.median(d))
+        if med <= 0:
+            return
+        off = np.abs(d - med) > 0.5 * med
+        if off.mean() > 0.01:
+            raise InputError(
+                f'video {shown} has a variable frame rate (frame intervals '
+                f'from {d.min() * 1000:.0f} to {d.max() * 1000:.0f} ms), so '
+                'frame numbers are not times; convert it to a constant rate '
+                f'first, e.g. ffmpeg -i IN -fps_mode cfr -r '
+                f'{round(1 / med)} OUT.mp4')
+
+    def get(self, indices: Sequence[int]) -> Dict[int, np.ndarray]:
+        """``{frame: uint8 RGB [H, W, 3]}`` for the distinct ``indices``
+        (decoded in increasing order)."""
+        idx = sorted({int(i) for i in indices})
+        with captured_native_stderr():
+            frames = self.reader.get_batch(idx).asnumpy()
+        return {i: frames[k] for k, i in enumerate(idx)}
+
+
+def _decode_error(e: Exception) -> str:
+    first = str(e).strip().splitlines()[-1] if str(e).strip() else ''
+    return sanitize_text(f'cannot decode: {type(e).__name__} '
+                         f'{first[-160:]}', 200)
+
+
+# -------------------------------------------------------- the model input
+class WindowInputs:
+    """The part of the config's test pipeline after its decode step, run
+    on frames we decoded (one clip / one set of segments per window)."""
+
+    def __init__(self, cfg, plan: WindowPlan, shape, filename: str) -> None:
+        from mmaction.utils import register_all_modules
+        from mmengine.dataset import Compose
+        from mmengine.registry import DefaultScope
+        register_all_modules(init_default_scope=False)
+        pipeline = test_pipeline_cfg(cfg)
+        k = next((i for i, t in enumerate(pipeline)
+                  if str(t.get('type', '')).endswith('Decode')), None)
+        if k is None:
+            raise ConfigError('the test pipeline has no decode step '
+                              '(DecordDecode, ...)')
+        rest = pipeline[k + 1:]
+        if plan.views == 'one':
+            rest = [dict(type='CenterCrop', crop_size=t.get('crop_size'))
+                    if t.get('type') in _MULTI_CROP else t for t in rest]
+        scope = DefaultScope.get_current_instance()
+        name = scope.scope_name if scope else 'mmaction'
+        with DefaultScope.overwrite_default_scope(name or 'mmaction'):
+            self.transforms = Compose(rest).transforms
+        self.plan = plan
+        self.shape = tuple(shape)
+        self.filename = filename
+        self.crops = None
+        self.num_clips = len(plan.offsets) if plan.rule == 'segments' else 1
+        self.clip_len = 1 if plan.rule == 'segments' else len(plan.offsets)
+
+    def sample(self, frames: Dict[int, np.ndarray], inds: np.ndarray,
+               label: int = -1) -> dict:
+        """One window's packed sample (``inputs``, ``data_samples``)."""
+        results = dict(
+            imgs=[frames[int(i)] for i in inds], frame_inds=np.asarray(inds),
+            original_shape=self.shape, img_shape=self.shape,
+            clip_len=self.clip_len, num_clips=self.num_clips,
+            frame_interval=int(self.plan.offsets[1] - self.plan.offsets[0])
+            if len(self.plan.offsets) > 1 else 1,
+            total_frames=self.plan.num_frames, avg_fps=self.plan.fps,
+            filename=self.filename, label=label, start_index=0,
+            modality='RGB')
+        tracker = None
+        if self.crops is None:
+            tracker = _GeometryTracker()
+            tracker.update('Decode', (None, None, None), results)
+        for t in self.transforms:
+            before = _shape_state(results) if tracker else None
+            out = t(results)
+            if out is None:
+                raise ConfigError('the test pipeline dropped a window')
+            results = out
+            if tracker:
+                tracker.update(type(t).__name__, before, results)
+        if tracker:
+            self.crops = tracker.crops()
+        if 'inputs' not in results:
+            raise ConfigError('the test pipeline does not end with '
+                              'PackActionInputs')
+        return results
+
+
+# ------------------------------------------------------------ ground truth
+def frame_ground_truth(gt: dict, num_frames: int, fps: float,
+                       class_names: Optional[Sequence[str]],
+                       num_classes: int, tolerance_s: float = 1.0
+                       ) -> np.ndarray:
+    """The class of every frame (``[num_frames]``, -1 before the first
+    label) from :func:`~mmxai.preflight.read_ground_truth`'s rows.
+
+    Raises:
+        InputError: the file covers another length than the video (more
+            than ``tolerance_s`` apart), or names a label the model lacks.
+    """
+    fps = fps or 25.0
+    path = gt['path']
+    pos = np.asarray(gt['positions'], np.float64)
+    if gt['unit'] == 's':
+        secs = pos
+    else:
+        secs = pos / (gt['fps'] or fps)
+    duration = num_frames / fps
+    step = 1.0 / (gt['fps'] or fps)
+    last = secs[-1] + (step if gt['dense'] else 0.0)
+    if last > duration + tolerance_s or (
+            gt['dense'] and abs(last - duration) > tolerance_s):
+        rate = f'{gt["fps"]:g} fps' if gt['fps'] else f'{fps:g} fps'
+        raise InputError(
+            f'ground truth {path} covers {last:.1f} s ({len(pos)} rows at '
+            f'{rate}) but the video lasts {duration:.1f} s ({num_frames} '
+            'frames); give the annotation file of this video')
+    labels = gt['labels']
+    index = _label_index(labels, class_names, num_classes, path)
+    starts = np.round(secs * fps).astype(np.int64)
+    out = np.full(num_frames, -1, np.int64)
+    bounds = list(starts[1:]) + [num_frames]
+    for s, e, c in zip(starts, bounds, index):
+        out[max(0, s):max(0, min(e, num_frames))] = c
+    return out
+
+
+def _label_index(labels, class_names, num_classes, path) -> List[int]:
+    names = list(class_names or [])
+
+    def norm(s):
+        return ''.join(ch for ch in str(s).lower() if ch.isalnum())
+    exact = {n: i for i, n in enumerate(names)}
+    loose = {norm(n): i for i, n in enumerate(names)}
+    out, cache = [], {}
+    for lab in labels:
+        if lab in cache:
+            out.append(cache[lab])
+            continue
+        if lab in exact:
+            c = exact[lab]
+        elif norm(lab) in loose:
+            c = loose[norm(lab)]
+        elif lab.lstrip('-').isdigit() and 0 <= int(lab) < num_classes:
+            c = int(lab)
+        else:
+            shown = ', '.join(names[:8]) + (' ...' if len(names) > 8
+                                            else '')
+            raise InputError(
+                f'ground truth {path}: label {lab!r} is not a class of the '
+                f'model ({shown or f"classes 0..{num_classes - 1}"}); give '
+                '--label-map with the class names, or class numbers')
+        cache[lab] = c
+        out.append(c)
+    return out
+
+
+# --------------------------------------------------------------- progress
+class Progress:
+    """One status line on stderr: windows done, frames/s, ETA."""
+
+    def __init__(self, total: int, enabled: bool = True,
+                 stream=None) -> None:
+        self.total = total
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.start = time.perf_counter()
+        self.last = 0.0
+        self.tty = hasattr(self.stream, 'isatty') and self.stream.isatty()
+
+    def update(self, done: int, frames: int, skipped: int = 0,
+               force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not force and now - self.last < (0.5 if self.tty else 10.0):
+            return
+        self.last = now
+        el = max(now - self.start, 1e-6)
+        rate = (done - skipped) / el
+        left = (self.total - done) / rate if rate > 0 else float('nan')
+        eta = f'{left // 60:.0f}m{left % 60:02.0f}s' if math.isfinite(left) \
+            else '?'
+        pct = 100.0 * done / max(1, self.total)
+        line = (f'windows {done}/{self.total} ({pct:.0f}%) '
+                f'{frames / el:.1f} frames/s {rate:.2f} windows/s ETA {eta}')
+        end = '\r' if self.tty and done < self.total else '\n'
+        print(line, end=end, file=self.stream, flush=True)
+
+
+# -------------------------------------------------------------------- lock
+@contextlib.contextmanager
+def run_lock(out_dir: str) -> Iterator[None]:
+    """Hold ``out_dir``'s lock for the run (released by the kernel even on
+    SIGKILL).
+
+    Raises:
+        OutputError: another run holds it.
+    """
+    import fcntl
+    os.makedirs(out_dir, exist_ok=True)
+    path = osp.join(out_dir, TIMELINE_FILES['lock'])
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                other = os.pread(fd, 64, 0).decode(errors='replace').strip()
+            except OSError:
+                other = '?'
+            raise OutputError(
+                f'output folder {out_dir} is in use by another run '
+                f'({other or "pid ?"}); wait for it to finish or choose '
+                'another --out-dir') from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f'pid {os.getpid()}'.encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------- the run
+def explain_long_video(model: Union[nn.Module, str], video: str,
+                       method: Union[str, dict, BaseExplainer] = 'gradcam',
+                       target: Union[str, int] = 'pred',
+                       out_dir: Optional[str] = None,
+                       stride: Any = None, window_span: Any = None,
+                       start: Any = None, end: Any = None,
+                       batch_size: int = 4, views: str = 'one',
+                       gt: Optional[str] = None,
+                       class_names: Union[None, str, Sequence[str]] = None,
+                       outputs: Sequence[str] = ('timeline', 'video', 'html',
+                                                 'maps'),
+                       overlay_fps: float = 5.0, overlay_size: int = 480,
+                       map_size: int = 64, resume: bool = True,
+                       progress: bool = True, keep_maps: bool = False,
+                       checkpoint: Optional[str] = None,
+                       device: str = 'cpu', trust_checkpoint: bool = False,
+                       cfg_options: Optional[dict] = None,
+                       allow_partial_checkpoint: bool = False,
+                       timings: Optional[dict] = None,
+                       **options) -> Timeline:
+    """Explain a recognizer moment by moment over a whole video.
+
+    Args:
+        model: a recognizer from ``init_recognizer`` (with ``.cfg``) or a
+            config to build one (``checkpoint``, ``device``, ...).
+        video: the video file (constant frame rate).
+        method, target, options: as :func:`explain_video`; ``target``
+            may also be ``'gt'`` (the class of ``gt`` at each window's
+            centre).
+        out_dir: where to write (None: nothing is written; the timeline is
+            returned, maps kept in memory with ``keep_maps``).
+        stride, window_span, start, end: seconds or ``'48f'``/``'2s'``
+            (see the module's window rule).
+        batch_size: windows per model pass.
+        views: ``'one'`` (default) or ``'crops'`` (the pipeline's crops).
+        gt: ground-truth file (Cholec80 phases or CSV).
+        outputs: ``timeline`` (csv, json, png), ``video`` (overlay.mp4 and
+            plain.mp4), ``html`` (index.html, needs ``video``), ``maps``
+            (the per-window maps chunks). Window records are always written.
+        overlay_fps, overlay_size: the overlay's frame rate and longest
+            side; map_size: longest side of the stored maps.
+        resume: skip windows whose records exist (same settings).
+        progress: the status line on stderr.
+        timings: a dict that receives seconds per stage (benchmarks).
+    Returns:
+        :class:`~mmxai.outputs.Timeline`.
+    Raises:
+        InputError, OutputError, ConfigError, TargetError: one line.
+    """
+    t_start = time.perf_counter()
+    timings = {} if timings is None else timings
+    for k in ('decode', 'pipeline', 'explain', 'write', 'overlay',
+              'timeline'):
+        timings.setdefault(k, 0.0)
+    check_video_file(video)
+    outputs = set(outputs)
+    unknown = outputs - {'timeline', 'video', 'html', 'maps'}
+    if unknown:
+        raise InputError(f'unknown long-video outputs {sorted(unknown)}: '
+                         'choose from timeline video html maps')
+    if batch_size < 1:
+        raise InputError(f'batch_size {batch_size}: give 1 or more')
+    if views not in ('one', 'crops'):
+        raise InputError(f"views {views!r}: give 'one' or 'crops'")
+    if out_dir is not None:
+        check_writable(out_dir)
+        if osp.exists(out_dir) and not osp.isdir(out_dir):
+            raise OutputError(f'output folder {out_dir} is a file; choose '
+                              'another --out-dir')
+    gt_rows = read_ground_truth(gt) if gt else None
+    if target == 'gt' and gt_rows is None:
+        raise TargetError("target 'gt' on a long video needs gt=FILE "
+                          '(per-frame labels)')
+    names = read_label_map(class_names) if isinstance(class_names, str) \
+        else (list(class_names) if class_names else None)
+    stream = VideoStream(video)
+    if not isinstance(model, nn.Module):
+        from .model import init_recognizer
+        model = init_recognizer(model, checkpoint, device=device,
+                                trust_checkpoint=trust_checkpoint,
+                                cfg_options=cfg_options,
+                                allow_partial_checkpoint=(
+                                    allow_partial_checkpoint))
+    cfg = getattr(unwrap_model(model), 'cfg', None)
+    if cfg is None:
+        raise ConfigError('the model has no .cfg: build it with '
+                          'mmxai.apis.init_recognizer(config, checkpoint)')
+    pipeline = test_pipeline_cfg(cfg)
+    plan = plan_windows(pipeline, stream.num_frames, stream.fps, stride,
+                        window_span, start, end, views)
+    explainer = method if isinstance(method, BaseExplainer) else \
+        build_explainer(method, model, **options)
+    num_classes = explainer.adapter.num_classes
+    if names is not None and len(names) != num_classes:
+        raise InputError(f'the label map has {len(names)} names but the '
+                         f'model has {num_classes} classes; give one name '
+                         'per class, one per line')
+    names = names or class_names_of(model)
+    gt_frames = None if gt_rows is None else frame_ground_truth(
+        gt_rows, stream.num_frames, plan.fps, names, num_classes)
+    if isinstance(target, int) and not 0 <= target < num_classes:
+        raise TargetError(f'target class {target} is out of range: the '
+                          f'model has {num_classes} classes')
+    inputs = WindowInputs(cfg, plan, stream.shape, video)
+    settings = json_safe(dict(
+        video=osp.abspath(video), video_frames=stream.num_frames,
+        fps=plan.fps, video_shape=list(stream.shape),
+        method=explainer.name, method_settings=explainer.settings(),
+        target=target, plan=plan.describe(), map_size=map_size,
+        gt=osp.abspath(gt) if gt else None, mmxai_version=__version__))
+    tl = Timeline([plan.record(i) for i in range(len(plan))], plan.fps,
+                  stream.num_frames, names, out_dir, {}, gt_frames, None,
+                  settings)
+    lock = run_lock(out_dir) if out_dir is not None else \
+        contextlib.nullcontext()
+    with lock:
+        done = _resume_state(out_dir, settings, resume) if out_dir else {}
+        for i, rec in done.items():
+            tl.windows[i] = rec
+        _run_windows(tl, plan, stream, inputs, explainer, target, gt_frames,
+                     batch_size, out_dir, outputs, map_size, keep_maps,
+                     progress, timings, set(done))
+        tl.accuracy = tl.frame_accuracy()
+        if out_dir is not None:
+            _write_run_files(tl, plan, stream, outputs, overlay_fps,
+                             overlay_size, timings)
+    timings['total'] = time.perf_counter() - t_start
+    return tl
+
+
+def _resume_state(out_dir: str, settings: dict, resume: bool
+                  ) -> Dict[int, WindowRecord]:
+    run_path = osp.join(out_dir, TIMELINE_FILES['run'])
+    old = read_json(run_path)
+    if old is not None and resume:
+        keys = ('video', 'video_frames', 'method', 'method_settings',
+                'target', 'plan', 'map_size', 'gt')
+        diff = [k for k in keys if old.get(k) != settings.get(k)]
+        if diff:
+            raise OutputError(
+                f'{out_dir} holds a long-video run with other settings '
+                f'({", ".join(diff)}); re-run with --no-resume to redo it '
+                'or choose another --out-dir')
+    write_json(run_path, settings, indent=1)
+    if not resume:
+        return {}
+    done = {}
+    folder = osp.join(out_dir, osp.dirname(LONG_VIDEO_LAYOUT.json))
+    if not osp.isdir(folder):
+        return {}
+    for name in os.listdir(folder):
+        if not name.endswith('.json') or name.startswith('.'):
+            continue
+        rec = read_json(osp.join(folder, name))
+        if not isinstance(rec, dict) or rec.get('status') != 'ok':
+            continue  # failed windows are tried again
+        npz = osp.join(out_dir, LONG_VIDEO_LAYOUT.path('npz', rec['index']))
+        if rec.get('has_maps') and not osp.isfile(npz):
+            continue
+        r = WindowRecord.from_dict(rec)
+        done[r.index] = r
+    return done
+
+
+def _batches(todo: List[int], size: int) -> Iterator[List[int]]:
+    for k in range(0, len(todo), size):
+        yield todo[k:k + size]
+
+
+def _run_windows(tl, plan, stream, inputs, explainer, target, gt_frames,
+                 batch_size, out_dir, outputs, map_size, keep_maps,
+                 progress, timings, skip) -> None:
+    from mmengine.dataset import pseudo_collate
+    writer = OutputWriter(['json', 'npz'], LONG_VIDEO_LAYOUT, json_indent=0)
+    todo = [i for i in range(len(plan)) if i not in skip]
+    bar = Progress(len(plan), progress)
+    frames_seen = 0
+    h0, w0 = stream.shape
+    scale = min(1.0, map_size / max(h0, w0))
+    map_shape = (max(1, round(h0 * scale)), max(1, round(w0 * scale)))
+    n_done = len(skip)
+    for batch in _batches(todo, batch_size):
+        t = time.perf_counter()
+        frames, failed = _decode_batch(stream, plan, batch)
+        timings['decode'] += time.perf_counter() - t
+        t = time.perf_counter()
+        ok, samples = [], []
+        for i in batch:
+            rec = tl.windows[i]
+            if i in failed:
+                rec.status, rec.error = 'failed', failed[i]
+                continue
+            rec.gt = None if gt_frames is None else int(
+                gt_frames[(rec.start_frame + rec.end_frame) // 2])
+            samples.append(inputs.sample(frames, plan.frames(i),
+                                         rec.gt if rec.gt is not None
+                                         else -1))
+            ok.append(i)
+        del frames
+        timings['pipeline'] += time.perf_counter() - t
+        if ok:
+            t = time.perf_counter()
+            data = pseudo_collate(samples)
+            tgt = target
+            if target == 'gt':
+                tgt = [max(0, tl.windows[i].gt) for i in ok]
+            exp = explainer.explain(data, target=tgt)
+            timings['explain'] += time.perf_counter() - t
+            t = time.perf_counter()
+            _fill_records(tl, exp, ok, inputs, stream.shape, map_shape,
+                          keep_maps)
+            frames_seen += sum(len(plan.offsets) for _ in ok)
+            timings['write'] += time.perf_counter() - t
+        t = time.perf_counter()
+        if out_dir is not None:
+            for i in batch:
+                _write_window(writer, out_dir, tl, i, 'maps' in outputs)
+        timings['write'] += time.perf_counter() - t
+        n_done += len(batch)
+        bar.update(n_done, frames_seen, len(skip))
+    bar.update(n_done, frames_seen, len(skip), force=True)
+
+
+def _decode_batch(stream, plan, batch):
+    """Frames of a batch of windows; on a decoding error, each window on its
+    own, so only the windows with corrupt frames fail."""
+    want = np.concatenate([plan.frames(i) for i in batch])
+    try:
+        return stream.get(want), {}
+    except Exception:  # noqa: BLE001 - decord raises its own errors
+        pass
+    frames, failed = {}, {}
+    for i in batch:
+        try:
+            frames.update(stream.get(plan.frames(i)))
+        except Exception as e:  # noqa: BLE001
+            failed[i] = _decode_error(e)
+    return frames, failed
+
+
+def _fill_records(tl, exp, ok, inputs, shape, map_shape, keep_maps):
+    probs = exp.probs.detach().float().cpu().numpy()
+    scores = exp.scores.detach().float().cpu().numpy()
+    targets = exp.targets.detach().cpu().numpy()
+    raw = exp.raw_maps.detach().float().cpu().numpy()
+    for b, i in enumerate(ok):
+        rec = tl.windows[i]
+        p = probs[b]
+        order = np.argsort(-p)[:5]
+        rec.topk = [(int(c), float(p[c])) for c in order]
+        rec.pred, rec.pred_prob = int(order[0]), float(p[order[0]])
+        rec.target = int(targets[b])
+        rec.target_prob = float(p[rec.target])
+        rec.target_score = float(scores[b, rec.target])
+        maps, signed = display_maps(exp, b)  # [V, T, H, W]
+        series = frame_series(maps, signed)
+        mass = sum(s for s in series.values()).mean(axis=0)  # [T]
+        total = mass.sum()
+        rec.mass = [float(m / total) if total > 0 else 0.0 for m in mass]
+        rec.evidence = float(np.clip(raw[b], 0, None).mean())
+        rec.status, rec.error = 'ok', None
+        inds, omaps, valid = maps_to_original(
+            maps, np.asarray(rec.frame_inds), inputs.crops, shape,
+            map_shape)
+        tl.memory_maps[i] = dict(
+            maps=omaps.astype(np.float16), valid=valid.any(0),
+            frame_inds=inds, probs=p.astype(np.float16),
+            signed=np.array(signed))
+    if not keep_maps and tl.out_dir is None:
+        tl.memory_maps.clear()
+
+
+def _write_window(writer, out_dir, tl, i, with_maps):
+    rec = tl.windows[i]
+    arrays = tl.memory_maps.pop(i, None)
+    ranks = [RankOutputs(arrays)] if (arrays is not None and with_maps) \
+        else []
+    d = rec.to_dict()
+    d['has_maps'] = bool(ranks)
+
+    def record(files):
+        return d
+    if arrays is not None and not with_maps:
+        tl.memory_maps[i] = arrays  # the overlay needs them; not on disk
+    writer.write_sample(out_dir, i, ranks, record=record)
+
+
+# ------------------------------------------------------- run-level files
+def _write_run_files(tl, plan, stream, outputs, overlay_fps, overlay_size,
+                     timings) -> None:
+    from ..visualization.timeline import class_colors, plot_timeline
+    from ..visualization.timeline_viewer import viewer_html
+    out = tl.out_dir
+    k = len(tl.class_names) if tl.class_names else max(
+        [c for w in tl for c, _ in w.topk] + [0]) + 1
+    names = [tl.label(c) for c in range(k)]
+    t = time.perf_counter()
+    if 'video' in outputs:
+        files = _write_overlay(tl, plan, stream, overlay_fps, overlay_size,
+                               names)
+        tl.files.update(files)
+    timings['overlay'] += time.perf_counter() - t
+    t = time.perf_counter()
+    tl.files['records'] = osp.join(out, osp.dirname(LONG_VIDEO_LAYOUT.json))
+    if 'timeline' in outputs:
+        ok = [w for w in tl]
+        times = np.array([w.centre_s for w in ok])
+        pred = np.array([w.pred if w.ok else -1 for w in ok])
+        conf = np.array([w.target_prob if w.ok else 0.0 for w in ok])
+        imp = np.array([w.evidence if w.ok else 0.0 for w in ok])
+        gt = gt_t = None
+        if tl.gt is not None:
+            step = max(1, int(round(tl.fps)))  # one sample per second
+            sel = np.arange(plan.start, plan.end, step)
+            gt, gt_t = tl.gt[sel], sel / tl.fps
+        tl.files['png'] = plot_timeline(
+            osp.join(out, TIMELINE_FILES['png']), times, pred, conf, imp,
+            names, gt=gt, gt_times=gt_t,
+            title=f'{osp.basename(stream.video)}: '
+            f'{tl.settings["method"]}, {len(tl)} windows of '
+            f'{plan.span} frames every {plan.stride}', accuracy=tl.accuracy)
+        tl.files['csv'] = write_timeline_csv(
+            osp.join(out, TIMELINE_FILES['csv']), tl)
+    if 'html' in outputs and 'video' in outputs:
+        colors = class_colors(k).tolist()
+        gt_segs = None
+        if tl.gt is not None:
+            gt_segs = []
+            g = tl.gt
+            change = np.flatnonzero(np.diff(g)) + 1
+            bounds = np.concatenate([[0], change, [len(g)]])
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                gt_segs.append([a / tl.fps, b / tl.fps, int(g[a])])
+        ev = max([w.evidence for w in tl if w.ok] + [0.0])
+        shown = sorted({w.pred for w in tl if w.ok} | (
+            set(int(c) for c in np.unique(tl.gt) if c >= 0)
+            if tl.gt is not None else set()))
+        data = dict(
+            title=f'{osp.basename(stream.video)}: {tl.settings["method"]}',
+            video=TIMELINE_FILES['video'], plain_video=TIMELINE_FILES[
+                'plain'], t0=plan.start / tl.fps, t1=plan.end / tl.fps,
+            classes=names, colors=colors, max_importance=ev, gt=gt_segs,
+            accuracy=tl.accuracy, shown_classes=shown[:30],
+            codec=tl.settings.get('overlay_codec'),
+            windows=[dict(start_s=round(w.start_s, 3),
+                          end_s=round(w.end_s, 3),
+                          pred=w.pred if w.ok else -1,
+                          prob=round(w.target_prob, 4) if w.ok else 0,
+                          importance=round(w.evidence, 6),
+                          topk=[[c, round(p, 4)] for c, p in w.topk])
+                     for w in tl])
+        path = osp.join(out, TIMELINE_FILES['html'])
+        with atomic_path(path) as tmp:
+            with open(tmp, 'w') as f:
+                f.write(viewer_html(data))
+        tl.files['html'] = path
+    if 'timeline' in outputs:
+        tl.files['json'] = osp.join(out, TIMELINE_FILES['json'])
+        write_timeline_json(tl.files['json'], tl)
+    timings['timeline'] += time.perf_counter() - t
+
+
+def _write_overlay(tl, plan, stream, overlay_fps, overlay_size, names
+                   ) -> Dict[str, str]:
+    """``overlay.mp4`` and ``plain.mp4`` over ``start .. end``: each output
+    frame shows source frame ``round(start + k * fps / overlay_fps)``; its
+    heat map is the mean over the windows whose span covers the frame of
+    each window's map at that frame (linear between the window's two
+    nearest sampled frames); a label panel (the covering window nearest in
+    time: its top class and probability, the explained class) and a
+    timeline strip with a cursor below the frame."""
+    from .. import visualization as vis
+    from ..visualization.timeline import (StreamVideoWriter,
+                                          draw_cursor_strip, draw_text_panel,
+                                          format_clock, ribbon_image,
+                                          class_colors)
+    out = tl.out_dir
+    h0, w0 = stream.shape
+    scale = overlay_size / max(h0, w0)  # small videos are enlarged
+    ow = max(2, int(round(w0 * scale / 2)) * 2)
+    oh = max(2, int(round(h0 * scale / 2)) * 2)
+    fps = tl.fps
+    step = fps / overlay_fps if overlay_fps and overlay_fps < fps else 1.0
+    out_fps = fps / step
+    src = np.arange(plan.start, plan.end - 1e-9, step)
+    src = np.round(src).astype(np.int64)
+    src = src[src < plan.end]
+    colors = class_colors(len(names))
+    fpred = tl.frame_predictions(src)
+    strip_h, panel_h = 10, 36
+    strip = ribbon_image(fpred, ow, strip_h, colors)
+    if tl.gt is not None:
+        strip = np.concatenate([strip, ribbon_image(tl.gt[src], ow, strip_h,
+                                                    colors)])
+    height = oh + panel_h + strip.shape[0]
+    reader = VideoStream(stream.video, width=ow, height=oh, check=False)
+    active: Dict[int, dict] = {}
+    win_order = sorted(range(len(tl)), key=lambda i: tl[i].start_frame)
+    nxt = 0
+    signed_any = False
+    paths = {}
+    vid_path = osp.join(out, TIMELINE_FILES['video'])
+    plain_path = osp.join(out, TIMELINE_FILES['plain'])
+    chunk = 64
+    with atomic_path(vid_path) as tmp_v, atomic_path(plain_path) as tmp_p:
+        with StreamVideoWriter(tmp_v, out_fps, (height, ow)) as wv, \
+                StreamVideoWriter(tmp_p, out_fps, (height, ow)) as wp:
+            for c0 in range(0, len(src), chunk):
+                idx = src[c0:c0 + chunk]
+                try:
+                    got = reader.get(idx)
+                except Exception:  # noqa: BLE001 - corrupt frames
+                    got = {}
+                    for f in idx:
+                        try:
+                            got.update(reader.get([f]))
+                        except Exception:  # noqa: BLE001
+                            got[int(f)] = np.zeros((oh, ow, 3), np.uint8)
+                for j, f in enumerate(idx):
+                    f = int(f)
+                    while nxt < len(win_order) and \
+                            tl[win_order[nxt]].start_frame <= f:
+                        i = win_order[nxt]
+                        if tl[i].ok:
+                            active[i] = tl.maps(i)
+                        nxt += 1
+                    for i in [i for i in active if tl[i].end_frame < f]:
+                        del active[i]
+                    frame = got[f]
+                    if frame.shape[:2] != (oh, ow):
+                        import cv2
+                        frame = cv2.resize(frame, (ow, oh))
+                    heat, valid, signed, near = _heat_at(tl, active, f,
+                                                         (oh, ow))
+                    signed_any |= signed
+                    if heat is not None:
+                        shown = vis.overlay_heatmap(
+                            frame[None], heat[None], alpha=0.5,
+                            valid_mask=valid[None], signed=signed)[0]
+                    else:
+                        shown = frame
+                    if near is not None:
+                        w = tl[near]
+                        lines = [f'{format_clock(f / fps)}  pred '
+                                 f'{names[w.pred]} {w.pred_prob:.2f}',
+                                 f'{tl.settings["method"]}: '
+                                 f'{names[w.target]} '
+                                 f'p={w.target_prob:.2f}']
+                    else:
+                        lines = [f'{format_clock(f / fps)}  no window',
+                                 '']
+                    panel = draw_text_panel(ow, panel_h, lines)
+                    pos = (f - plan.start) / max(1, plan.end - 1 -
+                                                 plan.start)
+                    cur = draw_cursor_strip(strip, pos)
+                    wv.write(np.concatenate([panel, shown, cur]))
+                    wp.write(np.concatenate([panel, frame, cur]))
+            codec = wv.codec
+    paths['video'] = vid_path
+    paths['plain'] = plain_path
+    tl.settings['overlay_codec'] = codec
+    tl.settings['overlay_fps'] = out_fps
+    tl.settings['overlay_size'] = [height, ow]
+    return paths
+
+
+def _heat_at(tl, active, f, size):
+    """The combined map of frame ``f`` from the windows in ``active``."""
+    import cv2
+    acc = cnt = None
+    signed = False
+    near, best = None, np.inf
+    for i, arr in active.items():
+        w = tl[i]
+        if not w.start_frame <= f <= w.end_frame:
+            continue
+        d = abs(f - (w.start_frame + w.end_frame) / 2)
+        if d < best:
+            near, best = i, d
+        inds = arr['frame_inds']
+        maps = arr['maps'].astype(np.float32)
+        if len(inds) == 1:
+            m = maps[0]
+        else:
+            k = int(np.clip(np.searchsorted(inds, f), 1, len(inds) - 1))
+            a, b = inds[k - 1], inds[k]
+            u = float(np.clip((f - a) / max(1, b - a), 0, 1))
+            m = (1 - u) * maps[k - 1] + u * maps[k]
+        v = arr['valid'].astype(np.float32)
+        signed |= bool(arr.get('signed', False))
+        if acc is None:
+            acc, cnt = m * v, v.copy()
+        else:
+            acc += m * v
+            cnt += v
+    if acc is None:
+        return None, None, False, near
+    heat = np.divide(acc, cnt, out=np.zeros_like(acc), where=cnt > 0)
+    heat = cv2.resize(heat, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    valid = cv2.resize((cnt > 0).astype(np.uint8), (size[1], size[0]),
+                       interpolation=cv2.INTER_NEAREST).astype(bool)
+    return heat, valid, signed, near

@@ -14,7 +14,7 @@ key                         array
 ``original_maps``           float16 ``[N, H, W]``: the drawn map, views
                             combined (mean over the views covering each
                             pixel); in [0, 1], or in [-1, 1] for signed maps
-                            (``raw / max|raw|`` per view; see the record's
+                            (``raw / P99(|raw|)`` per view, clipped; see the record's
                             ``colour_scale``); ``H, W``: the overlay's size
 ``original_valid``          bool ``[N, H, W]``: where some view looked
 ``targets``, ``scores``     ``[1]``, ``[1, K]``

@@ -5,7 +5,7 @@ Colour scale (every output): a map is *signed* when its raw map
 (``Explanation.raw_maps``) has negative values
 (:func:`~mmxai.visualization.is_signed`; e.g. Integrated Gradients,
 gradients without ``abs``, SmoothGrad, occlusion, LIME/SHAP). Signed maps are
-drawn as ``raw / max|raw|`` per view, in [-1, 1], on a diverging colour map
+drawn as ``raw / P99(|raw|)`` per view, clipped to [-1, 1], on a diverging colour map
 centred at 0 (``'RdBu_r'``: 0 is the neutral middle colour); their plot
 shows the positive and the negative evidence per frame. Non-negative maps
 are drawn as ``Explanation.maps`` (min-max per view, in [0, 1]) on ``'jet'``.
@@ -90,7 +90,8 @@ def colour_scale(signed: bool, cmap: str = 'jet',
     """The colour scale in words, for the JSON records."""
     if signed:
         return (f'diverging ({signed_cmap}), centred at 0, '
-                '+-max|raw map| per view (signed map)')
+                '+-1 = the 99th percentile of |raw map| per view (clipped), '
+                'overlay weight |map| (signed map)')
     return f'sequential ({cmap}), min-max per view: 0 = min, 1 = max'
 
 

@@ -4,7 +4,7 @@ Pure functions on numpy arrays (torch tensors are accepted); no model code.
 Frames are uint8 RGB ``[T, H, W, 3]``; maps are float ``[T, H, W]`` in [0, 1],
 or signed in [-1, 1]. Signed maps (:func:`is_signed`: a negative value) are
 drawn on a diverging colour map centred at 0 (``'RdBu_r'``: 0 is the neutral
-middle colour, +-1 = +-max|map|); non-negative maps on ``'jet'``.
+middle colour, +-1 = +-P99(|map|), clipped); non-negative maps on ``'jet'``.
 """
 from .colormap import (DEFAULT_CMAP, DEFAULT_SIGNED_CMAP, as_rgb_frames, colorize,
                        colormap_lut, is_signed, resolve_scale, signed_scale, to_numpy)

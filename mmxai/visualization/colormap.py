@@ -20,6 +20,9 @@ from matplotlib.colors import Colormap
 
 CmapLike = Union[str, Colormap]
 
+#: Percentile of |map| a signed map is scaled by (clipped above it).
+SIGNED_PERCENTILE = 99.0
+
 #: Default colour maps: non-negative maps in [0, 1], signed maps in [-1, 1].
 DEFAULT_CMAP = 'jet'
 DEFAULT_SIGNED_CMAP = 'RdBu_r'
@@ -82,16 +85,27 @@ def is_signed(maps: Any, rtol: float = 1e-6) -> bool:
     return lo < 0 and -lo > rtol * float(np.abs(m).max())
 
 
-def signed_scale(maps: Any, axis: Any = None) -> np.ndarray:
-    """Symmetric scale: ``maps / max|maps|`` in [-1, 1] (0 stays 0).
+def signed_scale(maps: Any, axis: Any = None,
+                 percentile: float = SIGNED_PERCENTILE) -> np.ndarray:
+    """Symmetric scale: ``clip(maps / P, -1, 1)``, ``P`` the ``percentile``-th
+    percentile of ``|maps|`` (its maximum where that is 0), so 0 stays 0
+    and a few extreme pixels (Integrated Gradients, saliency) do not leave
+    the rest invisible (Captum's ``outlier_perc`` idea).
 
-    ``axis``: the axes the maximum is taken over (None: all), e.g.
-    ``(1, 2, 3)`` for one scale per view of ``[V, T, H, W]``.
+    ``axis``: the axes ``P`` is taken over (None: all), e.g. ``(1, 2, 3)``
+    for one scale per view of ``[V, T, H, W]``; ``percentile=100``: the
+    maximum.
     """
     m = as_map(maps)
-    peak = np.abs(m).max(axis=axis, keepdims=True) if m.size else \
-        np.ones((1, ) * m.ndim, np.float32)
-    return np.divide(m, peak, out=np.zeros_like(m), where=peak > 0)
+    if not m.size:
+        return m
+    a = np.abs(m)
+    peak = np.percentile(a, percentile, axis=axis, keepdims=True) \
+        if percentile < 100 else a.max(axis=axis, keepdims=True)
+    top = a.max(axis=axis, keepdims=True)
+    peak = np.where(peak > 0, peak, top).astype(np.float32)
+    out = np.divide(m, peak, out=np.zeros_like(m), where=peak > 0)
+    return np.clip(out, -1.0, 1.0)
 
 
 def resolve_scale(maps: Any, signed: Any = None, cmap: Any = None):

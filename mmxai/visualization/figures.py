@@ -142,7 +142,7 @@ def save_montage(path: PathLike,
             ``'+{pos:.3f} -{neg:.3f}'`` from :func:`signed_temporal_importance`).
         alpha, cmap, valid_mask, signed: as in :func:`overlay_heatmap`
             (signed maps: a diverging colour bar from -1 to 1, i.e.
-            ``-max|map|`` to ``+max|map|``).
+            ``-P99(|map|)`` to ``+P99(|map|)``, clipped).
         source_indices: ``[T]`` frame numbers in the original video used in the
             default titles (e.g. the clip's sampled frame indices); default
             ``0..T-1``.
@@ -225,7 +225,7 @@ def save_montage(path: PathLike,
         cb = fig.colorbar(ScalarMappable(norm, cm), ax=axes[0::2, :].ravel().tolist(),
                           shrink=0.9, aspect=15, pad=0.01)
         if signed:
-            cb.set_ticks([-1.0, 0.0, 1.0], labels=['-max', '0', '+max'])
+            cb.set_ticks([-1.0, 0.0, 1.0], labels=['-P99', '0', '+P99'])
         cb.ax.tick_params(labelsize=8)
     if title:
         fig.suptitle(title, fontsize=11)

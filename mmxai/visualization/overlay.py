@@ -77,7 +77,8 @@ def overlay_heatmap(frames: Any,
                     cmap: Optional[CmapLike] = None,
                     valid_mask: Optional[Any] = None,
                     signed: Optional[bool] = None) -> np.ndarray:
-    """Blend colour-mapped maps onto frames: ``(1 - alpha) * frame + alpha * colour``.
+    """Blend colour-mapped maps onto frames: ``(1 - alpha) * frame + alpha * colour``
+    (signed maps: ``alpha * |map|`` per pixel).
 
     Args:
         frames: uint8 RGB ``[T, H, W, 3]`` (or one frame ``[H, W, 3]``).
@@ -92,8 +93,8 @@ def overlay_heatmap(frames: Any,
         signed: draw on a diverging scale centred at 0 (0 gets the colour
             map's middle colour). None: signed when ``maps`` has negative
             values (:func:`~mmxai.visualization.is_signed`), and then maps
-            are divided by their largest magnitude; True: maps are taken as
-            already in [-1, 1].
+            are scaled by :func:`~mmxai.visualization.signed_scale`; True:
+            maps are taken as already in [-1, 1].
 
     Returns:
         uint8 ``[T, H, W, 3]`` (``[H, W, 3]`` for a single frame).
@@ -103,7 +104,11 @@ def overlay_heatmap(frames: Any,
     m, signed, cmap = resolve_scale(maps, signed, cmap)
     f, m, single = _prepare(frames, m)
     heat = colorize(m, cmap, signed=signed).astype(np.float32)
-    out = (1.0 - alpha) * f.astype(np.float32) + alpha * heat
+    # signed: the weight follows |map|, so where the evidence is 0 the
+    # frame shows as it is (a uniform blend washes it out with the neutral
+    # colour)
+    a = alpha * np.abs(m)[..., None].astype(np.float32) if signed else alpha
+    out = (1.0 - a) * f.astype(np.float32) + a * heat
     out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     if valid_mask is not None:
         v = _prepare_mask(valid_mask, *f.shape[:3])

@@ -260,19 +260,30 @@ def test_signed_colorize_zero_is_the_neutral_middle_colour():
     assert c[0, 2] > c[0, 0] + 60 and c[2, 0] > c[2, 2] + 60  # blue, red
     assert is_signed(np.array([-0.5, 1.0])) and not is_signed(np.array([0.0, 1.0]))
     assert not is_signed(np.array([-1e-9, 1.0]))  # float noise is not a sign
-    np.testing.assert_allclose(signed_scale(np.array([-0.5, 0.0, 2.0])), [-0.25, 0, 1])
+    np.testing.assert_allclose(
+        signed_scale(np.array([-0.5, 0.0, 2.0]), percentile=100), [-0.25, 0, 1])
+    # P99: one extreme value is clipped, the rest keeps its contrast
+    m = np.concatenate([np.linspace(-1, 1, 999), [0.0, 100.0]])
+    s = signed_scale(m)
+    assert s.max() == 1.0 and s[-1] == 1.0 and np.abs(s[:-2]).max() > 0.99
+    assert s[-2] == 0.0  # zero stays zero
 
 
 def test_overlay_signed_map_zero_pixels_are_neutral_and_positive_unchanged():
     frames = np.full((2, 8, 8, 3), 100, np.uint8)
     m = np.zeros((2, 8, 8), np.float32)
-    m[:, :, :2] = -3.0  # raw, signed: detected and scaled by max|m|
+    m[:, :, :2] = -3.0  # raw, signed: detected and scaled by P99(|m|)
     m[:, :, -2:] = 6.0
     out = overlay_heatmap(frames, m)
-    neutral = colorize(np.zeros(1), 'RdBu_r', signed=True)[0].astype(np.float32)
-    assert np.array_equal(out[:, :, 3:5], np.broadcast_to(
-        np.rint(0.5 * 100 + 0.5 * neutral).astype(np.uint8), out[:, :, 3:5].shape))
-    assert np.array_equal(out, overlay_heatmap(frames, m / 6, signed=True, cmap='RdBu_r'))
+    # zero evidence: the plain frame (weight alpha * |map| = 0)
+    assert np.array_equal(out[:, :, 3:5], frames[:, :, 3:5])
+    from mmxai.visualization import signed_scale
+    assert np.array_equal(out, overlay_heatmap(frames, signed_scale(m),
+                                               signed=True, cmap='RdBu_r'))
+    full = colorize(np.ones(1), 'RdBu_r', signed=True)[0].astype(np.float32)
+    assert np.array_equal(out[0, 0, -1], np.rint(0.5 * 100 + 0.5 * full)
+                          .astype(np.uint8))  # +1: the alpha blend
+    assert out[0, 0, 0, 2] > out[0, 0, 0, 0] + 15  # negative: blue
     # a non-negative map keeps the jet blend of before
     pos = blob_maps(T=2, H=8, W=8)
     jet = colorize(pos, 'jet').astype(np.float32)

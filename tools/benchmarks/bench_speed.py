@@ -14,7 +14,12 @@ weights) on one preprocessed clip (default 1x3x8x64x64). Cases:
   ``suite/settings.py``'s ``METHOD_SETTINGS``; occlusion window = Captum's).
 
 Times: median of ``--repeats`` interleaved repeats in one process (cases
-slower than ``--slow`` seconds run once). Peak memory, measured on each
+slower than ``--slow`` seconds run once). Ratios (mmxai against its anchors)
+are paired: in each of ``--rounds`` rounds the two cases run back to back,
+in alternating order, and the round's ratio is their quotient; reported are
+the median ratio over the rounds and its 5-95 % range (a ratio of medians
+taken minutes apart moves with the machine's load: the earlier 0.51 for
+mmxai gradcam / Captum LayerGradCam was one). Peak memory, measured on each
 case's first (warm-up) run: the rise of the process's peak resident set size
 over its resident size just before the run, after returning freed heap to
 the OS (``malloc_trim``) and resetting the kernel's peak counter
@@ -24,7 +29,7 @@ case's peak would hide the later ones (and a subprocess per case would cost
 an import and a model build each).
 
     python tools/benchmarks/bench_speed.py [--frames 8] [--size 64]
-        [--repeats 3] [--no-memory] [--out speed.md]
+        [--repeats 6] [--rounds 40] [--no-memory] [--out speed.md]
 """
 import argparse
 import gc
@@ -58,6 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--frames', type=int, default=8)
     p.add_argument('--size', type=int, default=64)
     p.add_argument('--repeats', type=int, default=6)
+    p.add_argument('--rounds', type=int, default=40,
+                   help='rounds of each paired ratio (0: no ratios)')
     p.add_argument('--slow', type=float, default=8.0,
                    help='cases slower than this (s) run once')
     p.add_argument('--threads', type=int, default=None)
@@ -205,6 +212,43 @@ def run_with_peak(fn) -> Tuple[float, float]:
     return sec, peak
 
 
+#: The paired ratios: (numerator, denominator); ``None`` entries are looked
+#: up by prefix (the Captum cases' names carry their budgets).
+RATIOS = [('mmxai gradcam', 'plain forward+backward'),
+          ('mmxai gradcam', 'MMAction2 built-in GradCAM'),
+          ('mmxai gradcam', 'Captum LayerGradCam'),
+          ('mmxai occlusion', 'Captum Occlusion'),
+          ('mmxai integrated_gradients', 'Captum IntegratedGradients'),
+          ('mmxai saliency_tubes', 'plain forward')]
+RATIO_NOTES = {'Captum Occlusion': ' (same windows)',
+               'Captum IntegratedGradients': ' (same steps)'}
+
+
+def quantile(values, q: float) -> float:
+    """Linear-interpolation quantile (numpy's default) of ``values``."""
+    v = sorted(values)
+    pos = (len(v) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def paired_ratios(fn_a, fn_b, rounds: int):
+    """``[t_a / t_b]`` of ``rounds`` rounds; each round runs ``fn_a`` and
+    ``fn_b`` back to back, ``a`` first in even rounds and ``b`` first in
+    odd ones (so neither always gets the other's warm caches)."""
+    out = []
+    for r in range(rounds):
+        order = (fn_a, fn_b) if r % 2 == 0 else (fn_b, fn_a)
+        t = {}
+        for fn in order:
+            t0 = time.perf_counter()
+            fn()
+            t[fn] = time.perf_counter() - t0
+        out.append(t[fn_a] / t[fn_b])
+    return out
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
@@ -252,26 +296,28 @@ def main(argv=None) -> int:
     for k, why in na.items():
         lines.append(f'| {k} | n/a ({why}) | | | | | |')
 
-    def ratio(a, b):
-        return f'{med[a] / med[b]:.2f}' if a in med and b in med else 'n/a'
-    occ_c = next(k for k in med if k.startswith('Captum Occlusion'))
-    ig_c = next(k for k in med if k.startswith('Captum IntegratedGradients'))
-    lines += ['', '| ratio | value |', '|---|---:|',
-              f'| mmxai gradcam / plain forward+backward | '
-              f'{ratio("mmxai gradcam", "plain forward+backward")} |',
-              f'| mmxai gradcam / MMAction2 built-in GradCAM | '
-              f'{ratio("mmxai gradcam", "MMAction2 built-in GradCAM")} |',
-              f'| mmxai gradcam / Captum LayerGradCam | '
-              f'{ratio("mmxai gradcam", "Captum LayerGradCam")} |',
-              f'| mmxai occlusion / Captum Occlusion (same windows) | '
-              f'{ratio("mmxai occlusion", occ_c)} |',
-              f'| mmxai integrated_gradients / Captum IntegratedGradients '
-              f'(same steps) | {ratio("mmxai integrated_gradients", ig_c)} |',
-              f'| mmxai saliency_tubes / plain forward | '
-              f'{ratio("mmxai saliency_tubes", "plain forward")} |']
+    if args.rounds > 0:
+        lines += ['', f'Paired ratios: {args.rounds} rounds in one process, '
+                  'each running the two cases back to back in alternating '
+                  'order; the median of the rounds\' ratios and their 5-95 % '
+                  'range (cases over {:g} s: not paired).'.format(args.slow),
+                  '', '| ratio | median | 5-95 % | rounds |',
+                  '|---|---:|---|---:|']
+        for a, b in RATIOS:
+            b_name = next((k for k in cases if k.startswith(b)), None)
+            label = f'{a} / {b}{RATIO_NOTES.get(b, "")}'
+            if a not in cases or b_name is None or max(
+                    med[a], med[b_name]) > args.slow:
+                lines.append(f'| {label} | n/a | | |')
+                continue
+            r = paired_ratios(cases[a], cases[b_name], args.rounds)
+            lines.append(f'| {label} | {statistics.median(r):.2f} | '
+                         f'{quantile(r, 0.05):.2f}-{quantile(r, 0.95):.2f} | '
+                         f'{len(r)} |')
     lines += ['', f'Command: `python tools/benchmarks/bench_speed.py '
               f'--frames {args.frames} --size {args.size} --repeats '
-              f'{args.repeats}` ({(time.time() - t_all) / 60:.1f} min).']
+              f'{args.repeats} --rounds {args.rounds}` '
+              f'({(time.time() - t_all) / 60:.1f} min).']
     report = '\n'.join(lines)
     print(report)
     if args.out:

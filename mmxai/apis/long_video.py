@@ -207,6 +207,8 @@ class VideoStream:
                  check: bool = True, threads: int = 1) -> None:
         import decord
         self.video = video
+        self._open_args = dict(num_threads=threads, width=width,
+                               height=height)
         shown = sanitize_text(os.fspath(video), 0)
         size = probe_frame_size(video)
         check_frame_size(video, size, _limit(None, FRAME_PIXELS_ENV,
@@ -255,6 +257,13 @@ class VideoStream:
                 'frame numbers are not times; convert it to a constant rate '
                 f'first, e.g. ffmpeg -i IN -fps_mode cfr -r '
                 f'{round(1 / med)} OUT.mp4')
+
+    def reopen(self) -> None:
+        """A fresh reader (after a decoding error the threaded decoder
+        can fail on later frames too)."""
+        import decord
+        with captured_native_stderr():
+            self.reader = decord.VideoReader(self.video, **self._open_args)
 
     def get(self, indices: Sequence[int]) -> Dict[int, np.ndarray]:
         """``{frame: uint8 RGB [H, W, 3]}`` for the distinct ``indices``
@@ -699,13 +708,17 @@ def _decode_batch(stream, plan, batch):
     try:
         return stream.get(want), {}
     except Exception:  # noqa: BLE001 - decord raises its own errors
-        pass
+        stream.reopen()
     frames, failed = {}, {}
     for i in batch:
-        try:
-            frames.update(stream.get(plan.frames(i)))
-        except Exception as e:  # noqa: BLE001
-            failed[i] = _decode_error(e)
+        for attempt in range(2):  # a fresh reader once: read-ahead errors
+            try:
+                frames.update(stream.get(plan.frames(i)))
+                break
+            except Exception as e:  # noqa: BLE001
+                stream.reopen()
+                if attempt:
+                    failed[i] = _decode_error(e)
     return frames, failed
 
 
@@ -881,12 +894,14 @@ def _write_overlay(tl, plan, stream, overlay_fps, overlay_size, names
                 try:
                     got = reader.get(idx)
                 except Exception:  # noqa: BLE001 - corrupt frames
+                    reader.reopen()
                     got = {}
                     for f in idx:
                         try:
                             got.update(reader.get([f]))
                         except Exception:  # noqa: BLE001
                             got[int(f)] = np.zeros((oh, ow, 3), np.uint8)
+                            reader.reopen()
                 for j, f in enumerate(idx):
                     f = int(f)
                     while nxt < len(win_order) and \

@@ -30,6 +30,10 @@ logger = logging.getLogger('mmxai.decoder')
 _NOISE = re.compile(r'^(\[\d\d:\d\d:\d\d\] \S+:\d+: |\[[^\]]* @ 0x[0-9a-f]+\] )')
 
 
+#: decord's ``ERROR opening: <what it was given>, <reason>``.
+_QUOTED_INPUT = re.compile(r'ERROR opening: .*, (?=[A-Z][a-z])', re.S)
+
+
 def verbose() -> bool:
     """``MMXAI_VERBOSE`` is set to something other than ``''``/``0``."""
     return os.environ.get('MMXAI_VERBOSE', '').strip() not in ('', '0')
@@ -96,8 +100,10 @@ class CapturedStderr:
     def summary(self, limit: int = 160) -> str:
         """One sanitised line of what the decoder said so far ('' if
         nothing)."""
-        lines = [_NOISE.sub('', line.strip())
-                 for line in self.so_far().splitlines()]
+        # decord quotes what it was asked to open, which for the toolbox's
+        # in-memory reads is the file's own bytes: never repeat them
+        text = _QUOTED_INPUT.sub('ERROR opening the input: ', self.so_far())
+        lines = [_NOISE.sub('', line.strip()) for line in text.splitlines()]
         return sanitize_text(' | '.join(s for s in lines if s), limit)
 
     def __bool__(self) -> bool:

@@ -112,8 +112,24 @@ def test_text_posing_as_video_never_reaches_the_terminal_raw(tmp_path):
                           capture_output=True, cwd=ROOT)
     assert proc.returncode == 2
     _assert_safe(proc.stderr, 'cannot read video')
-    # the decoder's words are quoted escaped, on the one line
-    assert '\\x1b[31mRED' in proc.stderr.decode()
+    # the decoder's words are kept, the file's bytes it quotes are not
+    err = proc.stderr.decode()
+    assert 'ERROR opening the input: Invalid data' in err
+    assert 'RED' not in err
+
+
+def test_binary_junk_bytes_are_not_quoted(tmp_path):
+    junk = tmp_path / 'junk.mp4'
+    rng = np.random.default_rng(0)
+    junk.write_bytes(bytes(rng.integers(0, 256, 3000, dtype=np.uint8)) +
+                     b'\n, Xy\x1b[2J' + bytes(rng.integers(0, 256, 500,
+                                                          dtype=np.uint8)))
+    with pytest.raises(Exception) as e:
+        load_video_sample(str(junk), Config(dict(
+            test_pipeline=TEST_PIPELINE_3D)))
+    msg = str(e.value)
+    assert 'decoder: ERROR opening the input: Invalid data' in msg, msg
+    assert len(msg) < 300 and '\ufffd' not in msg and '\x1b' not in msg
 
 
 def test_short_video_repeats_are_reported(tmp_path, capsys):

@@ -39,6 +39,7 @@ import numpy as np
 from torch import nn
 
 from ..adapters import unwrap_model
+from ..datasets.phase_labels import frame_ground_truth
 from ..errors import ConfigError, InputError, OutputError, TargetError
 from ..explainers import BaseExplainer, build_explainer
 from ..fileio import atomic_path, check_writable, json_safe, read_json, \
@@ -344,72 +345,7 @@ class WindowInputs:
 
 
 # ------------------------------------------------------------ ground truth
-def frame_ground_truth(gt: dict, num_frames: int, fps: float,
-                       class_names: Optional[Sequence[str]],
-                       num_classes: int, tolerance_s: float = 1.0
-                       ) -> np.ndarray:
-    """The class of every frame (``[num_frames]``, -1 before the first
-    label) from :func:`~mmxai.preflight.read_ground_truth`'s rows.
-
-    Raises:
-        InputError: the file covers another length than the video (more
-            than ``tolerance_s`` apart), or names a label the model lacks.
-    """
-    fps = fps or 25.0
-    path = gt['path']
-    pos = np.asarray(gt['positions'], np.float64)
-    if gt['unit'] == 's':
-        secs = pos
-    else:
-        secs = pos / (gt['fps'] or fps)
-    duration = num_frames / fps
-    step = 1.0 / (gt['fps'] or fps)
-    last = secs[-1] + (step if gt['dense'] else 0.0)
-    if last > duration + tolerance_s or (
-            gt['dense'] and abs(last - duration) > tolerance_s):
-        rate = f'{gt["fps"]:g} fps' if gt['fps'] else f'{fps:g} fps'
-        raise InputError(
-            f'ground truth {path} covers {last:.1f} s ({len(pos)} rows at '
-            f'{rate}) but the video lasts {duration:.1f} s ({num_frames} '
-            'frames); give the annotation file of this video')
-    labels = gt['labels']
-    index = _label_index(labels, class_names, num_classes, path)
-    starts = np.round(secs * fps).astype(np.int64)
-    out = np.full(num_frames, -1, np.int64)
-    bounds = list(starts[1:]) + [num_frames]
-    for s, e, c in zip(starts, bounds, index):
-        out[max(0, s):max(0, min(e, num_frames))] = c
-    return out
-
-
-def _label_index(labels, class_names, num_classes, path) -> List[int]:
-    names = list(class_names or [])
-
-    def norm(s):
-        return ''.join(ch for ch in str(s).lower() if ch.isalnum())
-    exact = {n: i for i, n in enumerate(names)}
-    loose = {norm(n): i for i, n in enumerate(names)}
-    out, cache = [], {}
-    for lab in labels:
-        if lab in cache:
-            out.append(cache[lab])
-            continue
-        if lab in exact:
-            c = exact[lab]
-        elif norm(lab) in loose:
-            c = loose[norm(lab)]
-        elif lab.lstrip('-').isdigit() and 0 <= int(lab) < num_classes:
-            c = int(lab)
-        else:
-            shown = ', '.join(names[:8]) + (' ...' if len(names) > 8
-                                            else '')
-            raise InputError(
-                f'ground truth {path}: label {lab!r} is not a class of the '
-                f'model ({shown or f"classes 0..{num_classes - 1}"}); give '
-                '--label-map with the class names, or class numbers')
-        cache[lab] = c
-        out.append(c)
-    return out
+# frame_ground_truth: mmxai.datasets.phase_labels (shared with the phase datasets)
 
 
 # --------------------------------------------------------------- progress

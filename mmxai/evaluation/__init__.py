@@ -11,6 +11,10 @@ from .localization import (centre_map, energy_in_tube,  # noqa: E402
                            localization_scores, random_map, scaled_tolerance,
                            st_pointing_game, temporal_energy,
                            temporal_grounding_hit)
+from .phase_metrics import (PhaseMetric, edit_score,  # noqa: E402
+                            f1_at_k, f1_counts, frame_accuracy,
+                            phase_report, phase_scores,
+                            relaxed_phase_scores, segments)
 from .sanity import (cascading_randomization, default_cascade,  # noqa: E402
                      rank_correlation, randomize_layers, randomized_copy)
 
@@ -24,5 +28,7 @@ __all__ = [
     'scaled_tolerance', 'st_pointing_game', 'temporal_energy',
     'temporal_grounding_hit', 'cascading_randomization', 'default_cascade',
     'rank_correlation',
-    'randomize_layers', 'randomized_copy'
+    'randomize_layers', 'randomized_copy', 'PhaseMetric', 'edit_score',
+    'f1_at_k', 'f1_counts', 'frame_accuracy', 'phase_report',
+    'phase_scores', 'relaxed_phase_scores', 'segments'
 ]

@@ -60,7 +60,10 @@ test_dataloader = dict(
     dataset=dict(_window, videos='49-80', stride=1, pipeline=test_pipeline,
                  test_mode=True))
 
-val_evaluator = dict(type='AccMetric')
+# frame accuracy, per-phase precision/recall/Jaccard (strict and relaxed:
+# the Cholec80 script's 10 s boundary), edit score, F1@10/25/50
+val_evaluator = [dict(type='AccMetric'),
+                 dict(type='mmxai.PhaseMetric', fps=sample_fps)]
 test_evaluator = val_evaluator
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=20, val_begin=1,
                  val_interval=1)

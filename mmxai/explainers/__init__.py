@@ -25,6 +25,7 @@ from .occlusion import Occlusion3D
 from .rise import RISE3D
 from .step import STEP
 from .supervoxels import SupervoxelKernelSHAP, SupervoxelLIME
+from .cam_gradient import GradCAMElementWise, HiResCAM, LayerCAM, XGradCAM
 # isort: on
 
 __all__ = [
@@ -34,5 +35,6 @@ __all__ = [
     'GradCAM', 'GradCAMPlusPlus', 'SaliencyTubes', 'AttentionRollout',
     'AttentionRelevance', 'CaptumExplainer', 'ClassFeaturePyramid',
     'Saliency', 'IntegratedGradients', 'SmoothGrad', 'Occlusion3D', 'RISE3D',
-    'STEP', 'SupervoxelLIME', 'SupervoxelKernelSHAP'
+    'STEP', 'SupervoxelLIME', 'SupervoxelKernelSHAP',
+    'XGradCAM', 'LayerCAM', 'HiResCAM', 'GradCAMElementWise'
 ]

@@ -32,6 +32,10 @@ METHOD_ALIASES: Dict[str, Tuple[str, ...]] = {
     'SmoothGrad': ('smoothgrad', ),
     'SupervoxelLIME': ('lime', ),
     'SupervoxelKernelSHAP': ('kernel_shap', ),
+    'XGradCAM': ('xgradcam', 'x_grad_cam'),
+    'LayerCAM': ('layercam', 'layer_cam'),
+    'HiResCAM': ('hirescam', 'hi_res_cam'),
+    'GradCAMElementWise': ('gradcam_elementwise', 'grad_cam_element_wise'),
 }
 
 _WORD = re.compile(r'(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])')

@@ -8,6 +8,7 @@ from . import registry  # noqa: E402,F401
 from .checkpoint import install_toolbox_loader  # noqa: E402
 
 install_toolbox_loader()  # the toolbox's tools load checkpoints safely
+from . import models  # noqa: E402,F401
 from . import adapters, explainers  # noqa: E402,F401
 # Registers hooks, metrics, visualizers and datasets, so that a config's
 # custom_imports=['mmxai'] makes every mmxai component available.

@@ -11,6 +11,7 @@ import mmxai
 LAYERS = {
     'version': 0, 'errors': 0, 'compat': 0, 'registry': 1, 'fileio': 1,
     'checkpoint': 1, 'baselines': 1, 'utils': 1, 'preflight': 1,
+    'models': 1,
     'adapters': 2,
     'explainers': 3,
     'evaluation': 4, 'visualization': 4,

@@ -1,0 +1,96 @@
+"""The two-stage phase recognizer: the toolbox's Recognizer2D (ResNet frame
+backbone) with mmxai's CausalMSTCNHead; causality, training loss, online
+prediction, feature-sequence attributions and mmxai's explainers on it."""
+import numpy as np
+import pytest
+import torch
+from mmaction.structures import ActionDataSample
+
+from tiny_models import PREPROCESSOR_2D, build
+from mmxai.explainers import build_explainer
+from mmxai.models import (FeatureSequence, feature_integrated_gradients,
+                          feature_occlusion)
+
+T, K, S = 12, 7, 32
+
+
+def tcn_cfg():
+    return dict(
+        type='Recognizer2D',
+        backbone=dict(type='ResNet', depth=18, pretrained=None,
+                      torchvision_pretrain=False, norm_eval=False),
+        cls_head=dict(type='CausalMSTCNHead', num_classes=K,
+                      in_channels=512, num_stages=2, num_layers=4,
+                      channels=16),
+        data_preprocessor=PREPROCESSOR_2D)
+
+
+@pytest.fixture(scope='module')
+def model():
+    m = build(tcn_cfg(), seed=0).eval()
+    for p in m.cls_head.parameters():  # a live head (not near-constant)
+        p.data.mul_(3)
+    return m
+
+
+def _inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, T, 3, S, S, generator=g)
+
+
+def test_causal_outputs_at_or_before_t_ignore_later_frames(model):
+    x = _inputs()
+    for t in (0, 4, 9):
+        y = x.clone()
+        y[:, t + 1:] = torch.randn_like(y[:, t + 1:]) * 3  # frames after t
+        a = FeatureSequence(model, x).logits()
+        b = FeatureSequence(model, y).logits()
+        torch.testing.assert_close(a[..., :t + 1], b[..., :t + 1])
+        if t + 1 < T:
+            assert (a[..., t + 1:] - b[..., t + 1:]).abs().max() > 1e-4
+    # and a change at frame t does change the output at t
+    y = x.clone()
+    y[:, 4] += 3
+    a, b = FeatureSequence(model, x).logits(), FeatureSequence(model, y
+                                                               ).logits()
+    assert (a[..., 4] - b[..., 4]).abs().max() > 1e-4
+
+
+def test_loss_and_online_predict(model):
+    x = _inputs()
+    samples = []
+    for _ in range(2):
+        s = ActionDataSample().set_gt_label(3)
+        s.set_metainfo(dict(frame_labels=np.array([1] * 6 + [3] * 6)))
+        samples.append(s)
+    model.train()
+    losses = model(torch.cat([x, x]), samples, mode='loss')
+    model.eval()
+    assert set(losses) == {'loss_cls', 'loss_smooth'}
+    assert all(torch.isfinite(v) for v in losses.values())
+    out = model(x, [ActionDataSample()], mode='predict')[0]
+    want = FeatureSequence(model, x).logits()[0, :, -1].softmax(0)
+    torch.testing.assert_close(out.pred_score, want)
+
+
+def test_feature_attributions(model):
+    fs = FeatureSequence(model, _inputs())
+    t, c = 7, 2
+    occ = feature_occlusion(fs, t, c)
+    assert occ.shape == (T, ) and torch.all(occ[t + 1:] == 0)
+    assert occ[:t + 1].abs().max() > 0
+    ig = feature_integrated_gradients(fs, t, c, steps=64)
+    assert torch.all(ig[t + 1:] == 0)
+    base = fs.seq.mean(-1, keepdim=True).expand_as(fs.seq)
+    gap = fs.logits()[0, c, t] - fs.logits(base.contiguous())[0, c, t]
+    # completeness: IG sums to f(x) - f(baseline)
+    assert float(ig.sum()) == pytest.approx(float(gap), rel=0.02, abs=1e-3)
+
+
+def test_mmxai_methods_explain_it(model):
+    x = _inputs()
+    for method in ('gradcam', 'integrated_gradients'):
+        kw = dict(n_steps=4) if method != 'gradcam' else {}
+        exp = build_explainer(method, model, **kw).attribute(x, target=2)
+        assert tuple(exp.maps.shape) == (1, 1, T, S, S)
+        assert torch.isfinite(exp.maps).all()

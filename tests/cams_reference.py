@@ -27,7 +27,7 @@ class ScoreModule(nn.Module):
 
 
 def torchcam_maps(extractor_cls, recognizer, inputs, targets, layers,
-                  forward_grad=True, **kwargs):
+                  forward_grad=True, seed=None, **kwargs):
     """torch-cam's raw maps (``normalized=False``) ``{layer: [N, t, h, w]}``
     for ``inputs [N, 1, C, T, H, W]`` and per-sample ``targets``."""
     module = ScoreModule(recognizer).eval()
@@ -37,6 +37,8 @@ def torchcam_maps(extractor_cls, recognizer, inputs, targets, layers,
                        **kwargs) as cam:
         with torch.set_grad_enabled(forward_grad):
             scores = module(x)
+        if seed is not None:  # torch-cam draws noise from the global RNG
+            torch.manual_seed(seed)
         maps = cam([int(t) for t in targets], scores, normalized=False)
         fused = cam.fuse_cams if len(names) > 1 else None
     return dict(zip(layers, [m.detach() for m in maps])), fused

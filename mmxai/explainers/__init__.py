@@ -26,6 +26,7 @@ from .rise import RISE3D
 from .step import STEP
 from .supervoxels import SupervoxelKernelSHAP, SupervoxelLIME
 from .cam_gradient import GradCAMElementWise, HiResCAM, LayerCAM, XGradCAM
+from .cam_score import ISCAM, SSCAM, ScoreCAM
 # isort: on
 
 __all__ = [
@@ -36,5 +37,6 @@ __all__ = [
     'AttentionRelevance', 'CaptumExplainer', 'ClassFeaturePyramid',
     'Saliency', 'IntegratedGradients', 'SmoothGrad', 'Occlusion3D', 'RISE3D',
     'STEP', 'SupervoxelLIME', 'SupervoxelKernelSHAP',
-    'XGradCAM', 'LayerCAM', 'HiResCAM', 'GradCAMElementWise'
+    'XGradCAM', 'LayerCAM', 'HiResCAM', 'GradCAMElementWise', 'ScoreCAM',
+    'SSCAM', 'ISCAM'
 ]

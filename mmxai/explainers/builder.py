@@ -36,6 +36,7 @@ METHOD_ALIASES: Dict[str, Tuple[str, ...]] = {
     'LayerCAM': ('layercam', 'layer_cam'),
     'HiResCAM': ('hirescam', 'hi_res_cam'),
     'GradCAMElementWise': ('gradcam_elementwise', 'grad_cam_element_wise'),
+    'ScoreCAM': ('scorecam', 'score_cam'),
 }
 
 _WORD = re.compile(r'(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])')

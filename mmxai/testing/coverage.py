@@ -30,6 +30,10 @@ FAST_SETTINGS = {
     'saliency': dict(batch_size=2),
     'occlusion': dict(batch_size=4),
     'captum': dict(algorithm='Saliency'),
+    # Score-CAM family: one forward per channel mask (x noise samples)
+    'scorecam': dict(top_k=4, batch_size=4),
+    'sscam': dict(top_k=4, batch_size=4, num_samples=2),
+    'iscam': dict(top_k=4, batch_size=4, num_samples=2),
 }
 #: Method name order of the coverage matrix (others follow alphabetically).
 CORE_METHODS = ('gradcam', 'gradcam++', 'saliency_tubes', 'attention_rollout',

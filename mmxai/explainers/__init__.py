@@ -27,6 +27,8 @@ from .step import STEP
 from .supervoxels import SupervoxelKernelSHAP, SupervoxelLIME
 from .cam_gradient import GradCAMElementWise, HiResCAM, LayerCAM, XGradCAM
 from .cam_score import ISCAM, SSCAM, ScoreCAM
+from .cam_eigen import EigenCAM, EigenGradCAM
+from .cam_ablation import AblationCAM
 # isort: on
 
 __all__ = [
@@ -38,5 +40,5 @@ __all__ = [
     'Saliency', 'IntegratedGradients', 'SmoothGrad', 'Occlusion3D', 'RISE3D',
     'STEP', 'SupervoxelLIME', 'SupervoxelKernelSHAP',
     'XGradCAM', 'LayerCAM', 'HiResCAM', 'GradCAMElementWise', 'ScoreCAM',
-    'SSCAM', 'ISCAM'
+    'SSCAM', 'ISCAM', 'EigenCAM', 'EigenGradCAM', 'AblationCAM'
 ]

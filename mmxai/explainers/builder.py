@@ -37,6 +37,9 @@ METHOD_ALIASES: Dict[str, Tuple[str, ...]] = {
     'HiResCAM': ('hirescam', 'hi_res_cam'),
     'GradCAMElementWise': ('gradcam_elementwise', 'grad_cam_element_wise'),
     'ScoreCAM': ('scorecam', 'score_cam'),
+    'EigenCAM': ('eigencam', 'eigen_cam'),
+    'EigenGradCAM': ('eigengradcam', 'eigen_grad_cam'),
+    'AblationCAM': ('ablationcam', 'ablation_cam'),
 }
 
 _WORD = re.compile(r'(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])')

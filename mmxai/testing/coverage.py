@@ -34,6 +34,7 @@ FAST_SETTINGS = {
     'scorecam': dict(top_k=4, batch_size=4),
     'sscam': dict(top_k=4, batch_size=4, num_samples=2),
     'iscam': dict(top_k=4, batch_size=4, num_samples=2),
+    'ablationcam': dict(top_k=4, batch_size=4),
 }
 #: Method name order of the coverage matrix (others follow alphabetically).
 CORE_METHODS = ('gradcam', 'gradcam++', 'saliency_tubes', 'attention_rollout',

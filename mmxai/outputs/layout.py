@@ -9,7 +9,7 @@ import os.path as osp
 from dataclasses import dataclass
 
 __all__ = ['Layout', 'VIDEO_LAYOUT', 'HOOK_LAYOUT', 'DATASET_LAYOUT',
-           'LONG_VIDEO_LAYOUT']
+           'LONG_VIDEO_LAYOUT', 'COMPARE_LAYOUT']
 
 
 @dataclass(frozen=True)
@@ -58,3 +58,13 @@ LONG_VIDEO_LAYOUT = Layout(
     json='windows/{key:06d}.json', npz='maps/{key:06d}.npz',
     video='overlay.mp4', gif='overlay.gif', montage='montage.png',
     plot='timeline.png')
+#: Method comparisons (``compare_methods``): per clip ``clips/<index>/``
+#: its record and one maps file per method (``maps_<method>.npz``, the
+#: method as the suffix), the side-by-side ``overlay.mp4`` and
+#: ``montage.png``, one tile video per method (``<method>.mp4``, the
+#: viewer's); ``compare.json``, ``compare.md``, ``agreement.png`` and
+#: ``index.html`` at the root.
+COMPARE_LAYOUT = Layout(
+    folder='clips/{key:02d}', json='record.json', npz='maps{suffix}.npz',
+    video='{stem}.mp4', gif='{stem}.gif', montage='montage.png',
+    plot='{stem}_temporal.png')

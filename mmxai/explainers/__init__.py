@@ -29,6 +29,7 @@ from .cam_gradient import GradCAMElementWise, HiResCAM, LayerCAM, XGradCAM
 from .cam_score import ISCAM, SSCAM, ScoreCAM
 from .cam_eigen import EigenCAM, EigenGradCAM
 from .cam_ablation import AblationCAM
+from .cam_smooth import SmoothGradCAMPlusPlus
 # isort: on
 
 __all__ = [
@@ -40,5 +41,6 @@ __all__ = [
     'Saliency', 'IntegratedGradients', 'SmoothGrad', 'Occlusion3D', 'RISE3D',
     'STEP', 'SupervoxelLIME', 'SupervoxelKernelSHAP',
     'XGradCAM', 'LayerCAM', 'HiResCAM', 'GradCAMElementWise', 'ScoreCAM',
-    'SSCAM', 'ISCAM', 'EigenCAM', 'EigenGradCAM', 'AblationCAM'
+    'SSCAM', 'ISCAM', 'EigenCAM', 'EigenGradCAM', 'AblationCAM',
+    'SmoothGradCAMPlusPlus'
 ]

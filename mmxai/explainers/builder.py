@@ -40,6 +40,7 @@ METHOD_ALIASES: Dict[str, Tuple[str, ...]] = {
     'EigenCAM': ('eigencam', 'eigen_cam'),
     'EigenGradCAM': ('eigengradcam', 'eigen_grad_cam'),
     'AblationCAM': ('ablationcam', 'ablation_cam'),
+    'SmoothGradCAMPlusPlus': ('smooth_gradcam++', 'smooth_gradcampp'),
 }
 
 _WORD = re.compile(r'(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])')

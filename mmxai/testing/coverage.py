@@ -35,6 +35,7 @@ FAST_SETTINGS = {
     'sscam': dict(top_k=4, batch_size=4, num_samples=2),
     'iscam': dict(top_k=4, batch_size=4, num_samples=2),
     'ablationcam': dict(top_k=4, batch_size=4),
+    'smooth_gradcam++': dict(num_samples=2),
 }
 #: Method name order of the coverage matrix (others follow alphabetically).
 CORE_METHODS = ('gradcam', 'gradcam++', 'saliency_tubes', 'attention_rollout',

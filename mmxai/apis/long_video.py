@@ -738,7 +738,8 @@ def _write_run_files(tl, plan, stream, outputs, overlay_fps, overlay_size,
             names, gt=gt, gt_times=gt_t,
             title=f'{osp.basename(stream.video)}: '
             f'{tl.settings["method"]}, {len(tl)} windows of '
-            f'{plan.span} frames every {plan.stride}', accuracy=tl.accuracy)
+            f'{plan.span} frames every {plan.stride}', accuracy=tl.accuracy,
+            window_s=plan.span / (plan.fps or 25.0))
         tl.files['csv'] = write_timeline_csv(
             osp.join(out, TIMELINE_FILES['csv']), tl)
     if 'html' in outputs and 'video' in outputs:

@@ -108,7 +108,7 @@ def plot_timeline(path: PathLike, times: np.ndarray, pred: np.ndarray,
                   gt: Optional[np.ndarray] = None,
                   gt_times: Optional[np.ndarray] = None,
                   title: str = '', accuracy: Optional[float] = None,
-                  dpi: int = 100) -> str:
+                  dpi: int = 100, window_s: Optional[float] = None) -> str:
     """``timeline.png``: the predicted class over time (a ribbon, its
     colour darkened where the model is unsure), the ground truth below it
     when given, the explained class's probability and the temporal
@@ -118,6 +118,7 @@ def plot_timeline(path: PathLike, times: np.ndarray, pred: np.ndarray,
         times: ``[W]`` window centres in seconds.
         pred, confidence, importance: ``[W]`` per window (pred -1: failed).
         gt, gt_times: class per ground-truth sample and its time (s).
+        window_s: a window's duration (s): the width of a lone window.
     """
     import matplotlib
     matplotlib.use('Agg', force=False)
@@ -138,7 +139,8 @@ def plot_timeline(path: PathLike, times: np.ndarray, pred: np.ndarray,
                              sharex=True, gridspec_kw=dict(
                                  height_ratios=ratios, hspace=0.15))
     minutes = times / 60.0
-    edges = _edges(minutes)
+    edges = _edges(minutes, half=(window_s or 60.0) / 120.0)
+    edges[0] = max(edges[0], 0.0)  # nothing before the video's start
 
     def ribbon(ax, values, conf, label):
         rgba = np.ones((1, len(values), 4))
@@ -188,9 +190,14 @@ def plot_timeline(path: PathLike, times: np.ndarray, pred: np.ndarray,
                   va='center')
     ax.grid(alpha=0.3)
     ax.set_xlim(edges[0], edges[-1])
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
-        lambda x, _: format_clock(x * 60)))
-    ax.set_xlabel('time (h:mm:ss)')
+    if (edges[-1] - edges[0]) * 60 < 60:  # under a minute: seconds
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
+            lambda x, _: f'{x * 60:.1f}'))
+        ax.set_xlabel('time (s)')
+    else:
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
+            lambda x, _: format_clock(x * 60)))
+        ax.set_xlabel('time (h:mm:ss)')
     shown = [c for c in range(k) if np.any(pred == c) or (
         gt is not None and np.any(gt == c))][:20]
     handles = [Patch(color=colors[c], label=str(class_names[c]))
@@ -210,13 +217,14 @@ def plot_timeline(path: PathLike, times: np.ndarray, pred: np.ndarray,
         plt.close(fig)
 
 
-def _edges(x: np.ndarray) -> np.ndarray:
-    """Bin edges around centres ``x`` (``[N + 1]``)."""
+def _edges(x: np.ndarray, half: float = 0.5) -> np.ndarray:
+    """Bin edges around centres ``x`` (``[N + 1]``); a lone centre gets
+    ``+-half``."""
     x = np.asarray(x, np.float64)
     if len(x) == 0:
         return np.array([0.0, 1.0])
     if len(x) == 1:
-        return np.array([x[0] - 0.5, x[0] + 0.5])
+        return np.array([x[0] - half, x[0] + half])
     mid = (x[1:] + x[:-1]) / 2
     return np.concatenate([[x[0] - (mid[0] - x[0])], mid,
                            [x[-1] + (x[-1] - mid[-1])]])

@@ -104,12 +104,16 @@ def test_viewer_in_headless_chromium(tmp_path):
         accuracy=0.5, shown_classes=[0, 1]))
     assert 'http' not in page.replace('http-equiv', '')  # no network
     (tmp_path / 'index.html').write_text(page.replace('</body>', PROBE))
-    out = subprocess.run(
-        [browser, '--headless', '--no-sandbox', '--disable-gpu',
-         '--allow-file-access-from-files', '--virtual-time-budget=8000',
-         '--dump-dom', 'file://' + osp.join(str(tmp_path), 'index.html')],
-        capture_output=True, text=True, timeout=90)
-    m = re.search(r'<pre id="probe">(.*?)</pre>', out.stdout)
+    for budget in (8000, 30000):  # a loaded machine: once more, longer
+        out = subprocess.run(
+            [browser, '--headless', '--no-sandbox', '--disable-gpu',
+             '--allow-file-access-from-files',
+             f'--virtual-time-budget={budget}', '--dump-dom',
+             'file://' + osp.join(str(tmp_path), 'index.html')],
+            capture_output=True, text=True, timeout=120)
+        m = re.search(r'<pre id="probe">(.*?)</pre>', out.stdout)
+        if m:
+            break
     assert m, out.stderr[-2000:]
     probe = json.loads(m.group(1).replace('&quot;', '"'))
     assert 'error' not in probe, probe

@@ -1,0 +1,631 @@
+"""The procedure benchmark of issue 15: phase recognition and explanations
+measured against known evidence, on generated surgical procedures.
+
+1. generates procedures (``mmxai.generate_procedures``) in Cholec80's layout:
+   ``--train`` for training and ``--test`` held-out ones at ``--seed``, and
+   ``--test`` more at a fresh generator seed (``--fresh-seed``);
+2. trains ``configs/surgical/resnet18s2_tcn_procedures.py`` (the toolbox's
+   ``Recognizer2D``: MobileNetV2 width 0.5 frames + mmxai's causal TCN head)
+   with MMAction2's own Runner; the checkpoint is the Runner's
+   ``epoch_N.pth``;
+3. tests it with ``mmxai.PhaseMetric`` (Runner.test) on the held-out and the
+   fresh-seed procedures;
+4. explains every held-out procedure with the long-video mode
+   (``explain_long_video``, one 8 s window per second, each method) and
+   scores the maps against the generator's masks (``score_*`` below): the
+   pointing game and energy on the phase instrument's mask, temporal
+   grounding in windows that straddle a phase transition (spatial map mass
+   per frame, and occlusion / IG over the cached feature sequence),
+   deletion / insertion; the same scores for a random map and a centre map;
+5. writes ``docs/surgical_benchmark.md`` and its figure (``--doc``).
+
+    python tools/benchmarks/bench_surgical.py            # ~10 min, 2 cores
+    python tools/benchmarks/bench_surgical.py --smoke    # ~1-2 min, no doc
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+import time
+from collections import defaultdict
+
+import numpy as np
+
+HERE = osp.dirname(osp.abspath(__file__))
+REPO = osp.dirname(osp.dirname(HERE))
+CONFIG = osp.join(REPO, 'configs', 'surgical',
+                  'resnet18s2_tcn_procedures.py')
+#: Zhang et al.'s 15 px pointing tolerance at 224, scaled to 64 px.
+TOLERANCE = 15.0 * 64 / 224
+DI_STEPS = 8
+
+FULL = dict(train=8, test=4, duration=90.0, epochs=12, di_windows=3,
+            stride='2s', methods=['gradcam', 'gradcam:backbone.layer1',
+                                  'saliency'])
+SMOKE = dict(train=2, test=1, duration=40.0, epochs=1, di_windows=1,
+             stride='4s', methods=['gradcam'])
+
+
+# ------------------------------------------------------------ scoring
+def window_evidence(phase_mask: np.ndarray, phase: np.ndarray,
+                    frames, target: int):
+    """Known evidence of class ``target`` in a window seeing ``frames``:
+    ``masks`` bool ``[T, H, W]`` (the phase instrument, in the frames whose
+    phase is ``target``; empty elsewhere) and ``frames`` bool ``[T]`` (the
+    frames of that phase)."""
+    frames = np.asarray(frames)
+    sel = phase[frames] == target
+    return phase_mask[frames] & sel[:, None, None], sel
+
+
+def pointing_hit(maps, masks, tolerance: float) -> float:
+    """1 when the window map's maximum points at the evidence: the frame
+    holding the global maximum (the first of ties), the mean position of
+    that frame's maxima within ``tolerance`` px of its mask (a miss when
+    that frame has no evidence)."""
+    import torch
+    from mmxai.evaluation.functional import pointing_game
+    maps = torch.as_tensor(np.asarray(maps, np.float32))
+    masks = torch.as_tensor(np.asarray(masks, bool))
+    t = int(maps.flatten(1).max(1).values.argmax())
+    if not masks[t].any():
+        return 0.0
+    hits, _ = pointing_game(maps[t:t + 1], masks[t:t + 1], tolerance,
+                            mode='frame')
+    return float(hits)
+
+
+def score_spatial(maps, masks, tolerance: float = TOLERANCE) -> dict:
+    """Pointing and energy of one window's map ``[T, H, W]`` on its
+    evidence ``masks``: ``pointing`` (:func:`pointing_hit` within
+    ``tolerance`` px), ``pointing_0`` (the same, strict), ``frame_pointing``
+    (share of evidence frames whose own maximum is within ``tolerance``),
+    ``energy`` (share of the positive mass inside the masks). A uniform
+    random map scores about the masks' volume share on ``energy`` and
+    ``pointing_0``."""
+    import torch
+    from mmxai.evaluation.functional import pointing_game
+    from mmxai.evaluation.localization import energy_in_tube
+    hits, misses = pointing_game(torch.as_tensor(np.asarray(maps,
+                                                            np.float32)),
+                                 torch.as_tensor(np.asarray(masks, bool)),
+                                 tolerance, mode='frame')
+    return dict(pointing=pointing_hit(maps, masks, tolerance),
+                pointing_0=pointing_hit(maps, masks, 0.0),
+                frame_pointing=hits / max(1, hits + misses),
+                energy=energy_in_tube(maps, masks))
+
+
+def score_temporal(importance, frames) -> dict:
+    """Temporal grounding of one window: ``peak`` 1 when the frame of
+    largest importance ``[T]`` is an evidence frame (``frames`` bool
+    ``[T]``), ``share`` the positive importance in evidence frames;
+    ``chance`` the share of evidence frames (a random ordering's expected
+    ``peak``)."""
+    v = np.asarray(importance, np.float64)
+    frames = np.asarray(frames, bool)
+    pos = np.clip(v, 0, None)
+    return dict(peak=float(frames[int(np.argmax(v))]),
+                share=float(pos[frames].sum() / pos.sum()) if pos.sum() > 0
+                else 0.0,
+                chance=float(frames.mean()))
+
+
+def baseline_maps(shape, seed: int):
+    """``{'random': uniform noise, 'centre': a centred Gaussian}``."""
+    import torch
+    from mmxai.evaluation.localization import centre_map, random_map
+    g = torch.Generator().manual_seed(int(seed))
+    return dict(random=random_map(shape, g).numpy(),
+                centre=centre_map(shape).numpy())
+
+
+def mean_dicts(rows) -> dict:
+    acc = defaultdict(list)
+    for r in rows:
+        for k, v in r.items():
+            acc[k].append(v)
+    return {k: float(np.mean(v)) for k, v in acc.items()}
+
+
+# ------------------------------------------------------------ steps
+def generate(root: str, numbers, seed: int, duration: float) -> None:
+    from mmxai.datasets.procedures import generate_procedures
+    generate_procedures(root, numbers, seed=seed, duration_s=duration,
+                        fps=5.0, size=64)
+
+
+def load_cfg(root: str, train_ids, test_ids, epochs: int, work_dir: str):
+    from mmengine.config import Config
+    cfg = Config.fromfile(CONFIG)
+    ids = lambda v: ','.join(str(i) for i in v)  # noqa: E731
+    cfg.work_dir = work_dir
+    cfg.train_dataloader.dataset.update(data_root=root, videos=ids(train_ids))
+    for k in ('val_dataloader', 'test_dataloader'):
+        cfg[k].dataset.update(data_root=root, videos=ids(test_ids))
+    cfg.train_cfg.update(max_epochs=epochs, val_begin=epochs + 1)
+    cfg.param_scheduler = [dict(type='CosineAnnealingLR', T_max=epochs,
+                                eta_min=1e-5, by_epoch=True, begin=0,
+                                end=epochs)]
+    cfg.default_hooks.checkpoint.interval = epochs
+    return cfg
+
+
+def train(cfg) -> str:
+    from mmengine.runner import Runner
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    return osp.join(cfg.work_dir, f'epoch_{cfg.train_cfg.max_epochs}.pth')
+
+
+def test(cfg, ckpt: str, root: str, test_ids) -> dict:
+    from mmengine.runner import Runner
+    cfg = cfg.copy()
+    cfg.load_from = ckpt
+    cfg.test_dataloader.dataset.update(
+        data_root=root, videos=','.join(str(i) for i in test_ids))
+    metrics = Runner.from_cfg(cfg).test()
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def decode(video: str) -> np.ndarray:
+    import decord
+    vr = decord.VideoReader(video, num_threads=1)
+    return vr.get_batch(list(range(len(vr)))).asnumpy()
+
+
+def model_inputs(frames_u8: np.ndarray, inds):
+    """The model's inputs ``[1, T, 3, H, W]`` for frames ``inds`` (the
+    config's preprocessing: no resize at 64 px, mean 127.5, std 58)."""
+    import torch
+    x = torch.from_numpy(frames_u8[np.asarray(inds)]).float()
+    x = (x - 127.5) / 58.0
+    return x.permute(0, 3, 1, 2).unsqueeze(0).contiguous()
+
+
+def method_spec(name: str):
+    """``'gradcam:backbone.layer3'`` -> ``('gradcam', {target_layers})``."""
+    if ':' in name:
+        m, layer = name.split(':', 1)
+        return m, dict(target_layers=[layer])
+    if name == 'integrated_gradients':
+        return name, dict(n_steps=16)
+    return name, {}
+
+
+def explain_procedures(model, test_root, test_ids, methods, di_windows,
+                       seed, stride='2s', fig_dir=None, log=print):
+    """Scores per method (and the random/centre baselines) over the
+    held-out procedures; also what the figure needs."""
+    import torch
+    from mmxai.apis import explain_long_video
+    from mmxai.evaluation.functional import deletion_insertion_curve
+    from mmxai.models import (FeatureSequence, feature_integrated_gradients,
+                              feature_occlusion)
+    spatial = defaultdict(list)
+    temporal = defaultdict(list)
+    di = defaultdict(lambda: defaultdict(list))
+    preds = {}
+    keyframes = {}
+    windows_total = windows_ok = 0
+    times = {}
+    for n, vid in enumerate(test_ids):
+        name = f'video{vid:02d}'
+        video = osp.join(test_root, 'videos', name + '.mp4')
+        gt_file = osp.join(test_root, 'phase_annotations',
+                           name + '-phase.txt')
+        masks_npz = np.load(osp.join(test_root, 'masks',
+                                     name + '-masks.npz'))
+        pmask, phase = masks_npz['phase_mask'], masks_npz['phase']
+        frames_u8 = decode(video)
+        tls = {}
+        for m in methods:
+            meth, opts = method_spec(m)
+            t0 = time.perf_counter()
+            out_dir = osp.join(fig_dir, f'{name}_{m.replace(":", "_")}') \
+                if fig_dir and n == 0 and m == methods[0] else None
+            tls[m] = explain_long_video(
+                model, video, method=meth, stride=stride, batch_size=8,
+                gt=gt_file, out_dir=out_dir, keep_maps=True, progress=False,
+                outputs=('timeline', 'maps') if out_dir else (), map_size=64,
+                resume=False, **opts)
+            times[m] = times.get(m, 0.0) + time.perf_counter() - t0
+        tl = tls[methods[0]]
+        # predictions at each window's last model frame (online)
+        last = np.array([w.frame_inds[-1] for w in tl.windows])
+        pred = np.array([w.pred for w in tl.windows])
+        preds[name] = (phase[last], pred, last)
+        ok_windows = [i for i, w in enumerate(tl.windows)
+                      if w.ok and w.pred == phase[w.frame_inds[-1]]]
+        windows_total += len(tl.windows)
+        windows_ok += len(ok_windows)
+        di_pick = set(np.asarray(ok_windows)[np.linspace(
+            0, len(ok_windows) - 1, min(di_windows, len(ok_windows))
+        ).round().astype(int)].tolist()) if ok_windows else set()
+        for i in ok_windows:
+            w = tl.windows[i]
+            inds = np.asarray(w.frame_inds)
+            target = int(w.pred)
+            masks, ev_frames = window_evidence(pmask, phase, inds, target)
+            straddles = 0 < ev_frames.sum() < len(ev_frames)
+            shape = masks.shape
+            cands = {m: tls[m].maps(i)['maps'].astype(np.float32)
+                     for m in methods}
+            cands.update(baseline_maps(shape, seed * 100003 + vid * 1009 + i))
+            inputs = model_inputs(frames_u8, inds)
+            for key, maps in cands.items():
+                if maps.shape != shape:
+                    raise RuntimeError(f'{key}: map {maps.shape} vs mask '
+                                       f'{shape}')
+                spatial[key].append(score_spatial(maps, masks))
+                if straddles:
+                    temporal[key].append(score_temporal(
+                        maps.reshape(len(maps), -1).sum(1), ev_frames))
+                if i in di_pick:
+                    for mode in ('deletion', 'insertion'):
+                        _, auc = deletion_insertion_curve(
+                            model, inputs, torch.from_numpy(maps)[None],
+                            target, steps=DI_STEPS, cell_size=(1, 8, 8),
+                            baseline='fade', mode=mode,
+                            batch_size=DI_STEPS + 1)
+                        di[key][mode].append(float(auc[0]))
+            if straddles:
+                fs = FeatureSequence(model, inputs)
+                t = len(inds) - 1
+                occ = feature_occlusion(fs, t, target).numpy()
+                ig = feature_integrated_gradients(fs, t, target).numpy()
+                temporal['feature_occlusion'].append(
+                    score_temporal(occ, ev_frames))
+                temporal['feature_ig'].append(score_temporal(ig, ev_frames))
+            if n == 0:  # key frame per phase: the window nearest the
+                # middle of the phase's first segment
+                seg = np.flatnonzero(phase == target)
+                mid = seg[len(seg) // 4] if len(seg) else 0
+                d = abs(int(inds[-1]) - int(mid))
+                if target not in keyframes or d < keyframes[target][0]:
+                    keyframes[target] = (d, frames_u8[inds[-1]], {
+                        m: cands[m][-1] for m in methods}, masks[-1])
+        log(f'  {name}: {len(tl.windows)} windows, {len(ok_windows)} '
+            'correct and scored')
+    return dict(spatial={k: mean_dicts(v) for k, v in spatial.items()},
+                spatial_n=len(spatial[methods[0]]),
+                temporal={k: mean_dicts(v) for k, v in temporal.items()},
+                temporal_n=len(temporal[methods[0]]),
+                di={k: {mm: float(np.mean(v)) for mm, v in d.items()}
+                    for k, d in di.items()},
+                di_n=len(di[methods[0]]['deletion']),
+                windows=windows_total, windows_correct=windows_ok,
+                window_accuracy=windows_ok / max(1, windows_total),
+                seconds=times), preds, keyframes
+
+
+# ------------------------------------------------------------ figure
+PHASE_COLOURS = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f',
+                 '#edc948', '#b07aa1']
+
+
+def draw_figure(path: str, preds: dict, keyframes: dict, methods,
+                fps: float = 5.0) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    from mmxai.datasets.phase_labels import CHOLEC80_PHASES
+    cmap = ListedColormap(PHASE_COLOURS)
+    names = sorted(preds)
+    phases = sorted(keyframes)
+    rows = 1 + len(methods)
+    fig = plt.figure(figsize=(1.6 * max(7, len(phases)),
+                              0.55 * 2 * len(names) + 1.7 * rows + 0.8))
+    top = len(names) * 2 * 0.55 + 0.6
+    gs = fig.add_gridspec(2, 1, height_ratios=[top, 1.7 * rows], hspace=0.25)
+    ax = fig.add_subplot(gs[0])
+    yt, yl = [], []
+    for k, name in enumerate(names):
+        gt, pred, last = preds[name]
+        t = last / fps
+        for j, (lab, seq) in enumerate((('gt', gt), ('pred', pred))):
+            y = -(2 * k + j) * 1.0
+            ax.imshow(seq[None], cmap=cmap, vmin=-0.5, vmax=6.5,
+                      aspect='auto', interpolation='nearest',
+                      extent=(t[0], t[-1] + 1, y - 0.45, y + 0.45))
+            yt.append(y)
+            yl.append(f'{name} {lab}')
+    ax.set_yticks(yt, yl, fontsize=7)
+    ax.set_ylim(min(yt) - 0.6, 0.6)
+    ax.set_xlim(0, max(preds[n][2][-1] / fps + 1 for n in names))
+    ax.set_xlabel('seconds (online prediction at each window\'s last frame)',
+                  fontsize=8)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=PHASE_COLOURS[p])
+               for p in range(7)]
+    ax.legend(handles, [f'{p}: {CHOLEC80_PHASES[p]}' for p in range(7)],
+              fontsize=6, ncol=4, loc='upper center',
+              bbox_to_anchor=(0.5, 1.35), frameon=False)
+    sub = gs[1].subgridspec(rows, max(1, len(phases)), wspace=0.05,
+                            hspace=0.15)
+    for c, p in enumerate(phases):
+        _, frame, maps, mask = keyframes[p]
+        for r in range(rows):
+            a = fig.add_subplot(sub[r, c])
+            a.imshow(frame)
+            if r:
+                m = maps[methods[r - 1]]
+                m = (m - m.min()) / max(1e-12, float(m.max() - m.min()))
+                a.imshow(m, cmap='jet', alpha=0.5, vmin=0, vmax=1)
+            if mask.any():
+                a.contour(mask, levels=[0.5], colors='white',
+                          linewidths=0.7)
+            a.set_xticks([])
+            a.set_yticks([])
+            if r == 0:
+                a.set_title(f'{p}: {CHOLEC80_PHASES[p][:14]}', fontsize=7)
+            if c == 0:
+                a.set_ylabel('frame' if r == 0 else methods[r - 1],
+                             fontsize=6)
+    fig.savefig(path, dpi=110, bbox_inches='tight')
+    plt.close(fig)
+
+
+# ------------------------------------------------------------ report
+def fmt(v, nd=3):
+    return '-' if v is None or (isinstance(v, float) and np.isnan(v)) \
+        else f'{v:.{nd}f}'
+
+
+def write_doc(path: str, res: dict, fig_rel: str, cmd: str) -> None:
+    s = res['settings']
+    lines = [
+        '# The procedure benchmark (issue 15): phases and explanations '
+        'against known evidence',
+        '',
+        'Generated by `tools/benchmarks/bench_surgical.py`; do not edit by '
+        'hand. Command:',
+        '',
+        '```bash',
+        cmd,
+        '```',
+        '',
+        f"Machine: {s['machine']}. Total time {s['total_s'] / 60:.1f} min "
+        f"(generation {s['gen_s']:.0f} s, training {s['train_s']:.0f} s, "
+        f"Runner tests {s['test_s']:.0f} s, explanations and scoring "
+        f"{s['explain_s']:.0f} s).",
+        '',
+        '## Setting',
+        '',
+        f"* **Procedures** (`mmxai.generate_procedures`, Cholec80 layout: "
+        f"`videoNN.mp4`, `-phase.txt` at 25 fps numbering, `-tool.txt` at 1 "
+        f"fps, masks): {s['train']} for training and {s['test']} held out "
+        f"at generator seed {s['seed']}, {s['test']} more at the fresh seed "
+        f"{s['fresh_seed']} (never seen while the benchmark was written); "
+        f"about {s['duration']:.0f} s each (+-25 %), 64x64 px, 5 fps "
+        '(reduced from a few minutes at 25 fps to fit 2 CPU cores).',
+        '* **Model**: `configs/surgical/resnet18s2_tcn_procedures.py`, the '
+        "toolbox's `Recognizer2D` with its `MobileNetV2` (width 0.5, random "
+        "init) per frame and mmxai's `CausalMSTCNHead` (2 stages x 3 causal "
+        'layers, 32 channels) over windows of 8 frames at 1 fps (8 s), '
+        'labelled online (the phase at the last frame); '
+        f"{s['params'] / 1e6:.2f} M parameters. Trained by MMAction2's "
+        f"Runner ({s['epochs']} epochs, AdamW 3e-3, cosine), checkpoint "
+        f"`epoch_{s['epochs']}.pth` as the Runner saves it "
+        f"({s['ckpt_mb']:.1f} MB).",
+        '* **Phase metrics**: `mmxai.PhaseMetric` in `Runner.test()` '
+        '(every 1 fps grid frame of each held-out procedure, '
+        'docs/surgical.md for the rules).',
+        '* **Explanations**: the long-video mode (`explain_long_video`, '
+        'the config\'s `test_pipeline`: 8 frames 5 apart) over each whole '
+        'held-out procedure at seed '
+        f"{s['seed']}, one window per second (`--stride 1s`), target = the "
+        'prediction; scored on the windows whose prediction is right '
+        '(the evidence of a wrong class is not known). Evidence of a '
+        "window: the target phase's instrument mask in the frames of that "
+        'phase.',
+        '',
+        '## Phase recognition (held-out procedures)',
+        '',
+        '| procedures | frame accuracy | relaxed accuracy | Jaccard | '
+        'relaxed Jaccard | precision | recall | edit | F1@10 | F1@25 | '
+        'F1@50 |',
+        '|---|---|---|---|---|---|---|---|---|---|---|',
+    ]
+    for key, label in (('test', f"seed {s['seed']} (held out)"),
+                       ('fresh', f"seed {s['fresh_seed']} (fresh)")):
+        m = res['phase'][key]
+        g = lambda k: m.get('phase/' + k)  # noqa: E731
+        lines.append(
+            f"| {label} | {fmt(g('accuracy'))} | "
+            f"{fmt(g('relaxed_accuracy'))} | {fmt(g('jaccard'))} | "
+            f"{fmt(g('relaxed_jaccard'))} | {fmt(g('precision'))} | "
+            f"{fmt(g('recall'))} | {fmt(g('edit'))} | {fmt(g('F1@10'))} | "
+            f"{fmt(g('F1@25'))} | {fmt(g('F1@50'))} |")
+    lines += ['', 'Edit and F1 are in [0, 1] here (MS-TCN prints them x100).',
+              '']
+    for key, label in (('test', f"seed {s['seed']}"),
+                       ('fresh', f"fresh seed {s['fresh_seed']}")):
+        e = res['explain'][key]
+        lines += [
+            f'## Explanations, {label}',
+            '',
+            f"{e['windows']} windows, {e['windows_correct']} predicted "
+            f"right ({100 * e['window_accuracy']:.1f} %); spatial scores "
+            f"over those {e['spatial_n']}, temporal over the "
+            f"{e['temporal_n']} of them that straddle a phase transition, "
+            f"deletion/insertion over {e['di_n']} (evenly spaced, "
+            f"{s['di_windows']} per procedure).",
+            '',
+            '| map | pointing (4.3 px) | pointing (0 px) | frame pointing | '
+            'energy in mask | temporal peak | temporal share | deletion '
+            'AUC (lower better) | insertion AUC (higher better) |',
+            '|---|---|---|---|---|---|---|---|---|',
+        ]
+        keys = list(s['methods']) + ['random', 'centre',
+                                     'feature_occlusion', 'feature_ig']
+        for k in keys:
+            sp = e['spatial'].get(k, {})
+            tp = e['temporal'].get(k, {})
+            d = e['di'].get(k, {})
+            lines.append(
+                f"| {k} | {fmt(sp.get('pointing'))} | "
+                f"{fmt(sp.get('pointing_0'))} | "
+                f"{fmt(sp.get('frame_pointing'))} | {fmt(sp.get('energy'))} "
+                f"| {fmt(tp.get('peak'))} | {fmt(tp.get('share'))} | "
+                f"{fmt(d.get('deletion'))} | {fmt(d.get('insertion'))} |")
+        ch = next(iter(e['temporal'].values()), {}).get('chance')
+        lines += ['', f"Temporal chance level (share of the target phase's "
+                      f"frames in those windows): {fmt(ch)}. Mask volume "
+                      f"share (a uniform map's energy): "
+                      f"{fmt(e.get('mask_share'), 4)}.",
+                  f"Seconds per method (all procedures, long-video mode): "
+                  + ', '.join(f'{k} {v:.0f}' for k, v in
+                              e['seconds'].items()) + '.', '']
+    lines += [
+        '## Figure',
+        '',
+        f'![phase ribbons and key frames]({fig_rel})',
+        '',
+        'Top: ground truth and online prediction of each held-out '
+        'procedure (seed '
+        f"{s['seed']}). Below: one key frame per phase of the first "
+        "procedure (the last frame of a rightly predicted window), the "
+        "phase instrument's mask outlined in white, and each method's map "
+        'on it.',
+        '',
+        '## How the scores are computed',
+        '',
+        "* `pointing`: in the frame holding the window map's global "
+        "maximum, the mean position of that frame's maxima lies "
+        'within 4.3 px (Zhang et al.\'s 15 px at 224, scaled to 64 px) of '
+        'the mask; `pointing (0 px)` inside it; `frame pointing`: per '
+        'evidence frame (`pointing_game(mode=\'frame\')`).',
+        '* `energy`: share of the positive map mass inside the masks '
+        '(`energy_in_tube`).',
+        '* `temporal peak`: the frame of largest importance (map mass per '
+        'frame; for `feature_occlusion` / `feature_ig` the attribution over '
+        "the cached feature sequence, `mmxai.models`, to the last frame's "
+        'score) is a frame of the target phase; `temporal share`: the '
+        'positive importance in those frames.',
+        '* deletion / insertion: `deletion_insertion_curve`, 8x8 px cells of '
+        'each frame ranked by the map, 16 steps, removed to the mean colour '
+        "(`fade`), AUC of the target's softmax probability.",
+        '* `random`: uniform noise per window; `centre`: a Gaussian at the '
+        'frame centre (the instruments work on a ring around it).',
+        '',
+        'Tests: `tests/test_tools/test_bench_surgical.py` (planted maps; '
+        'the smallest end-to-end run is `sweep`-marked).',
+        '',
+    ]
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines))
+
+
+# ------------------------------------------------------------ main
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--work-dir', default='work_dirs/bench_surgical')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--fresh-seed', type=int, default=1)
+    p.add_argument('--train', type=int)
+    p.add_argument('--test', type=int)
+    p.add_argument('--duration', type=float)
+    p.add_argument('--epochs', type=int)
+    p.add_argument('--di-windows', type=int)
+    p.add_argument('--stride', help="between explained windows ('2s')")
+    p.add_argument('--methods', nargs='+')
+    p.add_argument('--smoke', action='store_true',
+                   help='smallest setting (2 train, 1 test, 40 s, 1 epoch)')
+    p.add_argument('--checkpoint', help='skip training, use this')
+    p.add_argument('--doc', help='write this markdown page (and its figure '
+                   'next to it in figures/)')
+    args = p.parse_args(argv)
+    s = dict(SMOKE if args.smoke else FULL)
+    for k in ('train', 'test', 'duration', 'epochs', 'di_windows',
+              'methods', 'stride'):
+        if getattr(args, k) is not None:
+            s[k] = getattr(args, k)
+    s.update(seed=args.seed, fresh_seed=args.fresh_seed)
+    torch_threads = int(os.environ.get('OMP_NUM_THREADS', '0') or 0)
+    import torch
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    torch.manual_seed(args.seed)
+    import mmxai  # noqa: F401  (registers the dataset, head, metric)
+    work = osp.abspath(args.work_dir)
+    os.makedirs(work, exist_ok=True)
+    t_all = time.perf_counter()
+    log = lambda *a: print(*a, flush=True)  # noqa: E731
+    # 1. procedures
+    t0 = time.perf_counter()
+    root = osp.join(work, f'procedures_seed{args.seed}')
+    fresh_root = osp.join(work, f'procedures_seed{args.fresh_seed}')
+    train_ids = list(range(1, s['train'] + 1))
+    test_ids = list(range(s['train'] + 1, s['train'] + s['test'] + 1))
+    generate(root, train_ids + test_ids, args.seed, s['duration'])
+    generate(fresh_root, test_ids, args.fresh_seed, s['duration'])
+    s['gen_s'] = time.perf_counter() - t0
+    log(f"generated {len(train_ids)}+{len(test_ids)} procedures (seed "
+        f"{args.seed}) and {len(test_ids)} (seed {args.fresh_seed}) in "
+        f"{s['gen_s']:.0f} s")
+    # 2. train with the Runner
+    cfg = load_cfg(root, train_ids, test_ids, s['epochs'],
+                   osp.join(work, 'train'))
+    t0 = time.perf_counter()
+    ckpt = args.checkpoint or train(cfg)
+    s['train_s'] = time.perf_counter() - t0
+    s['ckpt_mb'] = osp.getsize(ckpt) / 2**20
+    log(f"checkpoint {ckpt} ({s['ckpt_mb']:.1f} MB) after "
+        f"{s['train_s']:.0f} s")
+    # 3. phase metrics through Runner.test
+    t0 = time.perf_counter()
+    phase = dict(test=test(cfg, ckpt, root, test_ids),
+                 fresh=test(cfg, ckpt, fresh_root, test_ids))
+    s['test_s'] = time.perf_counter() - t0
+    for k, v in phase.items():
+        log(f"phase metrics ({k}): accuracy {v['phase/accuracy']:.3f}, "
+            f"relaxed Jaccard {v['phase/relaxed_jaccard']:.3f}")
+    # 4. explanations through the long-video mode
+    from mmxai.apis import init_recognizer
+    model = init_recognizer(CONFIG, ckpt, device='cpu')
+    s['params'] = sum(q.numel() for q in model.parameters())
+    t0 = time.perf_counter()
+    fig_dir = osp.join(work, 'long_video')
+    explain, preds, keys = {}, {}, {}
+    for key, r, seed in (('test', root, args.seed),
+                         ('fresh', fresh_root, args.fresh_seed)):
+        log(f'explaining the held-out procedures (seed {seed})')
+        explain[key], pr, kf = explain_procedures(
+            model, r, test_ids, s['methods'], s['di_windows'], seed,
+            s['stride'], fig_dir=fig_dir if key == 'test' else None, log=log)
+        share = []
+        for vid in test_ids:
+            z = np.load(osp.join(r, 'masks', f'video{vid:02d}-masks.npz'))
+            share.append(z['phase_mask'].mean())
+        explain[key]['mask_share'] = float(np.mean(share))
+        if key == 'test':
+            preds, keys = pr, kf
+    s['explain_s'] = time.perf_counter() - t0
+    s['total_s'] = time.perf_counter() - t_all
+    s['machine'] = (f'{os.cpu_count()} CPU cores (shared), torch '
+                    f'{torch.__version__}, no GPU')
+    res = dict(settings=s, phase=phase, explain=explain, checkpoint=ckpt)
+    with open(osp.join(work, 'results.json'), 'w') as f:
+        json.dump(res, f, indent=1)
+    fig = osp.join(work, 'surgical_benchmark.png')
+    draw_figure(fig, preds, keys, s['methods'])
+    log(json.dumps(dict(phase=phase, explain=explain), indent=1))
+    if args.doc:
+        fig_dir_doc = osp.join(osp.dirname(osp.abspath(args.doc)), 'figures')
+        os.makedirs(fig_dir_doc, exist_ok=True)
+        import shutil
+        shutil.copy(fig, osp.join(fig_dir_doc, 'surgical_benchmark.png'))
+        cmd = 'python tools/benchmarks/bench_surgical.py ' + ' '.join(
+            argv if argv is not None else sys.argv[1:])
+        write_doc(args.doc, res, 'figures/surgical_benchmark.png',
+                  cmd.strip())
+        log(f'wrote {args.doc}')
+    log(f"total {s['total_s'] / 60:.1f} min")
+    return res
+
+
+if __name__ == '__main__':
+    main()

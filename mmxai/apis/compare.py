@@ -502,7 +502,9 @@ def recommend(summary: Dict[str, Any]) -> List[str]:
         second = sane[1]
         d = m[best]['faithfulness'] - m[second]['faithfulness']
         ci = [m[k].get('faithfulness_ci95') for k in (best, second)]
-        if all(c is not None for c in ci) and d < max(ci):
+        if round(d, 3) == 0:
+            gap = f'; tied with {second} (the same to 3 decimals)'
+        elif all(c is not None for c in ci) and d < max(ci):
             gap = (f'; tied with {second} within the 95 % interval over '
                    f'{n_clips} clips')
         else:

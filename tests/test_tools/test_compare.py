@@ -61,6 +61,7 @@ def run(tmp_path_factory):
     return out, proc.stdout
 
 
+@pytest.mark.sweep  # a second full run (the API test covers the numbers)
 def test_cli_run(run):
     out, stdout = run
     assert 'recommendation:' in stdout and 'most faithful here:' in stdout
@@ -103,6 +104,7 @@ window.addEventListener('load', () => {
 </script></body>"""
 
 
+@pytest.mark.sweep  # needs the run; .ci/run runs -m sweep with chromium
 def test_viewer_in_headless_chromium(run, tmp_path):
     from mmxai.visualization.timeline import browser_codec_available
     browser = _chromium()

@@ -64,10 +64,10 @@ val_evaluator = [dict(type='AccMetric'),
                  dict(type='mmxai.PhaseMetric', fps=sample_fps)]
 test_evaluator = val_evaluator
 
-max_epochs = 12
+max_epochs = 24
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs,
                  val_begin=max_epochs + 1, val_interval=1)
-optim_wrapper = dict(optimizer=dict(type='AdamW', lr=2e-3, weight_decay=1e-4),
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=3e-3, weight_decay=1e-4),
                      clip_grad=dict(max_norm=10, norm_type=2))
 param_scheduler = [dict(type='CosineAnnealingLR', T_max=max_epochs,
                         eta_min=1e-5, by_epoch=True, begin=0,

@@ -5,7 +5,8 @@ measured against known evidence, on generated surgical procedures.
    ``--train`` for training and ``--test`` held-out ones at ``--seed``, and
    ``--test`` more at a fresh generator seed (``--fresh-seed``);
 2. trains ``configs/surgical/resnet18s2_tcn_procedures.py`` (the toolbox's
-   ``Recognizer2D``: MobileNetV2 width 0.5 frames + mmxai's causal TCN head)
+   ``Recognizer2D``: ResNet-18's first two stages per frame + mmxai's
+   causal TCN head)
    with MMAction2's own Runner; the checkpoint is the Runner's
    ``epoch_N.pth``;
 3. tests it with ``mmxai.PhaseMetric`` (Runner.test) on the held-out and the
@@ -40,7 +41,7 @@ CONFIG = osp.join(REPO, 'configs', 'surgical',
 TOLERANCE = 15.0 * 64 / 224
 DI_STEPS = 8
 
-FULL = dict(train=8, test=4, duration=90.0, epochs=12, di_windows=3,
+FULL = dict(train=8, test=4, duration=90.0, epochs=24, di_windows=3,
             stride='2s', methods=['gradcam', 'gradcam:backbone.layer1',
                                   'saliency'])
 SMOKE = dict(train=2, test=1, duration=40.0, epochs=1, di_windows=1,
@@ -200,6 +201,7 @@ def explain_procedures(model, test_root, test_ids, methods, di_windows,
     held-out procedures; also what the figure needs."""
     import torch
     from mmxai.apis import explain_long_video
+    from mmxai.datasets.phase_labels import CHOLEC80_PHASES
     from mmxai.evaluation.functional import deletion_insertion_curve
     from mmxai.models import (FeatureSequence, feature_integrated_gradients,
                               feature_occlusion)
@@ -227,7 +229,8 @@ def explain_procedures(model, test_root, test_ids, methods, di_windows,
                 if fig_dir and n == 0 and m == methods[0] else None
             tls[m] = explain_long_video(
                 model, video, method=meth, stride=stride, batch_size=8,
-                gt=gt_file, out_dir=out_dir, keep_maps=True, progress=False,
+                gt=gt_file, class_names=list(CHOLEC80_PHASES),
+                out_dir=out_dir, keep_maps=True, progress=False,
                 outputs=('timeline', 'maps') if out_dir else (), map_size=64,
                 resume=False, **opts)
             times[m] = times.get(m, 0.0) + time.perf_counter() - t0
@@ -235,7 +238,7 @@ def explain_procedures(model, test_root, test_ids, methods, di_windows,
         # predictions at each window's last model frame (online)
         last = np.array([w.frame_inds[-1] for w in tl.windows])
         pred = np.array([w.pred for w in tl.windows])
-        preds[name] = (phase[last], pred, last)
+        preds[name] = (phase, pred, last)
         ok_windows = [i for i, w in enumerate(tl.windows)
                       if w.ok and w.pred == phase[w.frame_inds[-1]]]
         windows_total += len(tl.windows)
@@ -320,22 +323,25 @@ def draw_figure(path: str, preds: dict, keyframes: dict, methods,
     fig = plt.figure(figsize=(1.6 * max(7, len(phases)),
                               0.55 * 2 * len(names) + 1.7 * rows + 0.8))
     top = len(names) * 2 * 0.55 + 0.6
-    gs = fig.add_gridspec(2, 1, height_ratios=[top, 1.7 * rows], hspace=0.25)
+    gs = fig.add_gridspec(2, 1, height_ratios=[top, 1.7 * rows],
+                          hspace=0.45)
     ax = fig.add_subplot(gs[0])
     yt, yl = [], []
     for k, name in enumerate(names):
         gt, pred, last = preds[name]
-        t = last / fps
-        for j, (lab, seq) in enumerate((('gt', gt), ('pred', pred))):
+        step = (last[1] - last[0]) / fps if len(last) > 1 else 1.0
+        for j, (lab, seq, x0, x1) in enumerate((
+                ('gt', gt, 0, len(gt) / fps),
+                ('pred', pred, last[0] / fps, last[-1] / fps + step))):
             y = -(2 * k + j) * 1.0
             ax.imshow(seq[None], cmap=cmap, vmin=-0.5, vmax=6.5,
                       aspect='auto', interpolation='nearest',
-                      extent=(t[0], t[-1] + 1, y - 0.45, y + 0.45))
+                      extent=(x0, x1, y - 0.45, y + 0.45))
             yt.append(y)
             yl.append(f'{name} {lab}')
     ax.set_yticks(yt, yl, fontsize=7)
     ax.set_ylim(min(yt) - 0.6, 0.6)
-    ax.set_xlim(0, max(preds[n][2][-1] / fps + 1 for n in names))
+    ax.set_xlim(0, max(len(preds[n][0]) / fps for n in names))
     ax.set_xlabel('seconds (online prediction at each window\'s last frame)',
                   fontsize=8)
     handles = [plt.Rectangle((0, 0), 1, 1, color=PHASE_COLOURS[p])
@@ -402,13 +408,15 @@ def write_doc(path: str, res: dict, fig_rel: str, cmd: str) -> None:
         f"about {s['duration']:.0f} s each (+-25 %), 64x64 px, 5 fps "
         '(reduced from a few minutes at 25 fps to fit 2 CPU cores).',
         '* **Model**: `configs/surgical/resnet18s2_tcn_procedures.py`, the '
-        "toolbox's `Recognizer2D` with its `MobileNetV2` (width 0.5, random "
-        "init) per frame and mmxai's `CausalMSTCNHead` (2 stages x 3 causal "
-        'layers, 32 channels) over windows of 8 frames at 1 fps (8 s), '
+        "toolbox's `Recognizer2D` with the first two stages of its `ResNet` "
+        "(depth 18, stride 8, random init) per frame and mmxai's "
+        '`CausalMSTCNHead` (2 stages x 3 causal layers, 32 channels) over '
+        'windows of 8 frames at 1 fps (8 s), '
         'labelled online (the phase at the last frame); '
         f"{s['params'] / 1e6:.2f} M parameters. Trained by MMAction2's "
-        f"Runner ({s['epochs']} epochs, AdamW 3e-3, cosine), checkpoint "
-        f"`epoch_{s['epochs']}.pth` as the Runner saves it "
+        f"Runner ({s['epochs']} epochs, AdamW 3e-3, cosine, batch 8 "
+        f"windows), checkpoint `epoch_{s['epochs']}.pth` as the Runner "
+        "saves it "
         f"({s['ckpt_mb']:.1f} MB).",
         '* **Phase metrics**: `mmxai.PhaseMetric` in `Runner.test()` '
         '(every 1 fps grid frame of each held-out procedure, '
@@ -463,7 +471,9 @@ def write_doc(path: str, res: dict, fig_rel: str, cmd: str) -> None:
                                      'feature_occlusion', 'feature_ig']
         for k in keys:
             sp = e['spatial'].get(k, {})
-            tp = e['temporal'].get(k, {})
+            # a centre map has the same mass in every frame: its 'peak' is
+            # frame 0 by the tie rule, not a temporal baseline
+            tp = {} if k == 'centre' else e['temporal'].get(k, {})
             d = e['di'].get(k, {})
             lines.append(
                 f"| {k} | {fmt(sp.get('pointing'))} | "
@@ -506,8 +516,8 @@ def write_doc(path: str, res: dict, fig_rel: str, cmd: str) -> None:
         'score) is a frame of the target phase; `temporal share`: the '
         'positive importance in those frames.',
         '* deletion / insertion: `deletion_insertion_curve`, 8x8 px cells of '
-        'each frame ranked by the map, 16 steps, removed to the mean colour '
-        "(`fade`), AUC of the target's softmax probability.",
+        f'each frame ranked by the map, {DI_STEPS} steps, removed to the '
+        "mean colour (`fade`), AUC of the target's softmax probability.",
         '* `random`: uniform noise per window; `centre`: a Gaussian at the '
         'frame centre (the instruments work on a ring around it).',
         '',
@@ -535,6 +545,8 @@ def main(argv=None) -> dict:
     p.add_argument('--smoke', action='store_true',
                    help='smallest setting (2 train, 1 test, 40 s, 1 epoch)')
     p.add_argument('--checkpoint', help='skip training, use this')
+    p.add_argument('--report-only', action='store_true',
+                   help="rewrite --doc from the work dir's results.json")
     p.add_argument('--doc', help='write this markdown page (and its figure '
                    'next to it in figures/)')
     args = p.parse_args(argv)
@@ -552,6 +564,12 @@ def main(argv=None) -> dict:
     import mmxai  # noqa: F401  (registers the dataset, head, metric)
     work = osp.abspath(args.work_dir)
     os.makedirs(work, exist_ok=True)
+    if args.report_only:
+        with open(osp.join(work, 'results.json')) as f:
+            res = json.load(f)
+        write_doc(args.doc, res, 'figures/surgical_benchmark.png',
+                  res['settings'].get('command', ''))
+        return res
     t_all = time.perf_counter()
     log = lambda *a: print(*a, flush=True)  # noqa: E731
     # 1. procedures
@@ -607,6 +625,8 @@ def main(argv=None) -> dict:
     s['total_s'] = time.perf_counter() - t_all
     s['machine'] = (f'{os.cpu_count()} CPU cores (shared), torch '
                     f'{torch.__version__}, no GPU')
+    s['command'] = ('python tools/benchmarks/bench_surgical.py ' + ' '.join(
+        argv if argv is not None else sys.argv[1:])).strip()
     res = dict(settings=s, phase=phase, explain=explain, checkpoint=ckpt)
     with open(osp.join(work, 'results.json'), 'w') as f:
         json.dump(res, f, indent=1)
@@ -618,10 +638,8 @@ def main(argv=None) -> dict:
         os.makedirs(fig_dir_doc, exist_ok=True)
         import shutil
         shutil.copy(fig, osp.join(fig_dir_doc, 'surgical_benchmark.png'))
-        cmd = 'python tools/benchmarks/bench_surgical.py ' + ' '.join(
-            argv if argv is not None else sys.argv[1:])
         write_doc(args.doc, res, 'figures/surgical_benchmark.png',
-                  cmd.strip())
+                  s['command'])
         log(f'wrote {args.doc}')
     log(f"total {s['total_s'] / 60:.1f} min")
     return res

@@ -28,6 +28,7 @@ __all__ = ['resolve_config_path', 'load_config', 'import_custom_modules',
            'file_kind', 'check_checkpoint_file', 'check_video_file',
            'check_out_dir', 'check_device_name', 'check_label_map',
            'check_target', 'config_num_classes', 'check_annotation_file',
+           'builtin_method_names', 'check_method_name',
            'parse_time_spec', 'to_frames', 'read_ground_truth',
            'check_long_video_options']
 
@@ -376,6 +377,69 @@ def check_target(target: Any, num_classes: Optional[int],
         span = f'0..{num_classes - 1}' if num_classes else '>= 0'
         raise TargetError(f'target class {target} is out of range: the '
                           f'model has {num_classes} classes ({span})')
+
+
+_WORD = re.compile(r'(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])')
+
+
+def builtin_method_names() -> set:
+    """Every name the CLI accepts for mmxai's own explainers, read from
+    the sources (no import): the registered class names and, by
+    ``explainers/builder.py``'s naming rule, their method names and
+    ``METHOD_ALIASES`` (a test checks this equals the registry's)."""
+    import ast
+    root = osp.join(osp.dirname(osp.abspath(__file__)), 'explainers')
+    aliases: dict = {}
+    with open(osp.join(root, 'builder.py'), encoding='utf-8') as f:
+        for node in ast.parse(f.read()).body:
+            target = getattr(node, 'target', None) or (
+                node.targets[0] if isinstance(node, ast.Assign) else None)
+            if getattr(target, 'id', None) == 'METHOD_ALIASES':
+                aliases = ast.literal_eval(node.value)
+    names = set()
+    for dp, _, files in os.walk(root):
+        for fn in files:
+            if not fn.endswith('.py'):
+                continue
+            with open(osp.join(dp, fn), encoding='utf-8') as f:
+                tree = ast.parse(f.read())
+            for node in ast.walk(tree):
+                if not isinstance(node, ast.ClassDef) or not any(
+                        'register_module' in ast.unparse(d)
+                        for d in node.decorator_list):
+                    continue
+                own = [b.value.value for b in node.body
+                       if isinstance(b, ast.Assign) and
+                       getattr(b.targets[0], 'id', None) == 'name' and
+                       isinstance(b.value, ast.Constant)]
+                names.add(node.name)
+                names.update(own or aliases.get(
+                    node.name, (_WORD.sub('_', node.name).lower(), )))
+    return names
+
+
+def check_method_name(method: str, cfg) -> None:
+    """An unknown method name, when the config imports no module that
+    could register others (``custom_imports`` other than mmxai's).
+
+    Raises:
+        ConfigError: naming the method, a did-you-mean and the list.
+    """
+    imports = (cfg.get('custom_imports') or {}).get('imports') or []
+    imports = [imports] if isinstance(imports, str) else list(imports)
+    if any(not str(m).split('.')[0] == 'mmxai' for m in imports):
+        return  # a plugin may register more methods: checked after import
+    name = str(method)
+    name = name[len('mmxai.'):] if name.startswith('mmxai.') else name
+    known = builtin_method_names()
+    lower = {n.lower() for n in known}
+    if name in known or name.lower() in lower:
+        return
+    shown = sorted(n for n in known if n == n.lower())
+    near = difflib.get_close_matches(name.lower(), shown, n=1)
+    hint = f" (did you mean '{near[0]}'?)" if near else ''
+    raise ConfigError(f"unknown method '{method}'{hint}; available: "
+                      f"{', '.join(shown)}")
 
 
 def check_annotation_file(cfg, split: str = 'test') -> None:

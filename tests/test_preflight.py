@@ -147,3 +147,26 @@ def test_host_tag_in_temp_names():
     assert _owner_tag().endswith(f'~{os.getpid()}')
     assert '.' not in _owner_tag()
     assert socket.gethostname()
+
+
+def test_builtin_method_names_equal_the_registry():
+    """The names read from the sources (no import) are the registry's."""
+    from mmxai.explainers import method_names
+    from mmxai.registry import EXPLAINERS
+    test_only = {n for n, c in EXPLAINERS.module_dict.items()
+                 if not c.__module__.startswith('mmxai.')}
+    names = set(method_names()) | set(EXPLAINERS.module_dict)
+    names -= test_only | {getattr(EXPLAINERS.module_dict[n], 'name', n)
+                          for n in test_only}
+    assert pre.builtin_method_names() == names
+
+
+def test_unknown_method_before_imports(tmp_path):
+    cfg = mmengine.Config(dict(custom_imports=dict(imports=['mmxai'])))
+    with pytest.raises(ConfigError, match="unknown method 'gradcm' \\(did "
+                       "you mean 'gradcam'\\?\\); available: "):
+        pre.check_method_name('gradcm', cfg)
+    for ok in ('gradcam', 'GradCAM', 'mmxai.GradCAM', 'gradcam++'):
+        pre.check_method_name(ok, cfg)
+    plugin = mmengine.Config(dict(custom_imports=dict(imports=['my_pkg'])))
+    pre.check_method_name('my_method', plugin)  # checked after the import

@@ -290,6 +290,7 @@ def preflight(args):
     pre.check_target(parse_target(args.target), num_classes,
                      label=args.label,
                      dataset=args.video is None or bool(windows and args.gt))
+    pre.check_method_name(args.method, cfg)
     if args.video is None:
         pre.check_annotation_file(cfg, args.split)
     return cfg

@@ -67,6 +67,7 @@ def _probe(argv, cwd):
     ('target', 'target class 7 is out of range: the model has 5 classes'),
     ('out_file', 'is a file; choose another --out-dir'),
     ('no_ann', 'annotation file not found'),
+    ('method', "unknown method 'gradcm' (did you mean 'gradcam'?)"),
 ])
 def test_input_errors_before_heavy_imports(files, tmp_path, case, text):
     c, k, v = files['config'], files['ckpt'], files['video']
@@ -85,6 +86,7 @@ def test_input_errors_before_heavy_imports(files, tmp_path, case, text):
         'target': [c, k, v, '--target', '7'],
         'out_file': [c, k, v, '--out-dir', files['config']],
         'no_ann': [files['dataset_config'], k],
+        'method': [c, k, v, '--method', 'gradcm'],
     }[case]
     if '--out-dir' not in argv:
         argv += ['--out-dir', out]

@@ -105,6 +105,22 @@ class Recognizer3DAdapter:
         :meth:`scores`). Not the softmax of the view-averaged score."""
         return self.scores(inputs, per_view=True).float().softmax(-1).mean(1)
 
+    def scores_and_probs(self, inputs: Tensor) -> Tuple[Tensor, Tensor]:
+        """:meth:`scores` and :meth:`probs` from one forward: ``[B, K]``
+        view-averaged pre-softmax scores and ``[B, K]`` per-view softmax
+        averaged (``predict``'s ``pred_score`` under ``average_clips='prob'``).
+        """
+        per_view = self.scores(inputs, per_view=True)
+        return per_view.mean(1), per_view.float().softmax(-1).mean(1)
+
+    @property
+    def pred_uses_probs(self) -> bool:
+        """``predict``'s ``pred_label`` is the arg-max of :meth:`probs`
+        (the head averages ``'prob'``, or its default ``None``), not of
+        :meth:`scores` (``average_clips='score'``)."""
+        return getattr(self.model.cls_head, 'average_clips',
+                       'prob') != 'score'
+
     # ------------------------------------------------------------- layers
     def default_target_layers(self) -> List[str]:
         """The module whose output feeds the head: last conv features."""

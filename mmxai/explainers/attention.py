@@ -31,7 +31,7 @@ from ..errors import UnsupportedModelError
 from ..registry import EXPLAINERS
 from .attribution import Attribution
 from .base import BaseExplainer
-from .targets import TargetSpec, resolve_targets
+from .targets import TargetSpec, pred_basis, resolve_targets
 
 SUPPORTED_BACKBONES = ('TimeSformer', 'VisionTransformer')
 _KINDS = {'DividedTemporalAttentionWithNorm': 'temporal',
@@ -145,6 +145,7 @@ def apply_operator(r: Tensor, kind: str, mat: Tensor, patches: int,
 class _AttentionExplainer(BaseExplainer):
     """Shared layout logic: which token row to start from, how to read the
     resulting row as a ``[B, V, t, h, w]`` grid."""
+    reports_probs = True
 
     def __init__(self, model: nn.Module, **kwargs):
         super().__init__(model, **kwargs)
@@ -220,7 +221,8 @@ class _AttentionExplainer(BaseExplainer):
         maps = self.adapter.upsample(grid.float(), 'backbone', inputs)
         return Attribution(maps, scores.detach(), targets,
                            layer_maps={'attention': maps},
-                           extras={'token_map': grid.detach()})
+                           extras={'token_map': grid.detach()},
+                           probs=getattr(self, '_probs', None))
 
 
 @EXPLAINERS.register_module()
@@ -237,8 +239,10 @@ class AttentionRollout(_AttentionExplainer):
                    data_samples: Optional[Sequence]):
         with record_attention(self.model.backbone) as calls, \
                 torch.no_grad():
-            scores = self.adapter.scores(inputs)
-            targets = resolve_targets(target, scores, data_samples)
+            scores, probs = self.adapter.scores_and_probs(inputs)
+            targets = resolve_targets(target, scores, data_samples,
+                                      pred_basis(self.adapter, probs))
+            self._probs = probs.detach()
             ops = [(c.kind, c.probs.float().mean(1)) for c in calls]
             grid = self.propagate(ops, inputs, 'rollout')
         return self._finish(grid, inputs, scores, targets)
@@ -261,8 +265,10 @@ class AttentionRelevance(_AttentionExplainer):
         with record_attention(self.model.backbone) as calls, \
                 torch.enable_grad():
             x = inputs.detach().clone().requires_grad_(True)
-            scores = self.adapter.scores(x)
-            targets = resolve_targets(target, scores, data_samples)
+            scores, probs = self.adapter.scores_and_probs(x)
+            targets = resolve_targets(target, scores, data_samples,
+                                      pred_basis(self.adapter, probs))
+            self._probs = probs.detach()
             objective = scores.gather(1, targets.view(-1, 1)).sum()
             probs = [c.probs for c in calls]
             grads = torch.autograd.grad(objective, probs, allow_unused=True)

@@ -94,15 +94,18 @@ class CaptumExplainer(BaseExplainer):
     n_steps=32)``.
     """
     many_forwards = True
+    reports_probs = True
 
     def __init__(self, model: nn.Module,
                  algorithm: str = 'IntegratedGradients',
                  layer: Optional[str] = None, score: str = 'logit',
                  reduction: str = 'sum', init_kwargs: Optional[dict] = None,
                  adapter: Optional[dict] = None,
-                 frames_per_view: Optional[int] = None, **attribute_kwargs):
+                 frames_per_view: Optional[int] = None,
+                 max_memory=None, **attribute_kwargs):
         super().__init__(model, adapter=adapter,
-                         frames_per_view=frames_per_view)
+                         frames_per_view=frames_per_view,
+                         max_memory=max_memory)
         import captum.attr as cattr
         check_choice('score', score, SCORES)
         check_choice('reduction', reduction, REDUCTIONS)
@@ -159,8 +162,12 @@ class CaptumExplainer(BaseExplainer):
                     score=self.score, reduction=self.reduction, **kw)
 
     def _forward(self, inputs: Tensor) -> Tensor:
-        s = self.adapter.scores(inputs.contiguous())
-        return s.softmax(-1) if self.score == 'prob' else s
+        """The view-averaged scores Captum explains: pre-softmax, or
+        (``'prob'``) each view's softmax averaged, ``predict``'s
+        ``pred_score`` with ``average_clips='prob'``."""
+        if self.score == 'prob':
+            return self.adapter.probs(inputs.contiguous())
+        return self.adapter.scores(inputs.contiguous())
 
     def _guided_gradcam_attr(self, inputs: Tensor, targets: Tensor
                              ) -> Tensor:
@@ -185,8 +192,8 @@ class CaptumExplainer(BaseExplainer):
 
     def _attribute(self, inputs: Tensor, target: TargetSpec,
                    data_samples: Optional[Sequence]):
-        scores, targets = self.scores_and_targets(inputs, target,
-                                                  data_samples)
+        scores, probs, targets = self.scores_probs_targets(
+            inputs, target, data_samples)
         modules = out_of_place_modules(self.model) if self._hooks_modules \
             else contextlib.nullcontext()
         with frozen_parameters(self.model), torch.enable_grad(), modules:
@@ -213,4 +220,4 @@ class CaptumExplainer(BaseExplainer):
             raw = self.adapter.upsample(cam, self.layer, inputs)
             layer_maps = {self.layer: raw}
         return Attribution(raw, scores, targets, layer_maps=layer_maps,
-                           extras={'attributions': attr})
+                           extras={'attributions': attr}, probs=probs)

@@ -21,6 +21,9 @@ class Explanation:
         layer_maps: raw maps per target layer / pathway, each
             ``[B, V, T_l, H, W]`` on that layer's own input time base.
         extras: method-specific results (e.g. a class feature graph).
+        mean_probs: ``[B, K]`` each view's softmax averaged over views:
+            ``predict``'s ``pred_score`` with ``average_clips='prob'``
+            (``None``: the softmax of ``scores``, the same for one view).
     """
     maps: Tensor
     raw_maps: Tensor
@@ -30,6 +33,7 @@ class Explanation:
     settings: Dict[str, Any] = field(default_factory=dict)
     layer_maps: Dict[str, Tensor] = field(default_factory=dict)
     extras: Dict[str, Any] = field(default_factory=dict)
+    mean_probs: Optional[Tensor] = None
 
     @property
     def shape(self) -> Tuple[int, ...]:
@@ -37,7 +41,12 @@ class Explanation:
 
     @property
     def probs(self) -> Tensor:
-        """``[B, K]`` softmax of ``scores``."""
+        """``[B, K]`` class probabilities as ``predict`` reports them with
+        ``average_clips='prob'``: each view's softmax averaged over the
+        views (:attr:`mean_probs`); with one view the softmax of
+        ``scores``. Not the softmax of the view-averaged ``scores``."""
+        if self.mean_probs is not None:
+            return self.mean_probs.float()
         return self.scores.float().softmax(-1)
 
     @property
@@ -67,7 +76,8 @@ class Explanation:
             targets=mv(self.targets), scores=mv(self.scores),
             method=self.method, settings=dict(self.settings),
             layer_maps={k: mv(v) for k, v in self.layer_maps.items()},
-            extras={k: mv(v) for k, v in self.extras.items()})
+            extras={k: mv(v) for k, v in self.extras.items()},
+            mean_probs=mv(self.mean_probs))
 
     def to_numpy(self) -> Dict[str, np.ndarray]:
         """Arrays for ``np.savez``: maps, raw_maps, targets, scores, layers."""
@@ -90,7 +100,7 @@ class Explanation:
             targets=sel(self.targets), scores=sel(self.scores),
             method=self.method, settings=dict(self.settings),
             layer_maps={k: sel(v) for k, v in self.layer_maps.items()},
-            extras=dict(self.extras))
+            extras=dict(self.extras), mean_probs=sel(self.mean_probs))
 
     def summary(self, class_names: Optional[List[str]] = None) -> dict:
         """JSON-ready description of sample 0 (method, target, top-5...)."""

@@ -19,7 +19,7 @@ from ..utils.layers import get_layer
 from .attribution import Attribution
 from .base import BaseExplainer
 from .gradient_utils import frozen_parameters
-from .targets import TargetSpec, resolve_targets
+from .targets import TargetSpec, pred_basis, resolve_targets
 
 WEIGHTINGS = ('global', 'temporal')
 
@@ -52,6 +52,7 @@ class GradCAM(BaseExplainer):
     """
 
     views_separable = True
+    reports_probs = True
 
     def __init__(self, model: nn.Module,
                  target_layers: Optional[Sequence[str]] = None,
@@ -96,8 +97,10 @@ class GradCAM(BaseExplainer):
                 x = inputs.detach()
             else:
                 x = inputs.detach().requires_grad_(True)
-            scores = adapter.scores(x)
-            targets = resolve_targets(target, scores, data_samples)
+            scores, probs = adapter.scores_and_probs(x)
+            targets = resolve_targets(target, scores, data_samples,
+                                      pred_basis(adapter, probs))
+            self._probs = probs.detach()
             acts = store.collect()
             missing = [n for n in self.target_layers if n not in acts]
             if missing:
@@ -135,7 +138,7 @@ class GradCAM(BaseExplainer):
             full = _to_input_time(layer_maps[name], adapter, inputs)
             raw = full if raw is None else raw + full
         return Attribution(raw, scores.detach(), targets,
-                           layer_maps=layer_maps)
+                           layer_maps=layer_maps, probs=self._probs)
 
 
 #: Grad-CAM++ denominators: ``'paper'`` ``2 g^2 + g^3 sum A`` (Eq. 19 and

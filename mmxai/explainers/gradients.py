@@ -29,8 +29,18 @@ class _GradientExplainer(BaseExplainer):
     over views, what ``predict`` reports with ``average_clips='prob'``).
     Gradients are taken for the whole multi-view input, so every view gets
     its own map of the view-averaged score. Colour channels are reduced by ``reduction``.
+
+    Both scores are sums of per-view terms (``1/V sum_v s_v``, ``1/V sum_v
+    softmax(z_v)``), so the views are explained in passes of at most
+    ``max_views_per_pass`` views (:attr:`views_separable`), each forward
+    holding ``batch_size`` steps/samples of those views; maps equal one
+    pass.
     """
     default_reduction = 'max_abs'
+    views_separable = True
+    batch_attr = 'batch_size'
+    reports_probs = True
+    per_sample_passes = True
 
     def __init__(self, model: nn.Module, score: str = 'logit',
                  reduction: Optional[str] = None, batch_size: int = 8,
@@ -70,8 +80,8 @@ class _GradientExplainer(BaseExplainer):
 
     def _attribute(self, inputs: Tensor, target: TargetSpec,
                    data_samples: Optional[Sequence]):
-        scores, targets = self.scores_and_targets(inputs, target,
-                                                  data_samples)
+        scores, probs, targets = self.scores_probs_targets(
+            inputs, target, data_samples)
         video = self.adapter.to_video(inputs).detach()
         attrs, extras = [], {}
         bar = Progress(video.shape[0] * self.evaluations(), self.name,
@@ -79,7 +89,7 @@ class _GradientExplainer(BaseExplainer):
         with bar:
             for b in range(video.shape[0]):
                 attr, extra = self.sample_attribution(video[b:b + 1],
-                                                      int(targets[b]), bar)
+                                                      int(targets[b]), bar, b)
                 attrs.append(attr)
                 for k, val in extra.items():
                     extras.setdefault(k, []).append(val)
@@ -87,21 +97,33 @@ class _GradientExplainer(BaseExplainer):
         extras = {k: torch.stack(v) for k, v in extras.items()}
         extras['attributions'] = attr
         return Attribution(reduce_channels(attr, self.reduction).float(),
-                           scores, targets, extras=extras)
+                           scores, targets, extras=extras, probs=probs)
 
     def evaluations(self) -> int:
         return 1
 
-    def sample_attribution(self, video: Tensor, cls: int, bar: Progress
-                           ) -> Tuple[Tensor, Dict[str, Tensor]]:
+    def sample_attribution(self, video: Tensor, cls: int, bar: Progress,
+                           index: int) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """``video`` ``[1, V_c, C, T, H, W]`` (sample ``index``; in view
+        chunks the views ``self._chunk`` names) -> attributions of the same
+        shape and per-sample extras."""
         raise NotImplementedError
+
+    def chunk_views(self, value):
+        """A tensor option with a view axis ``[1|B, V, C, T, H, W]`` (e.g. a
+        baseline) cut to the views of the current chunk."""
+        chunk = self._chunk
+        if chunk is not None and isinstance(value, Tensor) and \
+                value.dim() == 6 and value.shape[1] == chunk.video.shape[1]:
+            return value[:, chunk.start:chunk.stop]
+        return value
 
 
 @EXPLAINERS.register_module()
 class Saliency(_GradientExplainer):
     """Plain gradients (Simonyan et al. 2014): ``max_c |d s / d x_c|``."""
 
-    def sample_attribution(self, video, cls, bar):
+    def sample_attribution(self, video, cls, bar, index):
         grads, _ = self.gradients(video, cls, bar)
         return grads, {}
 
@@ -113,7 +135,9 @@ class IntegratedGradients(_GradientExplainer):
 
     Channels are summed (``reduction='sum'``) so the map keeps
     completeness: ``sum map = s(x) - s(x0)`` up to the integration error,
-    reported per sample in ``extras['convergence_delta']``.
+    reported per sample in ``extras['convergence_delta']``. In view chunks
+    each chunk's part of ``s`` is its views' share (``n_c/V s_c``), so the
+    chunks' deltas and score differences add up to the one-pass ones.
 
     Args:
         n_steps: integration steps (batched by ``batch_size``).
@@ -125,6 +149,7 @@ class IntegratedGradients(_GradientExplainer):
     """
     many_forwards = True
     default_reduction = 'sum'
+    additive_extras = ('convergence_delta', 'score_difference')
 
     def __init__(self, model: nn.Module, n_steps: int = 32,
                  baseline='mean',
@@ -142,8 +167,9 @@ class IntegratedGradients(_GradientExplainer):
     def evaluations(self) -> int:
         return self.n_steps
 
-    def sample_attribution(self, video, cls, bar):
-        base = make_baseline(video, self.baseline, self.blur_sigma)
+    def sample_attribution(self, video, cls, bar, index):
+        base = make_baseline(video, self.chunk_views(self.baseline),
+                             self.blur_sigma)
         delta = video - base
         alphas = (torch.arange(self.n_steps, device=video.device,
                                dtype=video.dtype) + 0.5) / self.n_steps
@@ -154,8 +180,10 @@ class IntegratedGradients(_GradientExplainer):
             total += grads.sum(0, keepdim=True)
             bar.update(stop - start)
         attr = delta * total / self.n_steps
-        with torch.no_grad():
-            ends = self.objective(torch.cat([video, base]))[:, cls]
+        with torch.no_grad():  # s(x), s(x0): one forward, or two of one
+            ends = self.objective(torch.cat([video, base]))[:, cls] \
+                if self.batch_size > 1 else torch.cat(
+                    [self.objective(v)[:, cls] for v in (video, base)])
         delta_s = attr.sum() - (ends[0] - ends[1])
         return attr, {'convergence_delta': delta_s.detach(),
                       'score_difference': (ends[0] - ends[1]).detach()}
@@ -166,8 +194,11 @@ class SmoothGrad(_GradientExplainer):
     """SmoothGrad (Smilkov et al. 2017): the mean gradient over
     ``n_samples`` copies with Gaussian noise of standard deviation
     ``noise_level * (max(x) - min(x))``, then ``max_c |.|`` (or
-    ``squared=True``: mean of squared gradients, SmoothGrad-Squared).
-    Noise is drawn from a seeded generator (reproducible)."""
+    ``squared=True``: mean of squared gradients, SmoothGrad-Squared), the
+    range over all views of the sample. The noise of copy ``i`` of view
+    ``v`` comes from its own generator seeded by ``(seed, v, i)``:
+    reproducible, and the same whatever the batch size or the view chunks.
+    """
     many_forwards = True
 
     def __init__(self, model: nn.Module, n_samples: int = 16,
@@ -188,13 +219,24 @@ class SmoothGrad(_GradientExplainer):
     def evaluations(self) -> int:
         return self.n_samples
 
-    def sample_attribution(self, video, cls, bar):
-        gen = torch.Generator().manual_seed(self.seed)
-        std = self.noise_level * float(video.max() - video.min())
+    def noise(self, view: int, copy: int, shape) -> Tensor:
+        """Standard normal noise of copy ``copy`` of view ``view``."""
+        seed = ((self.seed * 1000003 + view) * 1000003 + copy) % 2 ** 63
+        return torch.randn(shape, generator=torch.Generator().manual_seed(
+            seed))
+
+    def sample_attribution(self, video, cls, bar, index):
+        chunk = self._chunk
+        whole = video if chunk is None else chunk.video[index]
+        first = 0 if chunk is None else chunk.start
+        std = self.noise_level * float(whole.max() - whole.min())
         total = torch.zeros_like(video)
+        shape = video.shape[2:]
         for start, stop in batches(self.n_samples, self.batch_size):
-            noise = torch.randn((stop - start, *video.shape[1:]),
-                                generator=gen).to(video) * std
+            noise = torch.stack([torch.stack([
+                self.noise(first + v, i, shape)
+                for v in range(video.shape[1])])
+                for i in range(start, stop)]).to(video) * std
             grads, _ = self.gradients(video + noise, cls)
             total += (grads.pow(2) if self.squared else grads).sum(
                 0, keepdim=True)

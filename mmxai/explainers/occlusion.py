@@ -48,6 +48,9 @@ class Occlusion3D(BaseExplainer):
         batch_size: occluded clips per forward pass.
     """
     many_forwards = True
+    memory_kind = 'forward'
+    batch_attr = 'batch_size'
+    reports_probs = True
 
     def __init__(self, model: nn.Module,
                  window: Optional[Sequence[int]] = None,
@@ -124,4 +127,5 @@ class Occlusion3D(BaseExplainer):
                         bar.update(len(chunk))
                     acc /= counts
         return Attribution(raw, scores, targets,
-                           extras={'num_windows': len(pos)})
+                           extras={'num_windows': len(pos)},
+                           probs=scorer.probs)

@@ -10,7 +10,7 @@ from ..baselines import make_baseline
 from .attribution import Attribution
 from .base import BaseExplainer
 from .batching import batches
-from .masks import upsample_shifted
+from .masks import mask_cells, upsample_shifted
 from .options import SCORES, check_choice, check_positive, triple
 from .progress import Progress
 from .targets import TargetSpec
@@ -23,8 +23,11 @@ class RISE3D(BaseExplainer):
     Keep-masks ``m_i`` are random binary grids of ``cells`` (t, h, w) cells
     kept with probability ``p``, upsampled trilinearly with a random shift
     (cell borders fall anywhere). Masks are generated on the fly, one batch
-    at a time, from a seeded generator: memory does not grow with
-    ``num_masks`` and the same seed gives the same map on any device.
+    at a time, from cell grids and shifts drawn first from a seeded
+    generator (a few hundred bytes per mask): memory does not grow with
+    ``num_masks``, and the same seed gives the same map on any device and
+    with any ``batch_size`` (also when a batch is halved after an
+    out-of-memory error).
 
     The score ``s_c`` is the softmax probability of the view-averaged
     pre-softmax score (``score='prob'``, as in the RISE paper) or the
@@ -46,6 +49,9 @@ class RISE3D(BaseExplainer):
         progress: ``True``/``False``/``None`` (after 2 s).
     """
     many_forwards = True
+    memory_kind = 'forward'
+    batch_attr = 'batch_size'
+    reports_probs = True
 
     def __init__(self, model: nn.Module, num_masks: int = 1000,
                  cells: Sequence[int] = (4, 7, 7), p: float = 0.5,
@@ -92,6 +98,12 @@ class RISE3D(BaseExplainer):
                     base = make_baseline(x, self.baseline, self.blur_sigma)
                     delta = x - base
                     gen = torch.Generator().manual_seed(self.seed)
+                    all_grids = torch.rand((self.num_masks, *self.cells),
+                                           generator=gen) < self.p
+                    all_shifts = torch.stack([
+                        torch.randint(0, k, (self.num_masks, ),
+                                      generator=gen)
+                        for k in mask_cells((t, h, w), self.cells)], 1)
                     acc = raw.new_zeros((scores.shape[1] if self.all_classes
                                          else 1, t * h * w))
                     # one set of batch buffers, reused: the per-batch
@@ -102,10 +114,10 @@ class RISE3D(BaseExplainer):
                     clip_buf = x.new_empty((n_buf, *x.shape))
                     for start, stop in batches(self.num_masks,
                                                self.batch_size):
-                        grids = (torch.rand((stop - start, *self.cells),
-                                            generator=gen) < self.p).float()
                         masks = mask_buf[:stop - start]
-                        upsample_shifted(grids, (t, h, w), gen, out=masks)
+                        upsample_shifted(all_grids[start:stop], (t, h, w),
+                                         None, out=masks,
+                                         shifts=all_shifts[start:stop])
                         clips = torch.mul(delta, masks[:, None].to(x.dtype),
                                           out=clip_buf[:stop - start])
                         clips.add_(base)
@@ -121,4 +133,5 @@ class RISE3D(BaseExplainer):
                     else:
                         raw[b, v] = acc.view(t, h, w)
         extras = {} if class_maps is None else {'class_maps': class_maps}
-        return Attribution(raw, scores, targets, extras=extras)
+        return Attribution(raw, scores, targets, extras=extras,
+                           probs=scorer.probs)

@@ -10,7 +10,7 @@ from ..utils.hooks import capture_activations
 from .attribution import Attribution
 from .base import BaseExplainer
 from .gradcam import _to_input_time
-from .targets import TargetSpec, resolve_targets
+from .targets import TargetSpec, pred_basis, resolve_targets
 
 #: Heads that are global average pooling followed by one linear layer,
 #: where the class activation map is exact. Name -> classifier attribute.
@@ -38,6 +38,7 @@ class SaliencyTubes(BaseExplainer):
     """
 
     views_separable = True
+    reports_probs = True
 
     def __init__(self, model: nn.Module, **kwargs):
         super().__init__(model, **kwargs)
@@ -68,9 +69,10 @@ class SaliencyTubes(BaseExplainer):
         adapter = self.adapter
         with capture_activations(self.model, ['cls_head'], pre=True) as store, \
                 torch.inference_mode():
-            scores = adapter.scores(inputs)
+            scores, probs = adapter.scores_and_probs(inputs)
             feats = store.collect()['cls_head']
-            targets = resolve_targets(target, scores, data_samples)
+            targets = resolve_targets(target, scores, data_samples,
+                                      pred_basis(adapter, probs))
             parts = adapter.head_feature_parts(feats, inputs)
             weights = self.class_weights(targets)
             layer_maps, cams, raw, start = {}, {}, None, 0
@@ -90,4 +92,4 @@ class SaliencyTubes(BaseExplainer):
         extras = {'feature_maps': cams['cls_head'] if list(cams) == [
             'cls_head'] else cams}
         return Attribution(raw, scores, targets, layer_maps=layer_maps,
-                           extras=extras)
+                           extras=extras, probs=probs)

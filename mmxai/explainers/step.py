@@ -135,7 +135,10 @@ class STEP(BaseExplainer):
         variant: ``'step'``, ``'3d_ep'`` (volume area constraint, no core
             loss) or ``'2d_ep'`` (area constraint per frame).
         perturbation: ``'blur'`` (pyramid) or ``'fade'`` (towards 0).
-        objective: ``'log_prob'`` (paper) or ``'logit'`` (pre-softmax).
+        objective: ``'log_prob'`` (paper; with several views the log of
+            what ``predict`` reports with ``average_clips='prob'``: each
+            view's softmax averaged, the perturbed view's own) or
+            ``'logit'`` (the view-averaged pre-softmax score).
         balance_edges: deviation from the authors (default on): each grid
             parameter's gradient is divided by its bump's visible mass
             (relative to a full bump). Plain SGD moves border parameters,
@@ -149,6 +152,8 @@ class STEP(BaseExplainer):
     uncovered and favoured the top-left corner).
     """
     many_forwards = True
+    batch_attr = 'batch_size'
+    reports_probs = True
 
     def __init__(self, model: nn.Module,
                  areas: Sequence[float] = (0.05, 0.1, 0.15, 0.5),
@@ -194,6 +199,10 @@ class STEP(BaseExplainer):
                     core_start=self.core_start, step=self.step,
                     balance_edges=self.balance_edges,
                     sigma=self.sigma)
+
+    def _batch_size(self) -> int:
+        """Areas optimised per batch (``None``: all of them)."""
+        return int(self.batch_size or len(self.areas))
 
     # ----------------------------------------------------------- geometry
     def sizes(self, t: int, h: int, w: int) -> Dict[str, Any]:
@@ -295,9 +304,7 @@ class STEP(BaseExplainer):
         for it in range(self.max_iter):
             mask = gen.generate(param.flatten(0, 1)).view(n_a, t, h, w)
             clips = self.apply(pyramid, mask)
-            z = scorer(b, v, clips)  # view-averaged pre-softmax [A, K]
-            reward = z.log_softmax(-1)[:, cls] \
-                if self.objective == 'log_prob' else z[:, cls]
+            reward = self.reward(scorer, b, v, clips, cls)
             lam = self.lambda_0 * self.lambda_growth ** it
             energy = -reward + lam * self.area_loss(mask, a_t)
             if self.variant == 'step' and it >= self.core_start:
@@ -309,8 +316,43 @@ class STEP(BaseExplainer):
             bar.update(1)
         with torch.no_grad():
             mask = gen.generate(param.flatten(0, 1)).view(n_a, t, h, w)
-            probs = scorer(b, v, self.apply(pyramid, mask)).softmax(-1)[:, cls]
+            probs = self.target_probs(scorer, b, v,
+                                      scorer.logits(self.apply(pyramid,
+                                                               mask)), cls)
         return mask.detach(), probs
+
+    @staticmethod
+    def target_log_probs(scorer: ViewScorer, b: int, v: int, z: Tensor,
+                         cls: int) -> Tensor:
+        """``[A]`` log of what ``predict`` reports for class ``cls`` with
+        ``average_clips='prob'`` when view ``v`` of sample ``b`` is
+        replaced by clips of pre-softmax scores ``z`` ``[A, K]``:
+        ``log((softmax(z)_c + sum_{u != v} p_u,c) / V)``, computed stably
+        (with one view: ``log_softmax(z)_c``)."""
+        own = z.float().log_softmax(-1)[:, cls]
+        if scorer.num_views == 1:
+            return own
+        probs = scorer.view_probs[b, :, cls]
+        others = (probs.sum() - probs[v]).clamp_min(0).to(own)
+        return torch.logaddexp(own, others.log()) - math.log(
+            scorer.num_views)
+
+    def target_probs(self, scorer: ViewScorer, b: int, v: int, z: Tensor,
+                     cls: int) -> Tensor:
+        """``[A]`` :meth:`target_log_probs` as probabilities."""
+        return self.target_log_probs(scorer, b, v, z, cls).exp()
+
+    def reward(self, scorer: ViewScorer, b: int, v: int, clips: Tensor,
+               cls: int) -> Tensor:
+        """``[A]`` the objective's reward of perturbed copies of view
+        ``v``: ``'log_prob'``, the log of ``predict``'s probability of the
+        target (per-view softmax averaged over the views,
+        :meth:`target_log_probs`); ``'logit'``, the view-averaged
+        pre-softmax score."""
+        z = scorer.logits(clips)  # this view's pre-softmax scores [A, K]
+        if self.objective == 'log_prob':
+            return self.target_log_probs(scorer, b, v, z, cls)
+        return scorer.combine(b, v, z)[:, cls]
 
     def _attribute(self, inputs: Tensor, target: TargetSpec,
                    data_samples: Optional[Sequence]):
@@ -345,4 +387,5 @@ class STEP(BaseExplainer):
         return Attribution(raw, scores, targets,
                            extras={'area_masks': area_masks,
                                    'area_probs': area_probs,
-                                   'areas': self.areas})
+                                   'areas': self.areas},
+                           probs=scorer.probs)

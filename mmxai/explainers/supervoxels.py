@@ -61,6 +61,9 @@ class _SegmentExplainer(BaseExplainer):
     labels ``[B, V, T, H, W]``.
     """
     many_forwards = True
+    memory_kind = 'forward'
+    batch_attr = 'batch_size'
+    reports_probs = True
 
     def __init__(self, model: nn.Module, num_samples: int = 1000,
                  segmentation: str = 'slic', n_segments: int = 200,
@@ -139,7 +142,8 @@ class _SegmentExplainer(BaseExplainer):
                     coef = self.fit(z.double(), y.double()).float()
                     raw[b, v] = coef[labels]
         return Attribution(raw, scores, targets,
-                           extras={'segments': labels_all})
+                           extras={'segments': labels_all},
+                           probs=scorer.probs)
 
 
 @EXPLAINERS.register_module()

@@ -9,21 +9,40 @@ from ..errors import TargetError
 TargetSpec = Union[str, int, Sequence[int], Tensor, None]
 
 
+def is_pred(target: TargetSpec) -> bool:
+    """``target`` asks for the model's prediction."""
+    return target is None or (isinstance(target, str) and target == 'pred')
+
+
+def pred_basis(adapter, probs: Optional[Tensor]) -> Optional[Tensor]:
+    """``probs`` when the model's ``predict`` takes its ``pred_label`` from
+    the per-view softmax averaged (the head's ``average_clips='prob'``),
+    else ``None`` (the arg-max of the view-averaged scores)."""
+    return probs if probs is not None and getattr(
+        adapter, 'pred_uses_probs', False) else None
+
+
 def resolve_targets(target: TargetSpec, scores: Tensor,
-                    data_samples: Optional[Sequence] = None) -> Tensor:
+                    data_samples: Optional[Sequence] = None,
+                    probs: Optional[Tensor] = None) -> Tensor:
     """Classes to explain, ``[B]`` long on ``scores``' device.
 
     Args:
-        target: ``'pred'``/None (arg-max of ``scores``), ``'gt'`` (the
-            samples' ``gt_label``), an int for every sample, or B ints.
+        target: ``'pred'``/None (arg-max of ``probs`` when given, else of
+            ``scores``), ``'gt'`` (the samples' ``gt_label``), an int for
+            every sample, or B ints.
         scores: ``[B, K]`` class scores.
         data_samples: ``ActionDataSample`` list (needed for ``'gt'``).
+        probs: ``[B, K]`` what ``predict``'s ``pred_label`` is the arg-max
+            of, when that is not ``scores`` (the per-view softmax averaged,
+            ``average_clips='prob'``): see :func:`pred_basis`.
     Raises:
         TargetError: unknown spec, missing labels, or a class out of range.
     """
     batch, num_classes = scores.shape
-    if target is None or (isinstance(target, str) and target == 'pred'):
-        return scores.argmax(-1)
+    if is_pred(target):
+        return (scores if probs is None else probs).argmax(-1).to(
+            scores.device)
     if isinstance(target, str):
         if target == 'gt':
             labels = []

@@ -1,5 +1,7 @@
 """Scoring perturbed copies of one view as the model's view-averaged
 decision (:class:`ViewScorer`)."""
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -32,26 +34,40 @@ class ViewScorer:
     perturbed, at the cost of one view. With ``V = 1`` both are exactly the
     model's score and its softmax.
 
+    The clean views are scored as one-view clips, ``views_per_pass`` of a
+    sample per forward (``None``: all of them): memory does not grow with
+    the number of views. Their average is the model's view-averaged score
+    (:attr:`scores`) and the mean of their softmaxes what ``predict``
+    reports with ``average_clips='prob'`` (:attr:`probs`), so the methods
+    need no forward of all views at once.
+
     Args:
         adapter: the explainer's model adapter.
         inputs: preprocessed inputs (the model's layout).
         score: ``'prob'`` or ``'logit'`` (above).
+        views_per_pass: clean views per forward.
     """
 
-    def __init__(self, adapter, inputs: Tensor, score: str = 'prob'):
+    def __init__(self, adapter, inputs: Tensor, score: str = 'prob',
+                 views_per_pass: Optional[int] = None):
         check_choice('score', score, SCORES)
         self.adapter = adapter
         self.score = score
         self.video = adapter.to_video(inputs).detach()  # [B, V, C, T, H, W]
         b, v = self.video.shape[:2]
+        step = max(1, views_per_pass or v)
         with torch.no_grad():  # not inference mode: STEP differentiates
             per_view = torch.stack([
-                torch.cat([self.logits(self.video[i, j:j + 1])
-                           for j in range(v)]) for i in range(b)])
+                torch.cat([self.logits(self.video[i, j:j + step])
+                           for j in range(0, v, step)]) for i in range(b)])
         self.view_logits = per_view.clone()  # [B, V, K]
         self.sum_logits = self.view_logits.sum(1)  # [B, K]
         self.view_probs = self.view_logits.float().softmax(-1)  # [B, V, K]
         self.num_views = v
+        #: ``[B, K]`` the view-averaged pre-softmax score
+        self.scores = self.view_logits.mean(1)
+        #: ``[B, K]`` each view's softmax averaged (``predict``'s 'prob')
+        self.probs = self.view_probs.mean(1)
 
     def logits(self, clips: Tensor) -> Tensor:
         """``[N, C, T, H, W]`` one-view clips -> ``[N, K]`` pre-softmax."""

@@ -162,11 +162,19 @@ def test_model_left_unchanged_and_bad_options(i3d):
 class _FlatScorer:
     """A scorer whose score ignores the clip: only the area loss acts."""
 
+    num_views = 1
+
     def __init__(self, video):
         self.video = video
 
-    def __call__(self, b, v, clips):
+    def logits(self, clips):
         return clips.flatten(1)[:, :4] * 0
+
+    def combine(self, b, v, logits):
+        return logits
+
+    def __call__(self, b, v, clips):
+        return self.logits(clips)
 
 
 @pytest.mark.parametrize('balance', [True, False])
@@ -189,15 +197,21 @@ def test_step_mask_has_no_border_bias(i3d, balance):
 
 
 def test_one_view_runs_one_clean_forward(i3d):
-    """The clean clip is scored once: windows in batches + 1 forward."""
+    """The clean clip is scored once: windows in batches + 1 forward (the
+    first call also probes one view for the memory estimate, once per
+    explainer and view shape)."""
     x = tm.preprocess(i3d, tm.clip_batch(views=1))['inputs']
     calls = []
     handle = i3d.backbone.register_forward_hook(
         lambda m, a, o: calls.append(a[0].shape[0]))
+    explainer = build_explainer(dict(type='occlusion', window=(4, 12, 12),
+                                     stride=(3, 10, 10), batch_size=8,
+                                     progress=False), i3d)
     try:
-        exp = build_explainer(dict(type='occlusion', window=(4, 12, 12),
-                                   stride=(3, 10, 10), batch_size=8,
-                                   progress=False), i3d).attribute(x, 1)
+        exp = explainer.attribute(x, 1)
+        assert calls == [1, 1, 8, 8, 8, 3]  # probe, clean, windows
+        del calls[:]
+        exp = explainer.attribute(x, 1)
     finally:
         handle.remove()
     assert exp.extras['num_windows'] == 27

@@ -1,6 +1,7 @@
 """``score='prob'`` is the probability ``predict`` reports with
 ``average_clips='prob'``: each view's softmax, averaged over views (not the
 softmax of the view-averaged score)."""
+import pytest
 import torch
 
 from mmxai.adapters import build_adapter
@@ -120,3 +121,86 @@ def test_saliency_prob_is_gradient_of_predicts_pred_score():
         grad, = torch.autograd.grad(prob, xg)
     torch.testing.assert_close(exp.raw_maps, grad.sum(2), rtol=1e-4,
                                atol=1e-7)
+
+
+def disagreeing_views():
+    """A TSM and a 3-view input whose views disagree: the arg-max of the
+    per-view softmax averaged (predict's pred_label, average_clips='prob')
+    is not the arg-max of the view-averaged scores."""
+    from mmaction.structures import ActionDataSample
+    model = build(tsm_cfg(), seed=2)
+    g = torch.Generator().manual_seed(77)
+    views = torch.randn(3, 3, 8, 32, 32, generator=g) * torch.tensor(
+        [0.5, 3., 1.5]).view(3, 1, 1, 1, 1) + torch.randn(
+        3, 1, 1, 1, 1, generator=g)
+    x = views.permute(0, 2, 1, 3, 4).reshape(1, 24, 3, 32, 32)
+    with torch.no_grad():
+        pred = model(x, [ActionDataSample()], mode='predict')[0]
+        logits = build_adapter(model).scores(x)
+    assert int(logits.argmax()) != int(pred.pred_label)  # they disagree
+    return model, x, pred
+
+
+PROB_METHODS = [
+    ('gradcam', dict(max_views_per_pass=None)),
+    ('gradcam', dict(max_views_per_pass=1)),
+    ('saliency_tubes', dict(max_views_per_pass=2)),
+    ('saliency', dict(progress=False)),
+    ('integrated_gradients', dict(n_steps=2, max_views_per_pass=2,
+                                  progress=False)),
+    ('occlusion', dict(window=(8, 32, 32), stride=(8, 32, 32),
+                       progress=False)),
+    ('rise', dict(num_masks=2, progress=False)),
+    ('CaptumExplainer', dict(algorithm='Saliency')),
+]
+
+
+def test_pred_and_probs_are_predicts_when_views_disagree():
+    """'pred' is predict's pred_label and Explanation.probs (the JSON's
+    'prob' and top-5) its pred_score, not the arg-max / softmax of the
+    view-averaged scores."""
+    model, x, pred = disagreeing_views()
+    for method, opts in PROB_METHODS:
+        exp = build_explainer(method, model, **opts).attribute(x, 'pred')
+        assert int(exp.targets[0]) == int(pred.pred_label), method
+        torch.testing.assert_close(exp.probs[0], pred.pred_score)
+        summary = exp.summary()
+        assert summary['target']['prob'] == pytest.approx(
+            float(pred.pred_score[pred.pred_label]), abs=1e-6)
+        top = pred.pred_score.topk(5)
+        assert [t['class'] for t in summary['top5']] == top.indices.tolist()
+        assert [t['prob'] for t in summary['top5']] == pytest.approx(
+            top.values.tolist(), abs=1e-6)
+        # given targets: probabilities all the same
+        other = build_explainer(method, model, **opts).attribute(x, 0)
+        torch.testing.assert_close(other.probs[0], pred.pred_score)
+
+
+def test_methods_without_own_probs_get_predicts_pred():
+    """A method that resolves 'pred' from the view-averaged score itself
+    (the toy ProbGradient's own argmax of probs aside) gets 'pred'
+    resolved before it runs, with several views."""
+    model, x, pred = disagreeing_views()
+
+    class LogitArgmax(BaseExplainer):
+        def _attribute(self, inputs, target, data_samples):
+            with torch.no_grad():
+                scores = self.adapter.scores(inputs)
+            targets = resolve_targets(target, scores, data_samples)
+            raw = self.adapter.to_video(inputs).abs().sum(2)
+            return Attribution(raw, scores, targets)
+
+    exp = LogitArgmax(model).attribute(x, 'pred')
+    assert int(exp.targets[0]) == int(pred.pred_label)
+    torch.testing.assert_close(exp.probs[0], pred.pred_score)
+
+
+def test_captum_prob_forward_is_predicts_pred_score():
+    model = build(i3d_cfg(), seed=2)
+    data = clip_batch(batch=2, views=3, seed=1)
+    x = preprocess(model, data)['inputs']
+    exp = build_explainer(dict(type='CaptumExplainer', algorithm='Saliency',
+                               score='prob'), model)
+    with torch.no_grad():
+        got = exp._forward(x)
+    torch.testing.assert_close(got, predicted_scores(model, data))

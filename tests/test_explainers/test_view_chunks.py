@@ -86,12 +86,18 @@ def test_toolbox_max_testing_views_restored_on_failure():
     with pytest.raises(MMXAIError):
         build_explainer('gradcam', model).attribute(x, target=99)
     assert model.test_cfg is cfg and cfg['max_testing_views'] == 1
-    # methods that do not chunk views leave the toolbox's chunking alone
-    seen = []
-    hook = model.backbone.register_forward_pre_hook(
-        lambda m, args: seen.append(args[0].shape[0]))
-    try:
-        build_explainer('saliency', model, progress=False).attribute(x, 0)
-    finally:
-        hook.remove()
-    assert seen and max(seen) == 1
+    # methods that do not chunk views (perturbation: no graph) leave the
+    # toolbox's chunking alone; input-gradient methods chunk them
+    for method, opts in (('occlusion', dict(window=(8, 32, 32),
+                                            stride=(8, 32, 32))),
+                         ('saliency', {})):
+        seen = []
+        hook = model.backbone.register_forward_pre_hook(
+            lambda m, args: seen.append(args[0].shape[0]))
+        try:
+            build_explainer(method, model, progress=False,
+                            **opts).attribute(x, 0)
+        finally:
+            hook.remove()
+        assert seen and max(seen) == 1
+        assert model.test_cfg is cfg and cfg['max_testing_views'] == 1

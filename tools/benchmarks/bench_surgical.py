@@ -423,8 +423,9 @@ def write_doc(path: str, res: dict, fig_rel: str, cmd: str) -> None:
         'docs/surgical.md for the rules).',
         '* **Explanations**: the long-video mode (`explain_long_video`, '
         'the config\'s `test_pipeline`: 8 frames 5 apart) over each whole '
-        'held-out procedure at seed '
-        f"{s['seed']}, one window per second (`--stride 1s`), target = the "
+        'held-out procedure at seeds '
+        f"{s['seed']} and {s['fresh_seed']}, a window every {s['stride']} (`--stride`), "
+        'target = the '
         'prediction; scored on the windows whose prediction is right '
         '(the evidence of a wrong class is not known). Evidence of a '
         "window: the target phase's instrument mask in the frames of that "

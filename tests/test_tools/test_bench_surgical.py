@@ -99,8 +99,12 @@ def test_benchmark_end_to_end(tmp_path):
     assert 0 <= res['phase']['test']['phase/accuracy'] <= 1
     assert 'phase/relaxed_jaccard' in res['phase']['fresh']
     e = res['explain']['test']
+    assert e['windows'] > 0
+    # one epoch on two procedures: maybe no window is predicted right, and
+    # only those are scored
     for key in ('gradcam', 'random', 'centre'):
-        assert 0 <= e['spatial'][key]['energy'] <= 1
+        if e['windows_correct']:
+            assert 0 <= e['spatial'][key]['energy'] <= 1
     assert osp.isfile(res['checkpoint'])
     assert (tmp_path / 'figures' / 'surgical_benchmark.png').is_file()
     assert 'pointing' in doc.read_text()

@@ -88,3 +88,15 @@ def test_checker_sees_relative_and_function_level_imports(tmp_path):
                    '    import mmxai.outputs.writer\n')
     found = sorted(p for p, _ in _imported(str(src), 'visualization.m'))
     assert found == ['apis', 'engine', 'outputs']
+
+
+def test_test_module_names_are_unique():
+    """pytest imports test modules by basename (no packages under tests/):
+    two ``test_x.py`` in different folders break the collection."""
+    tests = osp.dirname(osp.abspath(__file__))
+    seen = {}
+    for dp, _, files in os.walk(tests):
+        for f in files:
+            if f.startswith('test_') and f.endswith('.py'):
+                assert f not in seen, (f, dp, seen.get(f))
+                seen[f] = dp

@@ -96,7 +96,47 @@ def build_explainer(cfg: Union[str, dict], model: nn.Module,
     if isinstance(cls, type):
         _check_options(cls, [k for k in cfg if k not in ('type', '_scope_',
                                                          'model')])
+        _check_kinds(cls, {k: v for k, v in cfg.items()
+                           if k not in ('type', '_scope_', 'model')})
     return EXPLAINERS.build(cfg)
+
+
+def _defaults(cls: type) -> Dict[str, object]:
+    """Default values of the settings of ``cls`` and of the bases its
+    ``**kwargs`` reaches (the first one found wins), leaving out those
+    annotated as accepting text."""
+    out: Dict[str, object] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get('__init__')
+        if init is None:
+            continue
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        for p in params:
+            if p.default is not inspect.Parameter.empty and \
+                    'str' not in str(p.annotation):  # text is accepted
+                out.setdefault(p.name, p.default)
+    return out
+
+
+def _check_kinds(cls: type, given: Dict[str, object]) -> None:
+    """One line for a setting whose default is a number or a bool and
+    whose value is text (``--method-options num_masks=abc``)."""
+    defaults = _defaults(cls)
+    for key, value in given.items():
+        default = defaults.get(key)
+        if not isinstance(value, str) or default is None:
+            continue
+        if isinstance(default, bool):
+            want = 'true or false'
+        elif isinstance(default, (int, float)):
+            want = f'a number like {default!r}'
+        else:
+            continue
+        raise MMXAIError(f'{method_name(cls.__name__)}: option '
+                         f'{key}={value!r} must be {want}')
 
 
 def method_options(cls: type) -> Optional[List[str]]:

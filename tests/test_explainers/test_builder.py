@@ -40,3 +40,13 @@ def test_target_layers_given_as_numbers(layers):
     from mmxai.errors import LayerNotFoundError
     with pytest.raises(LayerNotFoundError, match='dotted module names'):
         build_explainer('gradcam', build(i3d_cfg()), target_layers=layers)
+
+
+def test_option_of_the_wrong_kind_is_one_line():
+    from mmxai.errors import MMXAIError
+    model = build(i3d_cfg())
+    with pytest.raises(MMXAIError, match=r"rise: option num_masks='abc' "
+                       'must be a number like'):
+        build_explainer('rise', model, num_masks='abc')
+    build_explainer('cfp', model, theta='i3d')  # text accepted there
+    build_explainer('rise', model, num_masks=8)

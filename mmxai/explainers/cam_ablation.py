@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..errors import MMXAIError
+from ..errors import UnsupportedModelError
 from ..registry import EXPLAINERS
 from ..utils.layers import get_layer
 from .cam_score import ScoreCAM
@@ -82,8 +82,10 @@ def _zero_channels(out, ks: Tensor, n: int, name: str):
     channel ``ks[i]`` set to 0 (dim 1 of conv maps, the last of tokens)."""
     tensor = out[0] if isinstance(out, (tuple, list)) else out
     if not isinstance(tensor, Tensor) or tensor.shape[0] % n:
-        raise MMXAIError(f"ablation_cam: layer '{name}' output cannot be "
-                         'split by copies of the input')
+        raise UnsupportedModelError(
+            f"ablation_cam: layer '{name}' output does not have the batch "
+            'first (e.g. the sequence-first tokens of UniFormerV2), so its '
+            'copies cannot be ablated separately; use gradcam or scorecam')
     dim = 1 if tensor.dim() in (4, 5) else tensor.dim() - 1
     rows = tensor.shape[0] // n
     keep = torch.ones(n, tensor.shape[dim], device=tensor.device,

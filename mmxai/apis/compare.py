@@ -272,15 +272,10 @@ def compare_methods(model: Union[nn.Module, str], videos: Sequence[str],
         check_writable(out_dir)
     labels = read_label_map(class_names) if isinstance(class_names, str) \
         else (list(class_names) if class_names else None)
-    if not isinstance(model, nn.Module):
-        from .model import init_recognizer
-        model = init_recognizer(model, checkpoint, device=device,
-                                trust_checkpoint=trust_checkpoint,
-                                cfg_options=cfg_options)
-    cfg = getattr(unwrap_model(model), 'cfg', None)
-    if cfg is None:
-        raise ConfigError('the model has no .cfg: build it with '
-                          'mmxai.apis.init_recognizer(config, checkpoint)')
+    from .model import model_and_config
+    model, cfg = model_and_config(
+        model, checkpoint, device=device, trust_checkpoint=trust_checkpoint,
+        cfg_options=cfg_options)
     labels = labels or class_names_of(model)
     log = log or (lambda s: None)
     b = BUDGETS[budget]

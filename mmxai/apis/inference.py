@@ -13,7 +13,7 @@ import mmengine
 from torch import nn
 
 from ..adapters import unwrap_model, video_to_frames
-from ..errors import ConfigError, InputError
+from ..errors import InputError
 from ..explainers import BaseExplainer, Explanation, build_explainer
 from ..fileio import check_writable, read_label_map
 from ..preflight import check_video_file
@@ -112,17 +112,11 @@ def explain_video(model: Union[nn.Module, str, mmengine.Config], video: str,
         check_writable(out_dir)
     names = read_label_map(class_names) if isinstance(class_names, str) \
         else (list(class_names) if class_names else None)
-    if not isinstance(model, nn.Module):
-        from .model import init_recognizer
-        model = init_recognizer(model, checkpoint, device=device,
-                                trust_checkpoint=trust_checkpoint,
-                                cfg_options=cfg_options,
-                                allow_partial_checkpoint=(
-                                    allow_partial_checkpoint))
-    cfg = getattr(unwrap_model(model), 'cfg', None)
-    if cfg is None:
-        raise ConfigError('the model has no .cfg: build it with '
-                          'mmxai.apis.init_recognizer(config, checkpoint)')
+    from .model import model_and_config
+    model, cfg = model_and_config(
+        model, checkpoint, device=device, trust_checkpoint=trust_checkpoint,
+        cfg_options=cfg_options,
+        allow_partial_checkpoint=allow_partial_checkpoint)
     explainer = method if isinstance(method, BaseExplainer) else \
         build_explainer(method, model, **options)
     if names is not None and len(names) != explainer.adapter.num_classes:

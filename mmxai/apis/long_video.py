@@ -38,7 +38,6 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 import numpy as np
 from torch import nn
 
-from ..adapters import unwrap_model
 from ..datasets.phase_labels import frame_ground_truth
 from ..errors import ConfigError, InputError, OutputError, TargetError
 from ..explainers import BaseExplainer, build_explainer
@@ -490,17 +489,11 @@ def explain_long_video(model: Union[nn.Module, str], video: str,
     names = read_label_map(class_names) if isinstance(class_names, str) \
         else (list(class_names) if class_names else None)
     stream = VideoStream(video)
-    if not isinstance(model, nn.Module):
-        from .model import init_recognizer
-        model = init_recognizer(model, checkpoint, device=device,
-                                trust_checkpoint=trust_checkpoint,
-                                cfg_options=cfg_options,
-                                allow_partial_checkpoint=(
-                                    allow_partial_checkpoint))
-    cfg = getattr(unwrap_model(model), 'cfg', None)
-    if cfg is None:
-        raise ConfigError('the model has no .cfg: build it with '
-                          'mmxai.apis.init_recognizer(config, checkpoint)')
+    from .model import model_and_config
+    model, cfg = model_and_config(
+        model, checkpoint, device=device, trust_checkpoint=trust_checkpoint,
+        cfg_options=cfg_options,
+        allow_partial_checkpoint=allow_partial_checkpoint)
     pipeline = test_pipeline_cfg(cfg)
     plan = plan_windows(pipeline, stream.num_frames, stream.fps, stride,
                         window_span, start, end, views)

@@ -13,7 +13,7 @@ from mmxai.preflight import load_config, resolve_config_path
 from mmxai.utils.config import strip_pretrained
 
 __all__ = ['init_recognizer', 'resolve_config_path', 'strip_pretrained',
-           'check_device']
+           'check_device', 'model_and_config']
 
 
 def _load_config(config: Union[str, Path, mmengine.Config],
@@ -95,3 +95,28 @@ def init_recognizer(config: Union[str, Path, mmengine.Config],
     model.to(device)
     model.eval()
     return model
+
+
+def model_and_config(model, checkpoint: Optional[str] = None,
+                     device: Union[str, torch.device] = 'cpu',
+                     trust_checkpoint: bool = False,
+                     cfg_options: Optional[dict] = None,
+                     allow_partial_checkpoint: bool = False):
+    """``(model, model.cfg)``: ``model`` as given if it is a recognizer,
+    else built from it (a config) by :func:`init_recognizer`.
+
+    Raises:
+        ConfigError: the model carries no ``.cfg`` (the test pipeline).
+    """
+    if not isinstance(model, nn.Module):
+        model = init_recognizer(model, checkpoint, device=device,
+                                trust_checkpoint=trust_checkpoint,
+                                cfg_options=cfg_options,
+                                allow_partial_checkpoint=(
+                                    allow_partial_checkpoint))
+    from mmxai.adapters import unwrap_model
+    cfg = getattr(unwrap_model(model), 'cfg', None)
+    if cfg is None:
+        raise ConfigError('the model has no .cfg: build it with '
+                          'mmxai.apis.init_recognizer(config, checkpoint)')
+    return model, cfg

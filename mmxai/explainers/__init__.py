@@ -30,6 +30,7 @@ from .cam_score import ISCAM, SSCAM, ScoreCAM
 from .cam_eigen import EigenCAM, EigenGradCAM
 from .cam_ablation import AblationCAM
 from .cam_smooth import SmoothGradCAMPlusPlus
+from .cam_feature import FEM
 # isort: on
 
 __all__ = [
@@ -42,5 +43,5 @@ __all__ = [
     'STEP', 'SupervoxelLIME', 'SupervoxelKernelSHAP',
     'XGradCAM', 'LayerCAM', 'HiResCAM', 'GradCAMElementWise', 'ScoreCAM',
     'SSCAM', 'ISCAM', 'EigenCAM', 'EigenGradCAM', 'AblationCAM',
-    'SmoothGradCAMPlusPlus'
+    'SmoothGradCAMPlusPlus', 'FEM'
 ]

@@ -11,6 +11,7 @@ clips/<i>/overlay.mp4 (a tile per method), montage.png and the methods'
 maps. Errors a user can fix print one line and exit with status 2, before
 anything is written.
 """
+import os
 import os.path as osp
 import sys
 import time
@@ -94,6 +95,8 @@ def preflight(args):
 def run(args, cfg) -> int:
     from mmxai.apis import compare_methods
     start = time.perf_counter()
+    if args.quiet:  # the explainers' own progress bars too
+        os.environ['MMXAI_NO_PROGRESS'] = '1'
     log = None if args.quiet else (
         lambda s: print(f'[{time.perf_counter() - start:6.1f} s] {s}',
                         flush=True))

@@ -153,7 +153,7 @@ def parse_args(argv=None):
     g.add_argument('--map-size', type=int, default=64,
                    help='longest side of the stored maps')
     g.add_argument('--no-progress', action='store_true',
-                   help='no progress line')
+                   help='no progress lines (also the methods\' own bars)')
     p.add_argument('--traceback', action='store_true',
                    help='show the full traceback on errors')
     p.add_argument('--verbose', action='store_true',
@@ -369,6 +369,8 @@ def _main(argv=None) -> int:
         os.environ['MMXAI_VERBOSE'] = '1'  # the decoder's own messages too
     elif args.video:
         _quiet_toolbox()
+    if getattr(args, 'no_progress', False):  # the explainers' bars too
+        os.environ['MMXAI_NO_PROGRESS'] = '1'
     try:
         if args.video and args.windows:
             return run_windows(args, cfg)

@@ -1,4 +1,9 @@
-"""A progress bar with ETA that appears only for long runs."""
+"""A progress bar with ETA that appears only for long runs.
+
+``MMXAI_NO_PROGRESS=1`` in the environment turns every bar off (the CLIs'
+``--no-progress`` / ``--quiet`` set it), unless a caller forces one on.
+"""
+import os
 import sys
 import time
 from typing import Optional
@@ -8,11 +13,14 @@ class Progress:
     """A one-line progress bar with ETA on stderr.
 
     ``enabled=True`` always shows it; ``None`` (default) shows it only once a
-    run has taken more than ``delay`` seconds; ``False`` never.
+    run has taken more than ``delay`` seconds (never with
+    ``MMXAI_NO_PROGRESS=1``); ``False`` never.
     """
 
     def __init__(self, total: int, desc: str = '',
                  enabled: Optional[bool] = None, delay: float = 2.0):
+        if enabled is None and os.environ.get('MMXAI_NO_PROGRESS') == '1':
+            enabled = False
         self.total, self.desc, self.enabled = max(int(total), 1), desc, enabled
         self.delay = delay
         self.done = 0

@@ -51,48 +51,51 @@ def slic_segments(video: Tensor, n_segments: int = 200,
     return torch.from_numpy(inverse.reshape(labels.shape)).long()
 
 
-class _SegmentExplainer(BaseExplainer):
-    """Sample coalitions of segments, score the clips that keep them, fit a
-    surrogate; a voxel's value is its segment's coefficient.
+class _SegmentBase(BaseExplainer):
+    """Score clips that keep some segments of a view and remove the others
+    (replaced by the removal value); a voxel's value is its segment's.
 
-    Scores: softmax probability of the target (``score='prob'``, default)
-    or pre-softmax (``'logit'``), view-averaged (each view is perturbed on
-    its own, with its own segments). ``extras['segments']`` holds the
-    labels ``[B, V, T, H, W]``.
+    Subclasses give the coalitions to score (:meth:`coalitions`, ``[N, S]``
+    0/1, 1 = segment kept) and turn their scores into segment values
+    (:meth:`values`). Scores: softmax probability of the target
+    (``score='prob'``, default) or pre-softmax (``'logit'``), view-averaged
+    (each view is perturbed on its own, with its own segments).
+    ``extras['segments']`` holds the labels ``[B, V, T, H, W]``.
     """
     many_forwards = True
     memory_kind = 'forward'
     batch_attr = 'batch_size'
     reports_probs = True
 
-    def __init__(self, model: nn.Module, num_samples: int = 1000,
-                 segmentation: str = 'slic', n_segments: int = 200,
-                 compactness: float = 20.0, temporal_spacing: float = 0.2,
+    def __init__(self, model: nn.Module, segmentation: str = 'slic',
+                 n_segments: int = 200, compactness: float = 20.0,
+                 temporal_spacing: float = 0.2,
                  grid: Sequence[int] = (4, 7, 7), baseline='blur',
-                 score: str = 'prob', batch_size: int = 8, seed: int = 0,
+                 score: str = 'prob', batch_size: int = 8,
                  blur_sigma: Optional[Sequence[float]] = None,
                  progress: Optional[bool] = None, **kwargs):
         super().__init__(model, **kwargs)
         check_choice('segmentation', segmentation, SEGMENTATIONS)
         check_choice('score', score, SCORES)
-        check_positive('num_samples', num_samples, 2)
         check_positive('batch_size', batch_size)
-        self.num_samples, self.segmentation = int(num_samples), segmentation
+        self.segmentation = segmentation
         self.n_segments, self.compactness = int(n_segments), compactness
         self.temporal_spacing = temporal_spacing
         self.grid = triple('grid', grid, (4, 7, 7))
         self.baseline, self.score = baseline, score
-        self.batch_size, self.seed = int(batch_size), int(seed)
+        self.batch_size = int(batch_size)
         self.blur_sigma, self.progress = blur_sigma, progress
 
-    def settings(self) -> Dict[str, Any]:
-        return dict(num_samples=self.num_samples,
-                    segmentation=self.segmentation,
+    def segment_settings(self) -> Dict[str, Any]:
+        """Segmentation, removal, score and batch settings."""
+        return dict(segmentation=self.segmentation,
                     n_segments=self.n_segments, grid=list(self.grid),
                     baseline=self.baseline if not isinstance(
                         self.baseline, Tensor) else 'tensor',
-                    score=self.score, batch_size=self.batch_size,
-                    seed=self.seed)
+                    score=self.score, batch_size=self.batch_size)
+
+    def settings(self) -> Dict[str, Any]:
+        return self.segment_settings()
 
     def segments(self, x: Tensor) -> Tensor:
         """``[C, T, H, W]`` -> ``[T, H, W]`` labels on ``x``'s device."""
@@ -102,12 +105,13 @@ class _SegmentExplainer(BaseExplainer):
         return slic_segments(x, self.n_segments, self.compactness,
                              self.temporal_spacing).to(x.device)
 
-    def sample(self, gen: torch.Generator, n_seg: int) -> Tensor:
-        """``[N, S]`` 0/1 coalitions (1 = segment kept)."""
+    def coalitions(self, n_seg: int) -> Tensor:
+        """``[N, S]`` 0/1 coalitions to score (1 = segment kept)."""
         raise NotImplementedError
 
-    def fit(self, z: Tensor, y: Tensor) -> Tensor:
-        """Coalitions ``[N, S]``, scores ``[N]`` -> ``[S]`` coefficients."""
+    def values(self, z: Tensor, y: Tensor, clean: Tensor) -> Tensor:
+        """Coalitions ``[N, S]``, their scores ``[N]`` and the clean clip's
+        score (0-dim) -> ``[S]`` segment values."""
         raise NotImplementedError
 
     def _attribute(self, inputs: Tensor, target: TargetSpec,
@@ -119,31 +123,63 @@ class _SegmentExplainer(BaseExplainer):
         raw = video.new_zeros((b_n, v_n, t, h, w), dtype=torch.float32)
         labels_all = torch.zeros((b_n, v_n, t, h, w), dtype=torch.long,
                                  device=video.device)
-        bar = Progress(b_n * v_n * self.num_samples, self.name,
+        for b in range(b_n):
+            for v in range(v_n):
+                labels_all[b, v] = self.segments(video[b, v])
+        plans = [[self.coalitions(int(labels_all[b, v].max()) + 1)
+                  for v in range(v_n)] for b in range(b_n)]
+        bar = Progress(sum(len(z) for row in plans for z in row), self.name,
                        self.progress)
         with bar, torch.inference_mode():
             for b in range(b_n):
                 cls = int(targets[b])
                 for v in range(v_n):
                     x = video[b, v]
-                    labels = self.segments(x)
-                    labels_all[b, v] = labels
-                    n_seg = int(labels.max()) + 1
+                    labels = labels_all[b, v]
                     base = make_baseline(x, self.baseline, self.blur_sigma)
                     delta = x - base
-                    gen = torch.Generator().manual_seed(self.seed)
-                    z = self.sample(gen, n_seg).to(x.device)
+                    z = plans[b][v].to(x.device)
                     y = torch.empty(len(z), device=x.device)
                     for start, stop in batches(len(z), self.batch_size):
                         keep = z[start:stop][:, labels]  # [n, T, H, W]
                         clips = base + delta * keep[:, None].to(x.dtype)
                         y[start:stop] = scorer(b, v, clips)[:, cls]
                         bar.update(stop - start)
-                    coef = self.fit(z.double(), y.double()).float()
-                    raw[b, v] = coef[labels]
+                    clean = scorer.clean(b, v)[cls].to(y)
+                    raw[b, v] = self.values(z, y, clean).float()[labels]
         return Attribution(raw, scores, targets,
                            extras={'segments': labels_all},
                            probs=scorer.probs)
+
+
+class _SegmentExplainer(_SegmentBase):
+    """Sample ``num_samples`` coalitions of segments (seeded by ``seed``,
+    the same for every view), score the clips that keep them, fit a
+    surrogate; a voxel's value is its segment's coefficient."""
+
+    def __init__(self, model: nn.Module, num_samples: int = 1000,
+                 seed: int = 0, **kwargs):
+        super().__init__(model, **kwargs)
+        check_positive('num_samples', num_samples, 2)
+        self.num_samples, self.seed = int(num_samples), int(seed)
+
+    def settings(self) -> Dict[str, Any]:
+        return dict(num_samples=self.num_samples, **self.segment_settings(),
+                    seed=self.seed)
+
+    def coalitions(self, n_seg: int) -> Tensor:
+        return self.sample(torch.Generator().manual_seed(self.seed), n_seg)
+
+    def values(self, z: Tensor, y: Tensor, clean: Tensor) -> Tensor:
+        return self.fit(z.double(), y.double())
+
+    def sample(self, gen: torch.Generator, n_seg: int) -> Tensor:
+        """``[N, S]`` 0/1 coalitions (1 = segment kept)."""
+        raise NotImplementedError
+
+    def fit(self, z: Tensor, y: Tensor) -> Tensor:
+        """Coalitions ``[N, S]``, scores ``[N]`` -> ``[S]`` coefficients."""
+        raise NotImplementedError
 
 
 @EXPLAINERS.register_module()

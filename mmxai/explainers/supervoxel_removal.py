@@ -18,8 +18,6 @@ On a model additive over segments both equal the segments' contributions;
 they differ where segments interact (LOCO sees a segment in the context of
 all the others, UP in the context of none).
 """
-from typing import Any, Dict
-
 import torch
 from torch import Tensor
 
@@ -40,9 +38,6 @@ class SupervoxelLOCO(_SegmentBase):
     ``num_samples`` and ``seed`` (nothing is sampled).
     """
 
-    def settings(self) -> Dict[str, Any]:
-        return self.segment_settings()
-
     def coalitions(self, n_seg: int) -> Tensor:
         return 1.0 - torch.eye(n_seg)
 
@@ -61,9 +56,6 @@ class SupervoxelUnivariate(_SegmentBase):
     those of :class:`~mmxai.explainers.SupervoxelLIME` but ``num_samples``
     and ``seed``.
     """
-
-    def settings(self) -> Dict[str, Any]:
-        return self.segment_settings()
 
     def coalitions(self, n_seg: int) -> Tensor:
         return torch.cat([torch.zeros(1, n_seg), torch.eye(n_seg)])

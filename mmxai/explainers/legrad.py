@@ -44,6 +44,9 @@ from .targets import TargetSpec, pred_basis, resolve_targets
 #: Backbones with global attention over a fixed token set and a readout
 #: LeGrad can apply to intermediate tokens.
 LEGRAD_BACKBONES = ('TimeSformer', 'VisionTransformer')
+#: Transformers whose attention is windowed, pooled or per frame.
+LOCAL_ATTENTION_BACKBONES = ('SwinTransformer3D', 'MViT', 'UniFormer',
+                             'UniFormerV2')
 
 
 def unsupported_reason(method: str, model: nn.Module) -> Optional[str]:
@@ -52,10 +55,13 @@ def unsupported_reason(method: str, model: nn.Module) -> Optional[str]:
     kind = type(getattr(model, 'backbone', None)).__name__
     if kind in LEGRAD_BACKBONES:
         return None
-    return (f'{method} needs global self-attention over a fixed token set '
-            f'(TimeSformer, VideoMAE ViT); {kind} is not one '
-            '(windowed, pooled or per-frame attention has no operator here '
-            'yet): use gradcam')
+    if kind in LOCAL_ATTENTION_BACKBONES:
+        return (f'{method} needs global self-attention over a fixed token '
+                f'set (TimeSformer, VideoMAE ViT); {kind} attends within '
+                'windows, pooled or per-frame tokens, for which mmxai has no '
+                f'{method} operator yet: use gradcam')
+    return (f'{method} reads the self-attention of a video transformer '
+            f'(TimeSformer, VideoMAE ViT); {kind} has none: use gradcam')
 
 
 def token_layout(explainer: BaseExplainer, inputs: Tensor) -> Dict[str, Any]:
@@ -224,54 +230,54 @@ class LeGrad(BaseExplainer):
             scores, probs = self.adapter.scores_and_probs(x)
             targets = resolve_targets(target, scores, data_samples,
                                       pred_basis(self.adapter, probs))
-            grids, layer_scores = [], []
-            first = 0
-            for seg in rec.segments:
-                n = seg.tokens[-1].shape[0] // (
-                    v * (lay['t'] if lay['mode'] == 'space_only' else 1))
-                tg = targets[first:first + n]
-                grid, ls = self._segment_map(seg, readout, lay, n, v, tg)
-                grids.append(grid)
-                layer_scores.append(ls)
-                first += n
-        if first != b:
-            raise UnsupportedModelError(
-                f'{self.name}: the backbone ran on {first} samples, not '
-                f'{b}; cannot pair its blocks with the batch')
-        grid = torch.cat(grids).reshape(b, v, lay['t'], lay['h'], lay['w'])
+            grid, layer_scores = self._layers_map(rec.segments, readout,
+                                                  lay, b, v, targets)
+        grid = grid.reshape(b, v, lay['t'], lay['h'], lay['w'])
         maps = self.adapter.upsample(grid.float(), 'backbone', inputs)
         return Attribution(
             maps, scores.detach(), targets, layer_maps={'legrad': maps},
-            extras={'token_map': grid.detach(),
-                    'layer_scores': torch.cat(layer_scores, 1)},
+            extras={'token_map': grid.detach(), 'layer_scores': layer_scores},
             probs=probs.detach())
 
-    def _segment_map(self, seg: _Segment, readout, lay: Dict[str, Any],
-                     n: int, v: int, targets: Tensor
-                     ) -> Tuple[Tensor, Tensor]:
-        """``[n*V, t, h*w]`` LeGrad grid of one backbone forward and the
-        per-layer target scores ``[n, len(layers)]``."""
+    def _layers_map(self, segments: Sequence[_Segment], readout,
+                    lay: Dict[str, Any], b: int, v: int, targets: Tensor
+                    ) -> Tuple[Tensor, Tensor]:
+        """``[B*V, t, h*w]`` LeGrad grid and the per-layer target scores
+        ``[B, len(layers)]``. The backbone may have run on chunks of the
+        rows (``test_cfg.max_testing_views``, per-sample loops): each
+        block's tokens are joined in row order before the readout."""
         head = self.model.cls_head
-        total, per_layer = None, []
+        per_frame = lay['t'] if lay['mode'] == 'space_only' else 1
+        rows = [seg.tokens[-1].shape[0] // per_frame for seg in segments]
+        if sum(rows) != b * v:
+            raise UnsupportedModelError(
+                f'{self.name}: the backbone ran on {sum(rows)} views, not '
+                f'{b * v}; cannot pair its blocks with the batch')
+        total, per_layer = 0, []
         for li in self.layers:
-            calls = seg.calls[li]
-            if not calls:
+            calls = [seg.calls[li] for seg in segments]
+            if not all(calls):
                 raise UnsupportedModelError(
                     f'{self.name}: block {li} recorded no attention')
-            feats = readout(seg.tokens[li])
-            s = average_view_scores(head, head(feats), n)
+            tokens = torch.cat([seg.tokens[li] for seg in segments])
+            s = average_view_scores(head, head(readout(tokens)), b)
             s_c = s.gather(1, targets.view(-1, 1))
             per_layer.append(s_c.detach())
-            grads = torch.autograd.grad(s_c.sum(), [c.probs for c in calls],
-                                        retain_graph=True, allow_unused=True)
-            layer = 0
-            for call, g in zip(calls, grads):
-                if g is None:
-                    g = torch.zeros_like(call.probs)
-                keys = F.relu(g.float()).mean(1).mean(1)  # heads, queries
-                layer = layer + key_grid(call.kind, keys, lay, n * v)
-            layer = layer / len(calls)
-            total = layer if total is None else total + layer
+            flat = [c for seg_calls in calls for c in seg_calls]
+            grads = iter(torch.autograd.grad(
+                s_c.sum(), [c.probs for c in flat], retain_graph=True,
+                allow_unused=True))
+            parts = []
+            for seg_calls, n in zip(calls, rows):
+                layer = 0
+                for call in seg_calls:
+                    g = next(grads)
+                    if g is None:
+                        g = torch.zeros_like(call.probs)
+                    keys = F.relu(g.float()).mean(1).mean(1)  # heads, queries
+                    layer = layer + key_grid(call.kind, keys, lay, n)
+                parts.append(layer / len(seg_calls))
+            total = total + torch.cat(parts)
         return total / len(self.layers), torch.cat(per_layer, 1)
 
 

@@ -197,3 +197,23 @@ def test_name_and_unsupported_families():
         build_explainer('legrad', swin)
     with pytest.raises(MMXAIError, match='start_layer'):
         build_explainer('legrad', small('videomae').model, start_layer='x')
+
+
+def test_toolbox_view_chunks_give_the_same_map():
+    """``test_cfg.max_testing_views`` runs the backbone on chunks of views:
+    the blocks' tokens are joined before the readout, so the map is the
+    one-pass map."""
+    sm = small('videomae')
+    model, x = sm.model, sm.inputs
+    x3 = torch.cat([x, x.flip(-1), x.flip(-2)], 1)  # 3 views
+    plain = build_explainer('legrad', model).attribute(x3, target=4)
+    saved = model.test_cfg
+    model.test_cfg = dict(max_testing_views=2)
+    try:
+        chunked = build_explainer('legrad', model).attribute(x3, target=4)
+    finally:
+        model.test_cfg = saved
+    torch.testing.assert_close(chunked.extras['token_map'],
+                               plain.extras['token_map'], rtol=1e-4,
+                               atol=1e-8)
+    torch.testing.assert_close(chunked.scores, plain.scores)

@@ -175,3 +175,18 @@ def test_name_options_and_unsupported_families():
     mvit = build_small(REPS['mvit'], size=32).model
     with pytest.raises(UnsupportedModelError, match='use gradcam'):
         build_explainer('staa', mvit)
+
+
+def test_toolbox_view_chunks_give_the_same_map():
+    sm = small('timesformer:divST')
+    model, x = sm.model, sm.inputs
+    x3 = torch.cat([x, x.flip(-1), x.flip(-2)], 1)  # 3 views
+    plain = build_explainer('staa', model).attribute(x3)
+    saved = model.test_cfg
+    model.test_cfg = dict(max_testing_views=2)
+    try:
+        chunked = build_explainer('staa', model).attribute(x3)
+    finally:
+        model.test_cfg = saved
+    torch.testing.assert_close(chunked.extras['token_map'],
+                               plain.extras['token_map'])

@@ -9,17 +9,19 @@ import torch
 from torch import Tensor, nn
 
 from ..adapters import build_adapter, unwrap_model
-from ..errors import MMXAIError
+from ..errors import MMXAIError, TargetError
 from ..utils.heap import retained_heap
 from ..utils.model_state import preserved_model_state
-from ..utils.normalize import minmax_normalize
 from .attribution import Attribution
 from .builder import method_name
-from .explanation import Explanation
+from .explanation import NORMALIZATIONS, Explanation, normalize_maps
 from .memory import (ViewCost, available_memory, default_budget, fitting,
                      format_bytes, is_out_of_memory, memory_plan_dict,
                      parse_memory, probe_view_cost, release_memory)
-from .targets import TargetSpec, is_pred, pred_basis, resolve_targets
+from .options import check_choice
+from .targets import (TargetFunction, TargetOutputAdapter, TargetSpec,
+                      check_score_kind, describe_target, is_pred,
+                      is_target_function, pred_basis, resolve_targets)
 from .view_scorer import ViewScorer
 
 
@@ -50,6 +52,10 @@ class BaseExplainer:
             fits (:mod:`.memory`, ``docs/scale.md``). On an out-of-memory
             error a pass is retried with half the views (then half the
             batch); when one view with batch 1 does not fit, one line.
+        normalize: ``Explanation.maps`` from the raw maps: ``'joint'``
+            (default) min-max per view over (T, H, W) together, so frames
+            compare on one scale; ``'per_frame'`` min-max per frame over
+            (H, W), each frame's own range (its peak is 1).
     """
     #: The method's name (CLI, outputs such as ``explanation.json``): set
     #: for each subclass by the naming rule of :mod:`.builder` unless the
@@ -81,11 +87,20 @@ class BaseExplainer:
     #: ``_attribute``'s gradient passes take one sample at a time (the
     #: memory plan counts one sample per pass, not the batch).
     per_sample_passes = False
+    #: The method explains a callable target (a function of the head's
+    #: output) by scoring or differentiating ``self.adapter.scores``, which
+    #: :meth:`attribute` then reports as the one output of that function
+    #: (:class:`.targets.TargetOutputAdapter`). Methods that read the
+    #: classifier's weights for the target class instead set ``False``.
+    callable_targets = True
 
     def __init__(self, model: nn.Module, adapter: Optional[dict] = None,
                  frames_per_view: Optional[int] = None,
                  max_views_per_pass: Optional[int] = DEFAULT_VIEWS_PER_PASS,
-                 max_memory: Union[None, int, float, str] = None):
+                 max_memory: Union[None, int, float, str] = None,
+                 normalize: str = 'joint'):
+        check_choice('normalize', normalize, NORMALIZATIONS)
+        self.normalize = normalize
         self.model = unwrap_model(model)
         kwargs = {} if frames_per_view is None else dict(
             frames_per_view=frames_per_view)
@@ -122,12 +137,59 @@ class BaseExplainer:
 
         Args:
             inputs: ``[B, V, C, T, H, W]`` (3D) or ``[B, V*T, C, H, W]`` (2D).
-            target: ``'pred'``, ``'gt'``, a class index, or B indices.
+            target: ``'pred'``, ``'gt'``, a class (output) index, B indices,
+                ``'output:N'`` / ``dict(output=N)``, or a callable
+                ``f(scores [N, K]) -> [N]`` of the pre-softmax scores (a
+                difference of classes, a regression output): the method
+                then explains ``F = 1/V sum_v f(s_v)``, the one output of
+                :class:`.targets.TargetOutputAdapter` (``Explanation``:
+                targets 0, scores ``[B, 1]`` = ``F``).
             data_samples: the batch's ``ActionDataSample`` (for ``'gt'``).
         Returns:
-            :class:`Explanation` with maps ``[B, V, T, H, W]``.
+            :class:`Explanation` with maps ``[B, V, T, H, W]``;
+            ``settings['target']`` describes the target
+            (:func:`.targets.describe_target`), ``settings['normalize']``
+            how ``maps`` were normalised.
         """
         start = time.perf_counter()
+        described = describe_target(target)
+        with self._target_output(target) as target:
+            exp = self._attribute_target(inputs, target, data_samples, start)
+        exp.settings['target'] = described
+        return exp
+
+    @contextlib.contextmanager
+    def _target_output(self, target: TargetSpec) -> Iterator[TargetSpec]:
+        """A callable ``target``: :attr:`adapter` is the model seen through
+        it (one output, index 0) inside the block; other targets as given.
+        Checks that the method can explain it (one line otherwise)."""
+        if not is_target_function(target):
+            try:
+                outputs = int(self.adapter.num_classes)
+            except Exception:  # noqa: B902 (an adapter without the count)
+                outputs = None
+            check_score_kind(self.name, getattr(self, 'score', None),
+                             outputs)
+            yield target
+            return
+        if not self.callable_targets:
+            raise TargetError(
+                f'{self.name} reads the classifier weights of one class and '
+                'cannot explain a callable target: use a gradient method '
+                '(gradcam, saliency, integrated_gradients, ...) or an output '
+                'index')
+        check_score_kind(self.name, getattr(self, 'score', None), 1)
+        adapter = self.adapter
+        self.adapter = TargetOutputAdapter(adapter, TargetFunction(target))
+        try:
+            yield 0
+        finally:
+            self.adapter = adapter
+
+    def _attribute_target(self, inputs: Tensor, target: TargetSpec,
+                          data_samples: Optional[Sequence],
+                          start: float) -> Explanation:
+        """:meth:`attribute` for a target the adapter scores directly."""
         on_cpu = inputs.device.type == 'cpu'
         saved_batch = getattr(self, self.batch_attr) \
             if self.batch_attr else None
@@ -155,9 +217,10 @@ class BaseExplainer:
                             f'an Attribution, not {type(result).__name__}')
         raw = result.raw_maps.detach().float()
         settings = dict(self.settings())
+        settings['normalize'] = self.normalize
         settings['seconds'] = round(time.perf_counter() - start, 4)
         return Explanation(
-            maps=minmax_normalize(raw), raw_maps=raw,
+            maps=normalize_maps(raw, self.normalize), raw_maps=raw,
             targets=result.targets.detach(),
             scores=result.scores.detach().float(), method=self.name,
             settings=settings,

@@ -102,10 +102,11 @@ class CaptumExplainer(BaseExplainer):
                  reduction: str = 'sum', init_kwargs: Optional[dict] = None,
                  adapter: Optional[dict] = None,
                  frames_per_view: Optional[int] = None,
-                 max_memory=None, **attribute_kwargs):
+                 max_memory=None, normalize: str = 'joint',
+                 **attribute_kwargs):
         super().__init__(model, adapter=adapter,
                          frames_per_view=frames_per_view,
-                         max_memory=max_memory)
+                         max_memory=max_memory, normalize=normalize)
         import captum.attr as cattr
         check_choice('score', score, SCORES)
         check_choice('reduction', reduction, REDUCTIONS)

@@ -5,6 +5,26 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 from torch import Tensor
 
+from ..errors import MMXAIError
+from ..utils.normalize import minmax_normalize
+
+#: How ``Explanation.maps`` come from the raw maps ``[B, V, T, H, W]``:
+#: ``'joint'`` min-max per view over (T, H, W) together (frames compare on
+#: one scale), ``'per_frame'`` min-max per frame over (H, W).
+NORMALIZATIONS = ('joint', 'per_frame')
+
+
+def normalize_maps(raw: Tensor, mode: str = 'joint') -> Tensor:
+    """``[B, V, T, H, W]`` raw maps -> [0, 1] by ``mode``
+    (:data:`NORMALIZATIONS`): ``(m - min) / (max - min)`` over each view's
+    (T, H, W) (``'joint'``) or each frame's (H, W) (``'per_frame'``, every
+    frame that is not constant peaks at 1; relative temporal importance is
+    lost). Constant ranges give 0."""
+    if mode not in NORMALIZATIONS:
+        raise MMXAIError(f"unknown normalize '{mode}': use one of "
+                         f"{', '.join(NORMALIZATIONS)}")
+    return minmax_normalize(raw, dims=3 if mode == 'joint' else 2)
+
 
 @dataclass
 class Explanation:
@@ -12,10 +32,15 @@ class Explanation:
 
     Attributes:
         maps: ``[B, V, T, H, W]`` in [0, 1], min-max normalised per view
-            jointly over (T, H, W), so relative temporal importance is kept.
+            jointly over (T, H, W), so relative temporal importance is kept
+            (default; ``settings['normalize']``: ``'per_frame'`` normalises
+            each frame over (H, W), see :func:`normalize_maps`).
         raw_maps: ``[B, V, T, H, W]``, unnormalised (the method's own units).
-        targets: ``[B]`` explained class per sample.
-        scores: ``[B, K]`` pre-softmax scores of the model (views averaged).
+        targets: ``[B]`` explained class (output index) per sample; 0 for a
+            callable target (``settings['target']``: ``'callable:<name>'``).
+        scores: ``[B, K]`` pre-softmax scores of the model (views averaged);
+            for a callable target ``f``, ``[B, 1]``: ``F = 1/V sum_v
+            f(s_v)``, the value explained.
         method: registered name of the method.
         settings: the method's settings (JSON-serialisable).
         layer_maps: raw maps per target layer / pathway, each
@@ -48,6 +73,26 @@ class Explanation:
         if self.mean_probs is not None:
             return self.mean_probs.float()
         return self.scores.float().softmax(-1)
+
+    @property
+    def target_spec(self) -> str:
+        """The target as asked for (``'pred'``, ``'gt'``, ``'output:3'``,
+        ``'callable:<name>'``); ``''`` when not recorded."""
+        return str(self.settings.get('target', ''))
+
+    @property
+    def explains_function(self) -> bool:
+        """The maps explain a callable of the scores (``scores`` is its
+        value ``[B, 1]``), not a class."""
+        return self.target_spec.startswith('callable:')
+
+    def normalized(self, mode: str = 'joint') -> 'Explanation':
+        """A copy with :attr:`maps` normalised from :attr:`raw_maps` by
+        ``mode`` (:func:`normalize_maps`), e.g. ``'per_frame'``."""
+        out = self[:]
+        out.maps = normalize_maps(self.raw_maps, mode)
+        out.settings['normalize'] = mode
+        return out
 
     @property
     def target_scores(self) -> Tensor:
@@ -109,12 +154,17 @@ class Explanation:
                 else str(c)
         t = int(self.targets[0])
         top = self.topk(5)[0]
+        target = {'class': t, 'label': label(t),
+                  'score': float(self.target_scores[0]),
+                  'prob': float(self.probs[0, t])}
+        if self.target_spec:
+            target['spec'] = self.target_spec
+        if self.explains_function:  # not a class: no label, no probability
+            target.update(label=self.target_spec, prob=None)
         return {
             'method': self.method,
             'settings': self.settings,
-            'target': {'class': t, 'label': label(t),
-                       'score': float(self.target_scores[0]),
-                       'prob': float(self.probs[0, t])},
+            'target': target,
             'top5': [{'class': c, 'label': label(c), 'prob': p}
                      for c, p in top],
             'map_shape': list(self.maps.shape),

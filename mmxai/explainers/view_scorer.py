@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from .options import SCORES, check_choice
+from .targets import check_score_kind
 
 
 def model_inputs(adapter, video: Tensor) -> Tensor:
@@ -34,6 +35,10 @@ class ViewScorer:
     perturbed, at the cost of one view. With ``V = 1`` both are exactly the
     model's score and its softmax.
 
+    A model with one output (a regression head, or a callable target seen
+    through :class:`.targets.TargetOutputAdapter`) is scored with
+    ``score='logit'`` only: the softmax of one output is 1 (one line).
+
     The clean views are scored as one-view clips, ``views_per_pass`` of a
     sample per forward (``None``: all of them): memory does not grow with
     the number of views. Their average is the model's view-averaged score
@@ -61,6 +66,7 @@ class ViewScorer:
                 torch.cat([self.logits(self.video[i, j:j + step])
                            for j in range(0, v, step)]) for i in range(b)])
         self.view_logits = per_view.clone()  # [B, V, K]
+        check_score_kind('the view scorer', score, per_view.shape[-1])
         self.sum_logits = self.view_logits.sum(1)  # [B, K]
         self.view_probs = self.view_logits.float().softmax(-1)  # [B, V, K]
         self.num_views = v

@@ -77,6 +77,8 @@ class ClassFeaturePyramid(BaseExplainer):
     #: the back-step implementation (tests swap in the per-kernel
     #: reference, ``mmxai.testing.cfp_reference.PerKernelWalker``)
     _walker_cls: Type[Walker] = Walker
+    #: the graph starts at one class's classifier weights
+    callable_targets = False
 
     def __init__(self, model: nn.Module, theta: Union[float, str] = 0.6,
                  depth: int = 3, max_children: Optional[int] = None,

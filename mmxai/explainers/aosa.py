@@ -340,11 +340,18 @@ class AOSA(BaseExplainer):
             grad, = torch.autograd.grad(s, xi)
         return s.detach().float(), grad.detach()
 
+    def _mask_chunk(self, occ) -> int:
+        """Occluders per step of the mask sums: ``8 * batch_size`` single
+        tracks (row/column factors), ``batch_size`` stacked masks
+        (``[n, T, H, W]`` each)."""
+        single = all(len(i) == 1 for i in occ)
+        return self.batch_size * 8 if single else self.batch_size
+
     def _mask_sums(self, g: Tensor, tr, occ) -> Tensor:
         """``[N]`` sums of ``g [T, H, W]`` over each occluder's mask (single
         tracks: ``sum_t rows_t^T g_t cols_t``, no masks built)."""
         out = []
-        for start, stop in batches(len(occ), self.batch_size * 8):
+        for start, stop in batches(len(occ), self._mask_chunk(occ)):
             chunk = occ[start:stop]
             if all(len(i) == 1 for i in chunk):
                 rows, cols = tr.factors([i[0] for i in chunk], g.device)
@@ -393,7 +400,7 @@ class AOSA(BaseExplainer):
         acc = torch.zeros((t, h, w), device=device)
         cover = torch.zeros((t, h, w), device=device)
         size = float(t * h * w)
-        for start, stop in batches(len(occ), self.batch_size * 8):
+        for start, stop in batches(len(occ), self._mask_chunk(occ)):
             chunk = occ[start:stop]
             d = drops[start:stop].to(device).float()
             single = all(len(i) == 1 for i in chunk)

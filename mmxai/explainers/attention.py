@@ -1,6 +1,7 @@
 """Attention rollout (Abnar & Zuidema 2020) and gradient-weighted attention
 relevance (Chefer et al., ICCV 2021) for global-attention video ViTs:
-TimeSformer (divided, joint and space-only attention) and VideoMAE ViT.
+TimeSformer (divided, joint and space-only attention) and VideoMAE ViT, and
+for Video Swin's shifted windows (operators in :mod:`.attention_windows`).
 
 Each attention call is recorded as per-head probabilities ``[M, h, L, S]``
 that stay in the autograd graph: ``nn.MultiheadAttention`` calls are
@@ -15,13 +16,19 @@ token set:
 * ``spatial`` (TimeSformer divided): ``(1+P) x (1+P)`` per frame, the cls
   token replicated per frame and its outputs averaged over frames.
 
+* ``window`` (Video Swin): ``[B*nW, h, N, N]`` per window, with the
+  block's geometry (grid, window, shift, padding) in ``AttentionCall.meta``;
+  with ``structural=True`` the patch mergings between stages are recorded
+  too (``kind='merge'``, ``probs=None``).
+
 Only one row of the product is needed (the cls token's, or the mean over
 tokens for VideoMAE's mean-pooled head), so operators are applied to a row
 vector from the last call to the first: ``r <- r O_B ... O_1``.
 """
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, Iterator, List, Optional, Sequence,
+                    Tuple)
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +36,12 @@ from torch import Tensor, nn
 
 from ..errors import UnsupportedModelError
 from ..registry import EXPLAINERS
+from .attention_local import LOCAL_BACKBONES, propagate_local
+from .attention_pooling import (POOLED_BACKBONES, mvit_attention_forward,
+                                mvit_block_geometry, pool_geometry,
+                                propagate_pooled)
+from .attention_windows import (WINDOWED_BACKBONES, merge_geometry,
+                                propagate_windowed, swin_block_geometry)
 from .attribution import Attribution
 from .base import BaseExplainer
 from .targets import TargetSpec, pred_basis, resolve_targets
@@ -40,9 +53,13 @@ _KINDS = {'DividedTemporalAttentionWithNorm': 'temporal',
 
 @dataclass
 class AttentionCall:
-    """One recorded attention: ``kind`` and probabilities ``[M, h, L, S]``."""
+    """One recorded attention: ``kind`` and probabilities ``[M, h, L, S]``
+    (``[M, L, S]`` when recorded with a ``head_reduce``; ``None`` for a
+    structural ``merge``); ``meta``: the call's token geometry where the
+    operator needs one (Swin windows and mergings), else ``None``."""
     kind: str
-    probs: Tensor
+    probs: Optional[Tensor]
+    meta: Optional[Dict[str, Any]] = None
 
 
 def _mha_probs_forward(m: nn.MultiheadAttention, args, kwargs):
@@ -84,11 +101,102 @@ def _mha_probs_forward(m: nn.MultiheadAttention, args, kwargs):
     return out, probs
 
 
+def _swin_hooks(backbone: nn.Module, calls: List[AttentionCall],
+                structural: bool, reduce: Callable[[Tensor], Tensor]
+                ) -> list:
+    """Hooks on Video Swin: each ``SwinTransformerBlock3D`` call's geometry
+    (pre-hook on the block), its window probabilities (output of
+    ``attn.attn_drop``), and, if ``structural``, each ``PatchMerging``."""
+    handles = []
+    pending: Dict[nn.Module, Dict[str, Any]] = {}
+    for m in backbone.modules():
+        name = type(m).__name__
+        if name == 'SwinTransformerBlock3D':
+            def pre(mod, args, mod_attn=m.attn):
+                pending[mod_attn] = swin_block_geometry(mod, args[0].shape)
+
+            def post(mod, args, out, mod_attn=m.attn):
+                calls.append(AttentionCall('window', reduce(out),
+                                           pending.get(mod_attn)))
+            handles.append(m.register_forward_pre_hook(pre))
+            handles.append(m.attn.attn_drop.register_forward_hook(post))
+        elif name == 'PatchMerging' and structural:
+            handles.append(m.register_forward_pre_hook(
+                lambda mod, args: calls.append(AttentionCall(
+                    'merge', None, merge_geometry(args[0].shape)))))
+    return handles
+
+
+def _uniformer_hooks(backbone: nn.Module, calls: List[AttentionCall]
+                     ) -> list:
+    """Structural hooks on UniFormer (v1): the strided patch embeddings
+    (``conv_pool``) and the depthwise convolutions inside residuals
+    (``local``: each block's ``pos_embed``, ``CBlock.attn``), with their
+    geometry; the global ``Attention`` is recorded as ``full``."""
+    if type(backbone).__name__ not in LOCAL_BACKBONES:
+        return []
+    handles = []
+
+    def add(conv: nn.Module, kind: str):
+        def pre(mod, args):
+            x = args[0]
+            meta = pool_geometry(mod, tuple(x.shape[2:]))
+            meta['batch'] = int(x.shape[0])
+            calls.append(AttentionCall(kind, None, meta))
+        handles.append(conv.register_forward_pre_hook(pre))
+    for name, m in backbone.named_children():
+        if name.startswith('patch_embed') and isinstance(
+                getattr(m, 'proj', None), nn.Conv3d):
+            add(m.proj, 'conv_pool')
+    for m in backbone.modules():
+        if type(m).__name__ in ('CBlock', 'SABlock'):
+            add(m.pos_embed, 'local')
+            if isinstance(m.attn, nn.Conv3d):
+                add(m.attn, 'local')
+    return handles
+
+
+def _mvit_hooks(backbone: nn.Module, calls: List[AttentionCall],
+                reduce: Callable[[Tensor], Tensor]) -> list:
+    """Hooks on MViT: each ``MultiScaleAttention`` recomputed with its
+    probabilities exposed (used downstream), recorded as ``kind='pooled'``
+    with the block's pooling geometry (``attention_pooling``)."""
+    handles = []
+    for blk in backbone.modules():
+        if type(blk).__name__ != 'MultiScaleBlock' or \
+                type(getattr(blk, 'attn', None)).__name__ != \
+                'MultiScaleAttention':
+            continue
+
+        def hook(mod, args, kwargs, output, blk=blk):
+            x = args[0] if args else kwargs['x']
+            in_size = args[1] if len(args) > 1 else kwargs['in_size']
+            out, probs, kv_shape = mvit_attention_forward(mod, x, in_size)
+            meta = mvit_block_geometry(blk, in_size)
+            if tuple(meta['kv']['out_size']) != tuple(kv_shape) or tuple(
+                    meta['q']['out_size']) != tuple(out[1]):
+                raise UnsupportedModelError(
+                    'MViT pooling geometry does not match the pooled grids')
+            calls.append(AttentionCall('pooled', reduce(probs), meta))
+            return out
+        handles.append(blk.attn.register_forward_hook(hook,
+                                                      with_kwargs=True))
+    return handles
+
+
 @contextlib.contextmanager
-def record_attention(backbone: nn.Module) -> Iterator[List[AttentionCall]]:
+def record_attention(backbone: nn.Module, structural: bool = False,
+                     head_reduce: Optional[Callable[[Tensor], Tensor]] = None
+                     ) -> Iterator[List[AttentionCall]]:
     """Record every attention call of ``backbone`` during forwards inside
-    the block (in call order). Hooks are removed on exit."""
+    the block (in call order). Hooks are removed on exit.
+
+    ``structural``: also record the token-mixing steps between attentions
+    that an operator product needs (Swin's patch merging). ``head_reduce``:
+    applied to each ``[M, h, L, S]`` as it is recorded (e.g. the head mean,
+    so that rollout keeps one ``[M, L, S]`` per call)."""
     calls: List[AttentionCall] = []
+    reduce = head_reduce if head_reduce is not None else (lambda p: p)
     handles = []
     kinds: Dict[nn.Module, str] = {}
     for parent in backbone.modules():
@@ -97,18 +205,22 @@ def record_attention(backbone: nn.Module) -> Iterator[List[AttentionCall]]:
                                            nn.MultiheadAttention):
             kinds[parent.attn] = kind
     try:
+        handles.extend(_swin_hooks(backbone, calls, structural, reduce))
+        handles.extend(_mvit_hooks(backbone, calls, reduce))
+        if structural:
+            handles.extend(_uniformer_hooks(backbone, calls))
         for m in backbone.modules():
             if isinstance(m, nn.MultiheadAttention):
                 def hook(mod, args, kwargs, output, kind=kinds.get(m, 'full')):
                     out, probs = _mha_probs_forward(mod, args, kwargs)
-                    calls.append(AttentionCall(kind, probs))
+                    calls.append(AttentionCall(kind, reduce(probs)))
                     return out, probs.mean(1)
                 handles.append(m.register_forward_hook(hook, with_kwargs=True))
             elif type(m).__name__ == 'Attention' and isinstance(
                     getattr(m, 'attn_drop', None), nn.Module):  # VideoMAE
                 handles.append(m.attn_drop.register_forward_hook(
                     lambda mod, args, out: calls.append(
-                        AttentionCall('full', out))))
+                        AttentionCall('full', reduce(out)))))
         yield calls
     finally:
         for h in handles:
@@ -150,13 +262,98 @@ class _AttentionExplainer(BaseExplainer):
     def __init__(self, model: nn.Module, **kwargs):
         super().__init__(model, **kwargs)
         kind = type(getattr(self.model, 'backbone', None)).__name__
-        if kind not in SUPPORTED_BACKBONES:
+        if kind not in SUPPORTED_BACKBONES + WINDOWED_BACKBONES + \
+                POOLED_BACKBONES + LOCAL_BACKBONES:
             raise UnsupportedModelError(
-                f'{self.name} needs global self-attention over a fixed token '
-                f'set (TimeSformer, VideoMAE ViT); {kind} is not one '
-                '(windowed/pooled/local attention has no token-to-token '
-                'rollout): use gradcam')
+                f'{self.name} needs global self-attention (TimeSformer, '
+                f'VideoMAE ViT) or windowed/pooled/local attention with a '
+                f'known token operator (Video Swin, MViT, UniFormer); {kind} '
+                'is not one: use gradcam')
         self.backbone_type = kind
+        self.windowed = kind in WINDOWED_BACKBONES
+        self.pooled = kind in POOLED_BACKBONES
+        self.local = kind in LOCAL_BACKBONES
+        if self.local and getattr(getattr(self.model, 'cls_head', None),
+                                  'spatial_type', 'avg') != 'avg':
+            raise UnsupportedModelError(
+                f'{self.name} on UniFormer needs an average-pooling head')
+        if self.windowed:
+            self._check_swin()
+
+    def pooled_grid(self, calls: Sequence[AttentionCall], inputs: Tensor,
+                    residual: str) -> Tensor:
+        """MViT: the head's row (the cls token, else the mean over the last
+        grid) through every pooled block, read on the patch-embedding grid
+        ``[B, V, T0, H0, W0]`` (the cls column dropped)."""
+        b, v, _, _, _ = self.adapter.input_shape(inputs)
+        ops = [(c.probs, c.meta) for c in calls if c.kind == 'pooled']
+        if not ops:
+            raise UnsupportedModelError(
+                f'{self.name}: no MViT attention was recorded')
+        first, last = ops[0][1], ops[-1][1]
+        cls = last['cls']
+        head_cls = bool(getattr(self.model.cls_head, 'with_cls_token', cls))
+        if head_cls and not cls:
+            raise UnsupportedModelError(
+                f'{self.name}: the head reads a cls token the blocks lack')
+        size = last['q']['out_size']
+        n = size[0] * size[1] * size[2]
+        mat = ops[-1][0]
+        start = torch.zeros(mat.shape[0], cls + n, device=mat.device,
+                            dtype=torch.float32)
+        if head_cls:
+            start[:, 0] = 1.0
+        else:
+            start[:, cls:] = 1.0 / n
+        r = propagate_pooled(ops, start, residual)
+        if residual == 'relevance' and not head_cls:  # minus the I paths
+            r = r - propagate_pooled([(torch.zeros_like(m), meta)
+                                      for m, meta in ops], start, residual)
+        grid = r[:, first['cls']:].reshape(-1, *first['in_size'])
+        return grid.reshape(b, v, *grid.shape[1:])
+
+    def _check_swin(self) -> None:
+        """Swin's head must average-pool the last stage's tokens."""
+        bb = self.model.backbone
+        last = len(bb.layers) - 1
+        if tuple(getattr(bb, 'out_indices', (last,))) != (last,):
+            raise UnsupportedModelError(
+                f'{self.name} on Swin needs the last stage as the only '
+                f'output (out_indices={tuple(bb.out_indices)})')
+        head = getattr(self.model, 'cls_head', None)
+        if getattr(head, 'spatial_type', 'avg') != 'avg':
+            raise UnsupportedModelError(
+                f'{self.name} on Swin needs an average-pooling head')
+
+    def local_grid(self, calls: Sequence[AttentionCall], inputs: Tensor,
+                   residual: str) -> Tensor:
+        """UniFormer: the mean-pooled row through global attention, local
+        aggregators and patch embeddings, on ``patch_embed1``'s grid
+        ``[B, V, T0, H0, W0]`` (relevance: minus the identity path)."""
+        b, v, _, _, _ = self.adapter.input_shape(inputs)
+        ops = [(c.kind, c.probs, c.meta) for c in calls]
+        if not ops or ops[0][0] != 'conv_pool':
+            raise UnsupportedModelError(
+                f'{self.name}: no UniFormer patch embedding was recorded')
+        r, ident = propagate_local(ops, residual)
+        if residual == 'relevance':
+            r = r - ident
+        return r.reshape(b, v, *r.shape[1:])
+
+    def windowed_grid(self, calls: Sequence[AttentionCall], inputs: Tensor,
+                      residual: str) -> Tensor:
+        """Swin: the mean-pooled row through windows and merges, on the
+        first stage's token grid, ``[B, V, D0, H0, W0]`` (relevance: minus
+        the identity path, as ``R - I`` for VideoMAE)."""
+        b, v, _, _, _ = self.adapter.input_shape(inputs)
+        ops = [(c.kind, c.probs, c.meta) for c in calls]
+        if not ops or ops[0][0] != 'window':
+            raise UnsupportedModelError(
+                f'{self.name}: no Swin window attention was recorded')
+        r, ident = propagate_windowed(ops, residual)
+        if residual == 'relevance':
+            r = r - ident
+        return r.reshape(b, v, *r.shape[1:])
 
     def layout(self, inputs: Tensor) -> Dict[str, Any]:
         """Token layout read from the model: ``mode``, ``t, h, w`` grid."""
@@ -237,14 +434,22 @@ class AttentionRollout(_AttentionExplainer):
 
     def _attribute(self, inputs: Tensor, target: TargetSpec,
                    data_samples: Optional[Sequence]):
-        with record_attention(self.model.backbone) as calls, \
-                torch.no_grad():
+        with record_attention(self.model.backbone, structural=True,
+                              head_reduce=lambda p: p.float().mean(1)
+                              ) as calls, torch.no_grad():
             scores, probs = self.adapter.scores_and_probs(inputs)
             targets = resolve_targets(target, scores, data_samples,
                                       pred_basis(self.adapter, probs))
             self._probs = probs.detach()
-            ops = [(c.kind, c.probs.float().mean(1)) for c in calls]
-            grid = self.propagate(ops, inputs, 'rollout')
+            if self.windowed:
+                grid = self.windowed_grid(calls, inputs, 'rollout')
+            elif self.pooled:
+                grid = self.pooled_grid(calls, inputs, 'rollout')
+            elif self.local:
+                grid = self.local_grid(calls, inputs, 'rollout')
+            else:
+                ops = [(c.kind, c.probs) for c in calls]
+                grid = self.propagate(ops, inputs, 'rollout')
         return self._finish(grid, inputs, scores, targets)
 
 
@@ -262,7 +467,14 @@ class AttentionRelevance(_AttentionExplainer):
 
     def _attribute(self, inputs: Tensor, target: TargetSpec,
                    data_samples: Optional[Sequence]):
-        with record_attention(self.model.backbone) as calls, \
+        if self.windowed and any(getattr(m, 'with_cp', False) for m in
+                                 self.model.backbone.modules()):
+            raise UnsupportedModelError(
+                f'{self.name} needs the recorded attention in the autograd '
+                'graph; with_cp (checkpointing) recomputes it')
+        with record_attention(self.model.backbone,
+                              structural=self.windowed or self.local
+                              ) as calls, \
                 torch.enable_grad():
             x = inputs.detach().clone().requires_grad_(True)
             scores, probs = self.adapter.scores_and_probs(x)
@@ -270,17 +482,34 @@ class AttentionRelevance(_AttentionExplainer):
                                       pred_basis(self.adapter, probs))
             self._probs = probs.detach()
             objective = scores.gather(1, targets.view(-1, 1)).sum()
-            probs = [c.probs for c in calls]
-            grads = torch.autograd.grad(objective, probs, allow_unused=True)
-        ops = []
-        for call, grad in zip(calls, grads):
+            attn = [c for c in calls if c.probs is not None]
+            grads = torch.autograd.grad(objective, [c.probs for c in attn],
+                                        allow_unused=True)
+        weighted = {}
+        for call, grad in zip(attn, grads):
             a = call.probs.detach().float()
             g = torch.zeros_like(a) if grad is None else grad.float()
-            ops.append((call.kind, F.relu(g * a).mean(1)))
+            weighted[id(call)] = F.relu(g * a).mean(1)
+            call.probs = None  # free the per-head copy as we go
+        del grads
         with torch.no_grad():
-            grid = self.propagate(ops, inputs, 'relevance')
+            if self.windowed or self.local:
+                reduced = [AttentionCall(c.kind, weighted.get(id(c)), c.meta)
+                           for c in calls]
+                grid = (self.windowed_grid if self.windowed else
+                        self.local_grid)(reduced, inputs, 'relevance')
+            elif self.pooled:
+                reduced = [AttentionCall(c.kind, weighted[id(c)], c.meta)
+                           for c in calls]
+                grid = self.pooled_grid(reduced, inputs, 'relevance')
+            else:
+                ops = [(c.kind, weighted[id(c)]) for c in calls]
+                grid = self.propagate(ops, inputs, 'relevance')
         return self._finish(grid, inputs, scores, targets)
 
 
 __all__ = ['AttentionCall', 'AttentionRelevance', 'AttentionRollout',
-           'apply_operator', 'record_attention']
+           'LOCAL_BACKBONES', 'POOLED_BACKBONES', 'SUPPORTED_BACKBONES',
+           'WINDOWED_BACKBONES',
+           'apply_operator',
+           'record_attention']

@@ -164,3 +164,27 @@ def test_pool_rows_by_hand():
                              [0, 1 / 3, 1 / 3, 1 / 3, 0],
                              [0, 0, 0, 1 / 2, 1 / 2]])
     torch.testing.assert_close(rows, expected)
+
+
+def test_mvit_views_are_independent():
+    """Rollout: each view as if alone. Relevance (gradient of the clip
+    score, the mean over views): a view's map does not change when the
+    other view changes."""
+    model = build(mvit_cfg(True, True))
+    x = torch.randn(1, 2, 3, 8, 32, 32,
+                    generator=torch.Generator().manual_seed(5))
+    other = x.clone()
+    other[:, 1] = torch.flip(x[:, 1], dims=(-1,))
+    for method in ('attention_rollout', 'attention_relevance'):
+        exp = build_explainer(method, model).attribute(x, target=0)
+        alt = build_explainer(method, model).attribute(other, target=0)
+        torch.testing.assert_close(exp.extras['token_map'][0, 0],
+                                   alt.extras['token_map'][0, 0],
+                                   rtol=1e-4, atol=1e-8)
+        if method == 'attention_rollout':
+            for v in range(2):
+                one = build_explainer(method, model).attribute(
+                    x[:, v:v + 1], target=0)
+                torch.testing.assert_close(exp.extras['token_map'][0, v],
+                                           one.extras['token_map'][0, 0],
+                                           rtol=1e-4, atol=1e-8)

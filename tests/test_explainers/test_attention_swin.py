@@ -233,3 +233,32 @@ def test_swin_needs_last_stage_output():
     cfg['cls_head']['in_channels'] = EMBED * 2
     with pytest.raises(UnsupportedModelError, match='out_indices'):
         build_explainer('attention_rollout', build(cfg))
+
+
+@pytest.mark.parametrize('method', ['attention_rollout',
+                                    'attention_relevance'])
+def test_swin_views_and_batch_are_independent(method):
+    """Two samples x two views in one call. Rollout: each view's token map
+    equals that view explained alone. Relevance weights by the gradient of
+    the clip score (the mean over views, and ``R`` is not homogeneous in
+    it): a view's map does not change when the other views change."""
+    model = tiny_swin()
+    x = torch.cat([clip(32, seed=s) for s in (1, 2, 3, 4)], 1).view(
+        2, 2, 3, 8, 32, 32)
+    exp = build_explainer(method, model).attribute(x, target=1)
+    other = x.clone()
+    other[:, 1] = torch.flip(x[:, 1], dims=(-1,))
+    alt = build_explainer(method, model).attribute(other, target=1)
+    torch.testing.assert_close(exp.extras['token_map'][:, 0],
+                               alt.extras['token_map'][:, 0],
+                               rtol=1e-4, atol=1e-8)
+    assert not torch.allclose(exp.extras['token_map'][:, 1],
+                              alt.extras['token_map'][:, 1])
+    if method == 'attention_rollout':
+        for b in range(2):
+            for v in range(2):
+                one = build_explainer(method, model).attribute(
+                    x[b:b + 1, v:v + 1], target=1)
+                torch.testing.assert_close(exp.extras['token_map'][b, v],
+                                           one.extras['token_map'][0, 0],
+                                           rtol=1e-4, atol=1e-8)

@@ -1,0 +1,229 @@
+"""Layer-wise relevance propagation (Bach et al. 2015; Montavon et al.
+2019) for MMAction2's CNNs: I3D/ResNet3d, SlowOnly/SlowFast, C3D,
+R(2+1)D, CSN, and 2D ResNets (TSN, TSM). Our own implementation of the
+iNNvestigate / zennit rules as modified gradients (:mod:`.lrp_rules`),
+with canonizers (:mod:`.lrp_canonizers`): batch norm merged into the
+convolution before it, residual sums split. zennit itself imports
+torchvision at ``import zennit`` and is not used."""
+import contextlib
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvTransposeNd
+
+from ..errors import UnsupportedModelError
+from ..registry import EXPLAINERS
+from .attribution import Attribution
+from .base import BaseExplainer
+from .gradient_utils import frozen_parameters
+from .lrp_canonizers import (RULE_LAYERS, batchnorm_pairs, layer_fn,
+                             merged_parameters, split_residual_sums,
+                             unsupported_layers)
+from .lrp_rules import (FIRST_RULES, RULES, STABILIZER, Epsilon,
+                        LRPOptionError, Rule, make_rule, swap_gradient)
+from .targets import TargetSpec
+from .view_scorer import model_inputs
+
+
+@EXPLAINERS.register_module()
+class LRP(BaseExplainer):
+    """LRP of the view-averaged pre-softmax score ``s_c``.
+
+    Every convolution / linear layer's backward is its rule's; ReLU, max
+    pooling (winner takes all), average pooling and the view average pass
+    relevance on as the gradient does (proportionally: the z-rule); a batch
+    norm after a convolution is merged into it (the pair gets the rule
+    with ``w' = a w``, ``b' = a (b - mu) + beta``); MMAction2's residual
+    blocks add through the epsilon-stabilised z-rule. The input relevance
+    ``R = x * d s_c / d x`` (modified gradients) is summed over colour
+    channels: a signed map ``[B, V, T, H, W]`` with ``sum R = s_c`` minus
+    what biases, batch-norm shifts and stabilisers absorb (conservation).
+    Cost: one forward + one backward; ``gamma`` adds one layer evaluation
+    per layer, ``alpha_beta``/``zplus`` two to four.
+
+    Args:
+        rule: ``'epsilon'`` (default), ``'gamma'``, ``'alpha_beta'``
+            (``alpha``, ``beta``), ``'alpha1beta0'``, ``'alpha2beta1'``,
+            ``'zplus'``: the rule of every convolution.
+        epsilon: the epsilon rule's ``eps`` (``R_j = sum_k x_j w_jk /
+            (z_k + eps sign z_k) R_k``); 0: gradient x input; also the
+            stabiliser of the residual sums.
+        gamma: the gamma rule's ``gamma``.
+        alpha, beta: the ``alpha_beta`` rule's (``alpha - beta = 1``).
+        first_rule: the rule of the layers that read the input (``None``:
+            ``rule``), also ``'flat'`` or ``'wsquare'``.
+        linear_rule: the rule of ``nn.Linear`` layers (the classifier;
+            ``None``: ``rule``).
+        canonize: merge batch norm and split residual sums (default
+            ``True``); ``False``: batch norm passes relevance as the
+            gradient does and residual sums by the unstabilised z-rule.
+    """
+    views_separable = True
+    reports_probs = True
+    additive_extras = ('relevance_sum', 'explained_score')
+
+    def __init__(self, model: nn.Module, rule: str = 'epsilon',
+                 epsilon: float = 1e-6, gamma: float = 0.25,
+                 alpha: Optional[float] = None, beta: Optional[float] = None,
+                 first_rule: Optional[str] = None,
+                 linear_rule: Optional[str] = None, canonize: bool = True,
+                 **kwargs):
+        super().__init__(model, **kwargs)
+        opts = dict(epsilon=epsilon, gamma=gamma, alpha=alpha, beta=beta)
+        self.rule = make_rule(rule, **opts)
+        self.first_rule = self.rule if first_rule is None else make_rule(
+            first_rule, allowed=FIRST_RULES, **opts)
+        self.linear_rule = self.rule if linear_rule is None else make_rule(
+            linear_rule, **opts)
+        self.rule_name, self.first_rule_name = rule, first_rule or rule
+        self.linear_rule_name = linear_rule or rule
+        self.epsilon, self.gamma = float(epsilon), float(gamma)
+        self.alpha, self.beta = alpha, beta
+        if not isinstance(canonize, bool):
+            raise LRPOptionError(f'canonize must be true or false, got '
+                                 f'{canonize!r}')
+        self.canonize = canonize
+        bad = unsupported_layers(self.model)
+        if bad:
+            hint = ' (transformers: use attention_relevance)' if {
+                'LayerNorm', 'MultiheadAttention', 'GELU'} & set(bad) else ''
+            raise UnsupportedModelError(
+                f'{self.name} covers convolutions, batch norm, ReLU, pooling '
+                f'and linear layers; this model also has {", ".join(bad)}'
+                + hint)
+        self._leaf: Optional[Tensor] = None
+        self._hooked: set = set()
+        self._pending: Dict[nn.Module, tuple] = {}
+        self._names: Dict[nn.Module, str] = {}
+        #: names of the layers that read the input in the last call (they
+        #: got ``first_rule``; SlowFast: both pathways' ``conv1``)
+        self.first_layers: List[str] = []
+
+    def settings(self) -> Dict[str, Any]:
+        out = dict(rule=self.rule_name, epsilon=self.epsilon,
+                   first_rule=self.first_rule_name,
+                   linear_rule=self.linear_rule_name, canonize=self.canonize)
+        if 'gamma' in (self.rule_name, self.first_rule_name,
+                       self.linear_rule_name):
+            out['gamma'] = self.gamma
+        if self.alpha is not None or self.beta is not None:
+            out.update(alpha=self.alpha, beta=self.beta)
+        return out
+
+    # ----------------------------------------------------------- method
+    def _attribute(self, inputs: Tensor, target: TargetSpec,
+                   data_samples: Optional[Sequence]) -> Attribution:
+        scores, probs, targets = self.scores_probs_targets(
+            inputs, target, data_samples)
+        video = self.adapter.to_video(inputs).detach()
+        x = video.clone().requires_grad_(True)
+        with torch.enable_grad(), frozen_parameters(self.model), \
+                self.rules_in_place(x):
+            s = self.adapter.scores(model_inputs(self.adapter, x)).float()
+            picked = s.gather(1, targets.view(-1, 1).to(s.device))[:, 0]
+            grad, = torch.autograd.grad(picked.sum(), x)
+        relevance = (x.detach() * grad).sum(2)  # [B, V, T, H, W]
+        extras = dict(
+            relevance_sum=relevance.flatten(1).sum(1).detach(),
+            explained_score=picked.detach())
+        return Attribution(relevance.float(), scores, targets,
+                           extras=extras, probs=probs)
+
+    # ------------------------------------------------------------ hooks
+    @contextlib.contextmanager
+    def rules_in_place(self, leaf: Tensor) -> Iterator[None]:
+        """Forward hooks putting the rules in place (and the residual
+        canonizer when :attr:`canonize`) for a forward of ``leaf``; all
+        removed on exit, also on failure."""
+        pairs = batchnorm_pairs(self.model) if self.canonize else {}
+        merged_convs = set(pairs.values())
+        handles = []
+        self._leaf, self._hooked, self._pending = leaf, set(), {}
+        self._names = {m: n for n, m in self.model.named_modules()}
+        self.first_layers = []
+        try:
+            with contextlib.ExitStack() as stack:
+                if self.canonize:
+                    stack.enter_context(split_residual_sums(
+                        self.model, self.epsilon or STABILIZER))
+                for name, m in self.model.named_modules():
+                    if name.startswith('data_preprocessor'):
+                        continue
+                    if isinstance(m, RULE_LAYERS) and not isinstance(
+                            m, _ConvTransposeNd):
+                        hook = self._record_hook(pairs) \
+                            if m in merged_convs else self._rule_hook
+                        handles.append(m.register_forward_hook(hook))
+                    elif isinstance(m, _BatchNorm) and m in pairs:
+                        handles.append(m.register_forward_hook(
+                            self._merged_hook(pairs[m], name)))
+                yield
+        finally:
+            for h in handles:
+                h.remove()
+            self._leaf, self._hooked, self._pending = None, set(), {}
+            self._names = {}
+
+    def _choose(self, module: nn.Module, x: Tensor) -> Rule:
+        if self._reads_input(x):
+            self.first_layers.append(self._names.get(module, '?'))
+            return self.first_rule
+        return self.linear_rule if isinstance(module, nn.Linear) \
+            else self.rule
+
+    def _apply(self, rule: Rule, fn, x: Tensor, weight: Tensor,
+               bias: Optional[Tensor], out: Tensor) -> Tensor:
+        new = swap_gradient(out, rule.modified(fn, x, weight, bias, out))
+        self._hooked.add(new.grad_fn)
+        return new
+
+    def _rule_hook(self, module: nn.Module, args, out: Tensor) -> Tensor:
+        x = args[0]
+        return self._apply(self._choose(module, x), layer_fn(module), x,
+                           module.weight.detach(),
+                           None if module.bias is None
+                           else module.bias.detach(), out)
+
+    def _record_hook(self, pairs):
+        def hook(module, args, out):
+            self._pending[module] = (args[0], out)
+        return hook
+
+    def _merged_hook(self, conv: nn.Module, name: str):
+        """The batch norm's output with the rule of ``bn(conv(x))`` as one
+        layer (merged parameters; epsilon: the pair's own graph)."""
+        def hook(bn, args, out):
+            x, conv_out = self._pending.pop(conv, (None, None))
+            if conv_out is None or args[0] is not conv_out:
+                raise UnsupportedModelError(
+                    f'{self.name}: batch norm {name} does not directly '
+                    'follow its convolution; use canonize=False')
+            rule = self._choose(conv, x)
+            if isinstance(rule, Epsilon):
+                w = b = None  # the epsilon rule needs only out's graph
+            else:
+                w, b = merged_parameters(conv, bn)
+            return self._apply(rule, layer_fn(conv), x, w, b, out)
+        return hook
+
+    def _reads_input(self, x: Tensor) -> bool:
+        """Does ``x`` come from the explained input without passing a
+        layer that has a rule (a first layer, e.g. both SlowFast
+        pathways')?"""
+        if x is self._leaf:
+            return True
+        stack, seen = [x.grad_fn], set()
+        while stack:
+            fn = stack.pop()
+            if fn is None or fn in seen or fn in self._hooked:
+                continue
+            seen.add(fn)
+            if getattr(fn, 'variable', None) is self._leaf:
+                return True
+            stack.extend(f for f, _ in fn.next_functions)
+        return False
+
+
+__all__ = ['LRP', 'RULES', 'FIRST_RULES']

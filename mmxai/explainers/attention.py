@@ -36,6 +36,8 @@ from torch import Tensor, nn
 
 from ..errors import UnsupportedModelError
 from ..registry import EXPLAINERS
+from .attention_decoder import (DECODER_BACKBONES, extractor_forward,
+                                propagate_decoder)
 from .attention_local import LOCAL_BACKBONES, propagate_local
 from .attention_pooling import (POOLED_BACKBONES, mvit_attention_forward,
                                 mvit_block_geometry, pool_geometry,
@@ -156,6 +158,39 @@ def _uniformer_hooks(backbone: nn.Module, calls: List[AttentionCall]
     return handles
 
 
+def _uniformerv2_hooks(backbone: nn.Module, calls: List[AttentionCall],
+                       reduce: Callable[[Tensor], Tensor]) -> list:
+    """Structural hooks on UniFormerV2: ``Local_MHRA`` (``local_t``) and
+    ``dpe`` convolutions with their geometry, and each decoder
+    ``Extractor`` recomputed with its cross-attention exposed
+    (``decoder``, ``[N, h, 1, T*(1+HW)]``)."""
+    if type(backbone).__name__ not in DECODER_BACKBONES:
+        return []
+    handles = []
+
+    def add(conv: nn.Module, kind: str, watch: nn.Module):
+        def pre(mod, args):
+            x = args[0]
+            meta = pool_geometry(conv, tuple(x.shape[2:]))
+            meta['batch'] = int(x.shape[0])
+            calls.append(AttentionCall(kind, None, meta))
+        handles.append(watch.register_forward_pre_hook(pre))
+    tr = backbone.transformer
+    for m in backbone.modules():
+        if type(m).__name__ == 'Local_MHRA':
+            add(m.pos_embed[2], 'local_t', m)
+    for conv in tr.dpe:
+        add(conv, 'dpe', conv)
+
+    def dec_hook(mod, args, output):
+        out, aff = extractor_forward(mod, *args)
+        calls.append(AttentionCall('decoder', reduce(aff)))
+        return out
+    for dec in tr.dec:
+        handles.append(dec.register_forward_hook(dec_hook))
+    return handles
+
+
 def _mvit_hooks(backbone: nn.Module, calls: List[AttentionCall],
                 reduce: Callable[[Tensor], Tensor]) -> list:
     """Hooks on MViT: each ``MultiScaleAttention`` recomputed with its
@@ -209,6 +244,7 @@ def record_attention(backbone: nn.Module, structural: bool = False,
         handles.extend(_mvit_hooks(backbone, calls, reduce))
         if structural:
             handles.extend(_uniformer_hooks(backbone, calls))
+            handles.extend(_uniformerv2_hooks(backbone, calls, reduce))
         for m in backbone.modules():
             if isinstance(m, nn.MultiheadAttention):
                 def hook(mod, args, kwargs, output, kind=kinds.get(m, 'full')):
@@ -263,16 +299,17 @@ class _AttentionExplainer(BaseExplainer):
         super().__init__(model, **kwargs)
         kind = type(getattr(self.model, 'backbone', None)).__name__
         if kind not in SUPPORTED_BACKBONES + WINDOWED_BACKBONES + \
-                POOLED_BACKBONES + LOCAL_BACKBONES:
+                POOLED_BACKBONES + LOCAL_BACKBONES + DECODER_BACKBONES:
             raise UnsupportedModelError(
                 f'{self.name} needs global self-attention (TimeSformer, '
                 f'VideoMAE ViT) or windowed/pooled/local attention with a '
-                f'known token operator (Video Swin, MViT, UniFormer); {kind} '
-                'is not one: use gradcam')
+                f'known token operator (Video Swin, MViT, UniFormer(V2)); '
+                f'{kind} is not one: use gradcam')
         self.backbone_type = kind
         self.windowed = kind in WINDOWED_BACKBONES
         self.pooled = kind in POOLED_BACKBONES
         self.local = kind in LOCAL_BACKBONES
+        self.decoder = kind in DECODER_BACKBONES
         if self.local and getattr(getattr(self.model, 'cls_head', None),
                                   'spatial_type', 'avg') != 'avg':
             raise UnsupportedModelError(
@@ -324,6 +361,29 @@ class _AttentionExplainer(BaseExplainer):
         if getattr(head, 'spatial_type', 'avg') != 'avg':
             raise UnsupportedModelError(
                 f'{self.name} on Swin needs an average-pooling head')
+
+    def decoder_grid(self, calls: Sequence[AttentionCall], inputs: Tensor,
+                     residual: str) -> Tensor:
+        """UniFormerV2: the head's mix of the decoder query and the frames'
+        cls tokens back through decoders and blocks, on the patch grid
+        ``[B, V, T, h, w]``."""
+        b, v, _, _, _ = self.adapter.input_shape(inputs)
+        ops = [(c.kind, c.probs, c.meta) for c in calls]
+        full = [m for k, m, _ in ops if k == 'full']
+        if not full or not any(k == 'decoder' for k, _, _ in ops):
+            raise UnsupportedModelError(
+                f'{self.name}: no UniFormerV2 attention was recorded')
+        h, w = self.adapter.patch_grid(inputs)
+        nt, length = full[0].shape[0], full[0].shape[-1]
+        n = b * v
+        t = nt // n
+        mix = torch.sigmoid(self.model.backbone.transformer.balance.detach()
+                            .float()).mean().to(full[0].device)
+        tokens = torch.zeros(n, t, length, device=full[0].device)
+        tokens[:, :, 0] = mix / t
+        query = (1 - mix) * torch.ones(n, device=full[0].device)
+        r = propagate_decoder(ops, tokens, query, residual)
+        return r[:, :, length - h * w:].reshape(b, v, t, h, w)
 
     def local_grid(self, calls: Sequence[AttentionCall], inputs: Tensor,
                    residual: str) -> Tensor:
@@ -447,6 +507,8 @@ class AttentionRollout(_AttentionExplainer):
                 grid = self.pooled_grid(calls, inputs, 'rollout')
             elif self.local:
                 grid = self.local_grid(calls, inputs, 'rollout')
+            elif self.decoder:
+                grid = self.decoder_grid(calls, inputs, 'rollout')
             else:
                 ops = [(c.kind, c.probs) for c in calls]
                 grid = self.propagate(ops, inputs, 'rollout')
@@ -473,8 +535,8 @@ class AttentionRelevance(_AttentionExplainer):
                 f'{self.name} needs the recorded attention in the autograd '
                 'graph; with_cp (checkpointing) recomputes it')
         with record_attention(self.model.backbone,
-                              structural=self.windowed or self.local
-                              ) as calls, \
+                              structural=self.windowed or self.local or
+                              self.decoder) as calls, \
                 torch.enable_grad():
             x = inputs.detach().clone().requires_grad_(True)
             scores, probs = self.adapter.scores_and_probs(x)
@@ -493,11 +555,12 @@ class AttentionRelevance(_AttentionExplainer):
             call.probs = None  # free the per-head copy as we go
         del grads
         with torch.no_grad():
-            if self.windowed or self.local:
+            if self.windowed or self.local or self.decoder:
                 reduced = [AttentionCall(c.kind, weighted.get(id(c)), c.meta)
                            for c in calls]
                 grid = (self.windowed_grid if self.windowed else
-                        self.local_grid)(reduced, inputs, 'relevance')
+                        self.local_grid if self.local else
+                        self.decoder_grid)(reduced, inputs, 'relevance')
             elif self.pooled:
                 reduced = [AttentionCall(c.kind, weighted[id(c)], c.meta)
                            for c in calls]
@@ -509,7 +572,8 @@ class AttentionRelevance(_AttentionExplainer):
 
 
 __all__ = ['AttentionCall', 'AttentionRelevance', 'AttentionRollout',
-           'LOCAL_BACKBONES', 'POOLED_BACKBONES', 'SUPPORTED_BACKBONES',
+           'DECODER_BACKBONES', 'LOCAL_BACKBONES', 'POOLED_BACKBONES',
+           'SUPPORTED_BACKBONES',
            'WINDOWED_BACKBONES',
            'apply_operator',
            'record_attention']

@@ -282,10 +282,10 @@ def test_videomae_relevance_uses_column_mean():
     assert exp.extras['token_map'].shape == (1, 1, t, h, w)
 
 
-def test_attention_methods_refuse_windowed_attention():
+def test_attention_methods_refuse_models_without_attention():
     from mmxai.errors import UnsupportedModelError
     with pytest.raises(UnsupportedModelError, match='use gradcam'):
-        build_explainer('attention_rollout', small('swin').model)
+        build_explainer('attention_rollout', small('i3d').model)
 
 
 def test_tpn_scores_equal_predict():

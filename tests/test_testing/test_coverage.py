@@ -22,7 +22,8 @@ from mmxai.testing.toolbox_configs import (build_small, check_buildable,
                                          representative_configs)
 
 REPS = representative_configs()
-ATTENTION_FAMILIES = {'timesformer', 'videomae', 'videomaev2'}
+ATTENTION_FAMILIES = {'timesformer', 'videomae', 'videomaev2', 'swin', 'mvit',
+                      'uniformer', 'uniformerv2'}
 UNBUILDABLE = {'tin'}  # compiled mmcv ops
 #: One model per input layout for the model-agnostic methods.
 LAYOUTS = ('i3d', 'tsn', 'videomae')

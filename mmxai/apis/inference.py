@@ -37,7 +37,10 @@ class VideoExplanation:
     explainer: Optional[BaseExplainer] = None
 
     def target_label(self, i: int = 0) -> str:
-        """Name (or index) of the explained class of sample ``i``."""
+        """Name (or index) of the explained class of sample ``i`` (a
+        callable target: its description, ``'callable:<name>'``)."""
+        if self.explanation.explains_function:
+            return self.explanation.target_spec
         t = int(self.explanation.targets[i])
         names = self.class_names or []
         return names[t] if 0 <= t < len(names) else str(t)

@@ -13,14 +13,21 @@ def class_label(c: int, class_names: Optional[Sequence[str]]) -> str:
 
 
 def headline(exp, class_names: Optional[Sequence[str]] = None) -> str:
-    """``'gradcam: jump (p=0.93)'`` for sample 0 of ``exp``."""
+    """``'gradcam: jump (p=0.93)'`` for sample 0 of ``exp``; for a callable
+    target ``'gradcam: callable:contrast (value=1.23)'``."""
+    if getattr(exp, 'explains_function', False):
+        return (f'{exp.method}: {exp.target_spec} '
+                f'(value={float(exp.scores[0, 0]):.4g})')
     target = int(exp.targets[0])
     return (f'{exp.method}: {class_label(target, class_names)} '
             f'(p={float(exp.probs[0][target]):.2f})')
 
 
 def top5_line(exp, class_names: Optional[Sequence[str]] = None) -> str:
-    """``'top-5: jump 0.93, run 0.04, ...'`` for sample 0 of ``exp``."""
+    """``'top-5: jump 0.93, run 0.04, ...'`` for sample 0 of ``exp`` (a
+    callable target has one output, its value: no classes to rank)."""
+    if getattr(exp, 'explains_function', False):
+        return f'explained: {exp.target_spec} = {float(exp.scores[0, 0]):.4g}'
     return 'top-5: ' + ', '.join(f'{class_label(c, class_names)} {p:.2f}'
                                  for c, p in exp.topk(5)[0])
 

@@ -164,3 +164,15 @@ def test_npz_is_compact_per_original_frame_unless_asked(video, tmp_path):
         np.testing.assert_array_equal(z['raw_maps'], exp.raw_maps.numpy())
         assert 'original_maps' in z.files
     assert osp.getsize(paths['npz']) > 0
+
+
+def test_callable_target_labels_say_what_was_explained():
+    from mmxai.outputs import headline, top5_line
+    exp = _exp(np.ones((1, 1, 2, H, W), np.float32))
+    assert headline(exp, ['a', 'b', 'c']) == \
+        'integrated_gradients: b (p=0.75)'
+    exp.settings['target'] = 'callable:contrast'
+    exp.scores, exp.targets = torch.tensor([[1.5]]), torch.tensor([0])
+    assert headline(exp, ['a', 'b', 'c']) == \
+        'integrated_gradients: callable:contrast (value=1.5)'
+    assert top5_line(exp) == 'explained: callable:contrast = 1.5'

@@ -1,6 +1,6 @@
 """Layer-wise relevance propagation (Bach et al. 2015; Montavon et al.
-2019) for MMAction2's CNNs: I3D/ResNet3d, SlowOnly/SlowFast, C3D,
-R(2+1)D, CSN, and 2D ResNets (TSN, TSM). Our own implementation of the
+2019) for MMAction2's CNNs: I3D/ResNet3d, SlowOnly/SlowFast, X3D (gates
+as constants), C3D, R(2+1)D, CSN, and 2D ResNets (TSN, TSM). Our own implementation of the
 iNNvestigate / zennit rules as modified gradients (:mod:`.lrp_rules`),
 with canonizers (:mod:`.lrp_canonizers`): batch norm merged into the
 convolution before it, residual sums split. zennit itself imports
@@ -18,9 +18,9 @@ from ..registry import EXPLAINERS
 from .attribution import Attribution
 from .base import BaseExplainer
 from .gradient_utils import frozen_parameters
-from .lrp_canonizers import (RULE_LAYERS, batchnorm_pairs, layer_fn,
-                             merged_parameters, split_residual_sums,
-                             unsupported_layers)
+from .lrp_canonizers import (RULE_LAYERS, batchnorm_pairs, constant_gates,
+                             layer_fn, merged_parameters,
+                             split_residual_sums, unsupported_layers)
 from .lrp_rules import (FIRST_RULES, RULES, STABILIZER, Epsilon,
                         LRPOptionError, Rule, make_rule, swap_gradient)
 from .targets import TargetSpec
@@ -56,9 +56,10 @@ class LRP(BaseExplainer):
             ``rule``), also ``'flat'`` or ``'wsquare'``.
         linear_rule: the rule of ``nn.Linear`` layers (the classifier;
             ``None``: ``rule``).
-        canonize: merge batch norm and split residual sums (default
-            ``True``); ``False``: batch norm passes relevance as the
-            gradient does and residual sums by the unstabilised z-rule.
+        canonize: merge batch norm, split residual sums, X3D's gates as
+            constants (default ``True``); ``False``: batch norm passes
+            relevance as the gradient does, residual sums by the
+            unstabilised z-rule, gated models are n/a.
     """
     views_separable = True
     reports_probs = True
@@ -85,7 +86,7 @@ class LRP(BaseExplainer):
             raise LRPOptionError(f'canonize must be true or false, got '
                                  f'{canonize!r}')
         self.canonize = canonize
-        bad = unsupported_layers(self.model)
+        bad = unsupported_layers(self.model, gates=canonize)
         if bad:
             hint = ' (transformers: use attention_relevance)' if {
                 'LayerNorm', 'MultiheadAttention', 'GELU'} & set(bad) else ''
@@ -148,6 +149,7 @@ class LRP(BaseExplainer):
                 if self.canonize:
                     stack.enter_context(split_residual_sums(
                         self.model, self.epsilon or STABILIZER))
+                    stack.enter_context(constant_gates(self.model))
                 for name, m in self.model.named_modules():
                     if name.startswith('data_preprocessor'):
                         continue

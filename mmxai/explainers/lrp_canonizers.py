@@ -33,17 +33,26 @@ PASS_NAMES = ('AvgConsensus', )
 UNSUPPORTED_CONTAINERS = ('NonLocal3d', 'NonLocal2d', 'NonLocal1d',
                           'SEModule', 'TAM', 'TemporalInterlace',
                           'RelationModule', 'RelationModuleMultiScale')
+#: Gates treated as constants by :func:`constant_gates` (X3D): the
+#: squeeze-excitation module and Swish.
+GATES = ('SEModule', 'Swish')
 #: Model parts that are not on the path of the scores.
 _SKIPPED = ('data_preprocessor', 'loss')
 
 
-def unsupported_layers(model: nn.Module) -> List[str]:
-    """Sorted type names of the layers LRP here does not cover."""
+def unsupported_layers(model: nn.Module, gates: bool = False) -> List[str]:
+    """Sorted type names of the layers LRP here does not cover (``gates``:
+    :data:`GATES` are, as constants, and so is what is inside them)."""
     bad = set()
+    inside = [name for name, m in model.named_modules()
+              if gates and type(m).__name__ in GATES]
     for name, m in model.named_modules():
         if any(part.startswith(_SKIPPED) for part in name.split('.')):
             continue
         kind = type(m).__name__
+        if gates and (kind in GATES or any(
+                name.startswith(g + '.') for g in inside)):
+            continue
         if kind in UNSUPPORTED_CONTAINERS:
             bad.add(kind)
         elif next(m.children(), None) is None and name and not isinstance(
@@ -173,3 +182,38 @@ def split_residual_sums(model: nn.Module, eps: float = 1e-6
                 block.__dict__.pop('forward', None)
             else:
                 block.forward = before
+
+
+def _se_forward(se: nn.Module, x: Tensor) -> Tensor:
+    """X3D's ``SEModule.forward`` with the gate detached (same value)."""
+    gate = se.sigmoid(se.fc2(se.relu(se.fc1(se.avg_pool(x)))))
+    return x * gate.detach()
+
+
+def _swish_forward(x: Tensor) -> Tensor:
+    """mmcv's ``Swish`` (``x * sigmoid(x)``) with the gate detached."""
+    return x * torch.sigmoid(x).detach()
+
+
+@contextlib.contextmanager
+def constant_gates(model: nn.Module) -> Iterator[int]:
+    """Inside the block X3D's gates (``SEModule``, ``Swish``) multiply by
+    a detached gate: ``y = x * s`` hands all of ``R_y`` to ``x`` (``R_x = x
+    s g = R_y``, the "signal takes all" treatment of gates); values are
+    unchanged. Yields how many; the instance ``forward`` removed on exit."""
+    patched: List[Tuple[nn.Module, Optional[object]]] = []
+    try:
+        for m in model.modules():
+            kind = type(m).__name__
+            if kind not in GATES:
+                continue
+            patched.append((m, m.__dict__.get('forward')))
+            m.forward = functools.partial(_se_forward, m) \
+                if kind == 'SEModule' else _swish_forward
+        yield len(patched)
+    finally:
+        for m, before in patched:
+            if before is None:
+                m.__dict__.pop('forward', None)
+            else:
+                m.forward = before

@@ -309,3 +309,23 @@ def test_slowfast_both_pathways_first_and_conserving():
     flat = LRP(model, epsilon=1e-9, first_rule='flat').attribute(
         small.inputs, 0)
     assert torch.allclose(flat.raw_maps.sum(), s, rtol=REL_TOL, atol=1e-7)
+
+
+def test_x3d_gates_constant_conserving_and_restored():
+    """X3D (config built small): squeeze-excitation and Swish gates as
+    constants keep conservation; their instance forwards are removed
+    after; without canonizers X3D is n/a with the gates named."""
+    from mmxai.testing.toolbox_configs import build_small, \
+        representative_configs
+    small = build_small(representative_configs()['x3d'], size=32)
+    model = zero_shifts(small.model)
+    snap, before = ModelSnapshot(model), checksum(model)
+    explainer = LRP(model, epsilon=1e-9)
+    exp = explainer.attribute(small.inputs, 0)
+    assert explainer.first_layers == ['backbone.conv1_s.conv']
+    s = exp.extras['explained_score'][0]
+    assert torch.allclose(exp.raw_maps.sum(), s, rtol=REL_TOL, atol=1e-7)
+    assert snap.changes() == [] and checksum(model) == before
+    assert not any('forward' in vars(m) for m in model.modules())
+    with pytest.raises(UnsupportedModelError, match='SEModule, Sigmoid'):
+        LRP(model, canonize=False)

@@ -5,6 +5,8 @@ from .base import ExplainedBatch, ExplanationMetric
 from .deletion_insertion import DeletionInsertionAUC
 from .model_randomization import ModelRandomization
 from .pointing import GT_META_KEYS, PointingGame, load_ground_truth
+from .mask_iou import MaskIoU, mask_iou, threshold_map  # noqa: E402
+from .minimal_mask import MinimalMask, minimal_mask  # noqa: E402
 from .functional import (auc, average_drop, deletion_insertion_curve,  # noqa
                          gaussian_blur, pointing_game, temporal_grounding)
 from .localization import (centre_map, energy_in_tube,  # noqa: E402
@@ -30,5 +32,6 @@ __all__ = [
     'rank_correlation',
     'randomize_layers', 'randomized_copy', 'PhaseMetric', 'edit_score',
     'f1_at_k', 'f1_counts', 'frame_accuracy', 'phase_report',
-    'phase_scores', 'relaxed_phase_scores', 'segments'
+    'phase_scores', 'relaxed_phase_scores', 'segments',
+    'MaskIoU', 'mask_iou', 'threshold_map', 'MinimalMask', 'minimal_mask'
 ]

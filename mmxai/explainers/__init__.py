@@ -25,12 +25,21 @@ from .occlusion import Occlusion3D
 from .rise import RISE3D
 from .step import STEP
 from .supervoxels import SupervoxelKernelSHAP, SupervoxelLIME
+from .supervoxel_removal import SupervoxelLOCO, SupervoxelUnivariate
 from .cam_gradient import GradCAMElementWise, HiResCAM, LayerCAM, XGradCAM
 from .cam_score import ISCAM, SSCAM, ScoreCAM
 from .cam_eigen import EigenCAM, EigenGradCAM
 from .cam_ablation import AblationCAM
 from .cam_smooth import SmoothGradCAMPlusPlus
 from .cam_feature import FEM
+from .cam_finer import FinerCAM
+from .frame_shapley import FrameShapley
+from .legrad import LeGrad
+from .staa import STAA
+from .temporal_mask import TemporalMask
+from .aosa import AOSA
+from .swagv import SWAGV
+from .lrp import LRP
 # isort: on
 
 __all__ = [
@@ -41,7 +50,13 @@ __all__ = [
     'AttentionRelevance', 'CaptumExplainer', 'ClassFeaturePyramid',
     'Saliency', 'IntegratedGradients', 'SmoothGrad', 'Occlusion3D', 'RISE3D',
     'STEP', 'SupervoxelLIME', 'SupervoxelKernelSHAP',
+    'SupervoxelLOCO', 'SupervoxelUnivariate',
     'XGradCAM', 'LayerCAM', 'HiResCAM', 'GradCAMElementWise', 'ScoreCAM',
     'SSCAM', 'ISCAM', 'EigenCAM', 'EigenGradCAM', 'AblationCAM',
-    'SmoothGradCAMPlusPlus', 'FEM'
+    'SmoothGradCAMPlusPlus', 'FEM', 'FinerCAM',
+    'FrameShapley',
+    'LeGrad', 'STAA',
+    'TemporalMask',
+    'AOSA', 'SWAGV',
+    'LRP',
 ]

@@ -32,6 +32,8 @@ METHOD_ALIASES: Dict[str, Tuple[str, ...]] = {
     'SmoothGrad': ('smoothgrad', ),
     'SupervoxelLIME': ('lime', ),
     'SupervoxelKernelSHAP': ('kernel_shap', ),
+    'SupervoxelLOCO': ('loco', 'supervoxel_loco'),
+    'SupervoxelUnivariate': ('univariate', 'supervoxel_univariate', 'up'),
     'XGradCAM': ('xgradcam', 'x_grad_cam'),
     'LayerCAM': ('layercam', 'layer_cam'),
     'HiResCAM': ('hirescam', 'hi_res_cam'),
@@ -41,6 +43,9 @@ METHOD_ALIASES: Dict[str, Tuple[str, ...]] = {
     'EigenGradCAM': ('eigengradcam', 'eigen_grad_cam'),
     'AblationCAM': ('ablationcam', 'ablation_cam'),
     'SmoothGradCAMPlusPlus': ('smooth_gradcam++', 'smooth_gradcampp'),
+    'FinerCAM': ('finer_cam', 'finercam'),
+    'LeGrad': ('legrad', 'le_grad'),
+    'SWAGV': ('swag_v', 'swagv'),
 }
 
 _WORD = re.compile(r'(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])')
@@ -141,7 +146,8 @@ def _check_kinds(cls: type, given: Dict[str, object]) -> None:
 
 def method_options(cls: type) -> Optional[List[str]]:
     """The keyword settings ``cls`` accepts, without ``model``: its own
-    and those of the bases its ``**kwargs`` is passed on to. ``None`` when
+    and those of the bases its ``**kwargs`` is passed on to (and of the
+    classes in its ``options_of``: methods it wraps). ``None`` when
     it takes free-form settings (a ``**`` not named ``kwargs``, e.g. the
     Captum wrapper's ``**attribute_kwargs``)."""
     names: List[str] = []
@@ -158,6 +164,8 @@ def method_options(cls: type) -> Optional[List[str]]:
             break  # this __init__ passes no settings further up
         if var[0] != 'kwargs':
             return None  # free-form settings
+    for other in getattr(cls, 'options_of', ()):  # a wrapped base method
+        names += [n for n in (method_options(other) or []) if n not in names]
     return names
 
 

@@ -24,7 +24,9 @@ from ..errors import MMXAIError, TargetError, UnsupportedModelError
 from ..registry import EXPLAINERS
 from ..utils.model_state import preserved_model_state
 from .base import BaseExplainer
+from .cam_gradient import LayerCAM
 from .explanation import Explanation
+from .gradcam import GradCAM, GradCAMPlusPlus
 from .options import check_choice
 from .targets import (TargetSpec, describe_target, is_target_function,
                       pred_basis, resolve_targets)
@@ -71,14 +73,15 @@ class FinerCAM(BaseExplainer):
         gamma: the references' weight (``>= 0``; 0 is the base method).
         num_references: automatic references per clip (closest scores).
         references: class indices to compare with instead (every clip).
-        **base_options: the base method's options (``target_layers``, ...).
+        **kwargs: the base method's options (``target_layers``, ...).
     """
     callable_targets = False
+    #: the base methods whose options are passed on (builder checks)
+    options_of = (GradCAM, GradCAMPlusPlus, LayerCAM)
 
     def __init__(self, model: nn.Module, base_method: str = 'gradcam',
                  gamma: float = 0.6, num_references: int = 3,
-                 references: Optional[Sequence[int]] = None,
-                 **base_options):
+                 references: Optional[Sequence[int]] = None, **kwargs):
         from .builder import build_explainer
         check_choice('base_method', base_method, FINER_BASES)
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) \
@@ -89,10 +92,10 @@ class FinerCAM(BaseExplainer):
                 num_references, int) or num_references < 1:
             raise MMXAIError('finer_cam: num_references must be a whole '
                              f'number >= 1, got {num_references!r}')
-        super().__init__(model, **{k: base_options[k] for k in _BASE_KEYS
-                                   if k in base_options})
+        super().__init__(model, **{k: kwargs[k] for k in _BASE_KEYS
+                                   if k in kwargs})
         # the base method checks its own options (one line if unknown)
-        self.base = build_explainer(base_method, model, **base_options)
+        self.base = build_explainer(base_method, model, **kwargs)
         self.base_method = base_method
         self.gamma, self.num_references = float(gamma), num_references
         self.references = None if references is None else [

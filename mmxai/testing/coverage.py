@@ -27,6 +27,9 @@ FAST_SETTINGS = {
     'cfp': dict(depth=1, max_children=2, tubes_per_level=2),
     'kernel_shap': dict(num_samples=6, n_segments=8, batch_size=6),
     'lime': dict(num_samples=6, n_segments=8, batch_size=6),
+    # one forward per segment (+ one): few segments
+    'loco': dict(n_segments=8, batch_size=8),
+    'univariate': dict(n_segments=8, batch_size=9),
     'saliency': dict(batch_size=2),
     'occlusion': dict(batch_size=4),
     'captum': dict(algorithm='Saliency'),
@@ -36,6 +39,14 @@ FAST_SETTINGS = {
     'iscam': dict(top_k=4, batch_size=4, num_samples=2),
     'ablationcam': dict(top_k=4, batch_size=4),
     'smooth_gradcam++': dict(num_samples=2),
+    # temporal masks: a few Adam steps (authors: 300)
+    'temporal_mask': dict(iterations=2, batch_size=2),
+    # AOSA: the first-order mode (2 passes), few large occluders
+    'aosa': dict(mode='approx', window=(2, 8, 8), stride=(2, 8, 8),
+                 batch_size=8),
+    'swag_v': dict(segmentation='grid', batch_size=2),
+    # Frame Shapley: 2 segments per view, 3 subsets (exact)
+    'frame_shapley': dict(segments=2, batch_size=4),
 }
 #: Method name order of the coverage matrix (others follow alphabetically).
 CORE_METHODS = ('gradcam', 'gradcam++', 'saliency_tubes', 'attention_rollout',

@@ -12,25 +12,38 @@ model is left exactly as found, so the test metrics do not change), hands
 the maps to mmxai's metrics in ``test_evaluator``, and after the step writes
 ``<work_dir>/explanations/<index>/`` with ``explanation.json``, ``maps.npz``
 and per view an overlay video (labels drawn), a montage, a plot.
+
+With a list of explainers (``explainer=[dict(type='GradCAM'), 'saliency',
+...]``) every selected sample is explained by every method: files go to
+``explanations/<method>/<index>/`` (``HOOK_COMPARE_LAYOUT``), every
+explanation metric reports ``mmxai/<method>/<key>`` and ``..._ci95``, and
+``<work_dir>/compare.json`` / ``compare.md`` rank the methods by each metric
+(:mod:`mmxai.outputs.hook_comparison`). A method that does not apply to the
+model is listed with its reason and skipped; one that fails on a sample is
+recorded (index, method, error) and the run goes on.
 """
 import copy
+import dataclasses
 import glob
 import os.path as osp
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from mmengine.dist import barrier, is_main_process
+from mmengine.dist import all_gather_object, barrier, is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
 
 from ..adapters import inputs_to_frames, unwrap_model
 from ..utils.pipeline import loader_pipeline
-from ..errors import ConfigError
+from ..errors import ConfigError, UnsupportedModelError
 from ..evaluation.base import ExplainedBatch, ExplanationMetric
 from ..explainers import build_explainer
+from ..explainers.builder import method_name
 from ..outputs import (HOOK_DEFAULT, HOOK_LAYOUT, OutputWriter, RankOutputs,
                        display_maps, resolve_outputs, view_tracks)
+from ..outputs.hook_comparison import hook_comparison, write_hook_comparison
+from ..outputs.layout import HOOK_COMPARE_LAYOUT, method_layout
 from ..registry import HOOKS, METRICS, VISUALIZERS
 from ..visualization.visualizer import ExplanationVisualizer, label_lines
 
@@ -40,7 +53,10 @@ class ExplainHook(Hook):
     """Explain test samples during ``runner.test()``.
 
     Args:
-        explainer: method config (``dict(type='GradCAM', ...)``) or name.
+        explainer: method config (``dict(type='GradCAM', ...)``) or name;
+            or a list of them: every sample is explained by each (files
+            under ``<out_dir>/<method>/<index>/``, metrics per method,
+            ``compare.json`` / ``compare.md`` in the work dir).
         target: ``'pred'``, ``'gt'`` or a class index (with ``topk=1``).
         topk: explain the k most probable classes of each sample (files of
             ranks > 1 get a ``_top<r>`` suffix; metrics use rank 1).
@@ -72,7 +88,8 @@ class ExplainHook(Hook):
     priority = 'NORMAL'
 
     def __init__(self,
-                 explainer: Union[str, dict] = dict(type='GradCAM'),
+                 explainer: Union[str, dict, Sequence[Union[str, dict]]]
+                 = dict(type='GradCAM'),
                  target: Union[str, int] = 'pred',
                  topk: int = 1,
                  interval: int = 1,
@@ -96,7 +113,14 @@ class ExplainHook(Hook):
         if out_type not in ('img', 'gif', 'video'):
             raise ConfigError("ExplainHook: out_type must be 'img', 'gif' "
                               "or 'video'")
+        self.multi = isinstance(explainer, (list, tuple))
+        if self.multi and not explainer:
+            raise ConfigError('ExplainHook: explainer list is empty')
         self.explainer_cfg = copy.deepcopy(explainer)
+        #: several explainers: {method: reason} of those that do not apply,
+        #: [dict(index, method, error)] of failed explanations
+        self.not_applicable: Dict[str, str] = {}
+        self.failures: List[dict] = []
         self.target = target
         self.topk = int(topk)
         self.interval = int(interval)
@@ -157,11 +181,14 @@ class ExplainHook(Hook):
     def before_test(self, runner) -> None:
         model = unwrap_model(runner.model)
         self._model = model
-        self._explainer = build_explainer(self.explainer_cfg, model)
-        self._explainer.adapter.pipeline_config = loader_pipeline(
-            runner.cfg.get('test_dataloader'))
+        pipeline = loader_pipeline(runner.cfg.get('test_dataloader'))
         self._out = self.out_dir if osp.isabs(self.out_dir) else osp.join(
             runner.work_dir, self.out_dir)
+        if self.multi:
+            self._build_explainers(model, pipeline)
+        else:
+            self._explainer = build_explainer(self.explainer_cfg, model)
+            self._explainer.adapter.pipeline_config = pipeline
         loader = runner.test_dataloader
         try:
             self._order = list(iter(loader.sampler))
@@ -184,8 +211,40 @@ class ExplainHook(Hook):
                        if isinstance(m, ExplanationMetric)]
         self._feed_metrics(None)
 
-    def _feed_metrics(self, batch: Optional[ExplainedBatch]) -> None:
-        """Hand the current batch's explanations to the bound metrics."""
+    def _build_explainers(self, model, pipeline) -> None:
+        """Several explainers: build each; one that does not apply to the
+        model is listed in ``not_applicable`` (logged once) and skipped."""
+        logger = MMLogger.get_current_instance()
+        self.not_applicable, self.failures = {}, []
+        self._explainers: Dict[str, Any] = {}
+        self._method_cfgs: Dict[str, Any] = {}
+        for cfg in self.explainer_cfg:
+            kind = cfg if isinstance(cfg, str) else dict(cfg).get('type', '')
+            try:
+                explainer = build_explainer(copy.deepcopy(cfg), model)
+                name = explainer.name
+            except UnsupportedModelError as e:
+                name = method_name(str(kind))
+                self.not_applicable[name] = str(e)
+                logger.warning(f'ExplainHook: {name}: n/a ({e})')
+                continue
+            base, k = name, 2
+            while name in self._explainers or name in self.not_applicable:
+                name, k = f'{base}_{k}', k + 1
+            explainer.adapter.pipeline_config = pipeline
+            self._explainers[name] = explainer
+            self._method_cfgs[name] = copy.deepcopy(cfg)
+        self._writers = {
+            name: OutputWriter(self.outputs,
+                               method_layout(HOOK_COMPARE_LAYOUT, name),
+                               alpha=self.alpha, cmap=self.cmap)
+            for name in self._explainers}
+
+    def _feed_metrics(self, batch: Any) -> None:
+        """Hand the current batch's explanations to the bound metrics
+        (several explainers: ``{method: batch}``, ``{}`` for none)."""
+        if batch is None and self.multi:
+            batch = {}
         for metric in getattr(self, '_bound', []):
             metric.feed(batch)
 
@@ -258,17 +317,12 @@ class ExplainHook(Hook):
             data = model.data_preprocessor(dict(data_batch), False)
         inputs = data['inputs'][positions]
         samples = [data['data_samples'][p] for p in positions]
+        if self.multi:
+            self._explain_methods(positions, [indices[p] for p in positions],
+                                  inputs, samples)
+            return
         explainer = self._explainer
-        with torch.enable_grad():
-            if self.topk > 1:
-                with torch.no_grad():
-                    top = explainer.adapter.scores(inputs).topk(
-                        min(self.topk, explainer.adapter.num_classes),
-                        dim=-1).indices
-                exps = [explainer.attribute(inputs, top[:, r], samples)
-                        for r in range(top.shape[1])]
-            else:
-                exps = [explainer.attribute(inputs, self.target, samples)]
+        exps = self._explain(explainer, inputs, samples)
         self.current = ExplainedBatch(
             positions=positions, indices=[indices[p] for p in positions],
             inputs=inputs, data_samples=samples, explanation=exps[0],
@@ -277,11 +331,83 @@ class ExplainHook(Hook):
             ranks=[self.rank(indices[p]) for p in positions])
         self._feed_metrics(self.current)
 
+    def _explain(self, explainer, inputs, samples) -> List[Any]:
+        """Explanations of ``inputs``: the target, or the top-k ranks."""
+        with torch.enable_grad():
+            if self.topk > 1:
+                with torch.no_grad():
+                    top = explainer.adapter.scores(inputs).topk(
+                        min(self.topk, explainer.adapter.num_classes),
+                        dim=-1).indices
+                return [explainer.attribute(inputs, top[:, r], samples)
+                        for r in range(top.shape[1])]
+            return [explainer.attribute(inputs, self.target, samples)]
+
+    def _explain_methods(self, positions: List[int], indices: List[int],
+                         inputs, samples) -> None:
+        """Every method on the batch; ``self.current``: ``{method:
+        ExplainedBatch}`` of the samples each explained. A failed batch is
+        retried sample by sample, so one bad sample costs only itself."""
+        logger = MMLogger.get_current_instance()
+        batches: Dict[str, ExplainedBatch] = {}
+        for name, explainer in list(self._explainers.items()):
+            try:
+                exps, ok = self._explain(explainer, inputs, samples), \
+                    list(range(len(positions)))
+            except UnsupportedModelError as e:
+                self._drop(name, e)
+                continue
+            except ConfigError:
+                raise
+            except Exception:  # noqa: BLE001 - retried per sample below
+                exps, ok, parts = None, [], []
+                for j in range(len(positions)):
+                    try:
+                        parts.append(self._explain(
+                            explainer, inputs[j:j + 1], [samples[j]]))
+                        ok.append(j)
+                    except UnsupportedModelError as e:
+                        self._drop(name, e)
+                        break
+                    except ConfigError:
+                        raise
+                    except Exception as e:  # noqa: BLE001 - recorded
+                        error = f'{type(e).__name__}: {e}'.splitlines()[0]
+                        self.failures.append(dict(
+                            index=int(indices[j]), method=name, error=error))
+                        logger.warning(f'ExplainHook: {name} failed on '
+                                       f'sample {indices[j]}: {error}')
+                if name not in self._explainers or not ok:
+                    continue
+                exps = [_cat([p[r] for p in parts])
+                        for r in range(len(parts[0]))]
+            batches[name] = ExplainedBatch(
+                positions=[positions[j] for j in ok],
+                indices=[indices[j] for j in ok],
+                inputs=inputs[ok] if len(ok) < len(positions) else inputs,
+                data_samples=[samples[j] for j in ok],
+                explanation=exps[0], adapter=explainer.adapter,
+                extra=exps[1:], explainer_cfg=self._method_cfgs[name],
+                ranks=[self.rank(indices[j]) for j in ok])
+        self._step = (positions, inputs)
+        self.current = batches
+        self._feed_metrics(batches)
+
+    def _drop(self, name: str, error: Exception) -> None:
+        """Method ``name`` does not apply to the model: listed, skipped."""
+        self._explainers.pop(name, None)
+        self.not_applicable[name] = str(error)
+        MMLogger.get_current_instance().warning(
+            f'ExplainHook: {name}: n/a ({error})')
+
     def after_test_iter(self, runner, batch_idx: int, data_batch: Any = None,
                         outputs: Optional[Sequence] = None) -> None:
         batch, self.current = self.current, None
         self._feed_metrics(None)
         if batch is None:
+            return
+        if self.multi:
+            self._write_methods(runner, batch, outputs)
             return
         exps = [batch.explanation] + list(batch.extra)
         frames = None
@@ -295,20 +421,46 @@ class ExplainHook(Hook):
                                sample_frames)
             self.explained.append(idx)
 
+    def _write_methods(self, runner, batches: Dict[str, ExplainedBatch],
+                       outputs: Optional[Sequence]) -> None:
+        """Each method's files, ``HOOK_COMPARE_LAYOUT``."""
+        positions, inputs = self._step
+        frames = None
+        if batches and (self._writer.needs_frames or
+                        self._backend_vis is not None):
+            frames = inputs_to_frames(self._model, inputs)
+        for name, batch in batches.items():
+            exps = [batch.explanation] + list(batch.extra)
+            for j, (pos, idx) in enumerate(zip(batch.positions,
+                                               batch.indices)):
+                out = outputs[pos] if outputs is not None and \
+                    pos < len(outputs) else batch.data_samples[j]
+                sample_frames = None if frames is None else \
+                    frames[positions.index(pos)]
+                self._write_sample(runner, idx, [e[j] for e in exps], out,
+                                   sample_frames, self._writers[name],
+                                   f'{name}/')
+                if idx not in self.explained:
+                    self.explained.append(idx)
+
     def _write_sample(self, runner, idx: int, exps: List, data_sample,
-                      frames: Optional[np.ndarray]) -> None:
-        """One sample's files through the one writer (``HOOK_LAYOUT``)."""
+                      frames: Optional[np.ndarray],
+                      writer: Optional[OutputWriter] = None,
+                      tag: str = '') -> None:
+        """One sample's files through the one writer (``HOOK_LAYOUT``;
+        several explainers: ``writer`` of the method's layout)."""
+        writer = self._writer if writer is None else writer
         views = self._view_ids(exps[0].maps.shape[1])
         ranks = []
         for rank, exp in enumerate(exps):
             suffix = '' if rank == 0 else f'_top{rank + 1}'
-            arrays = exp.to_numpy() if self._writer.wants('npz') else {}
+            arrays = exp.to_numpy() if writer.wants('npz') else {}
             for key in ('maps', 'raw_maps'):
                 if key in arrays:
                     arrays[key] = arrays[key][:, views]
             target = int(exp.targets[0])
             tracks = []
-            if self._writer.wants('video', 'gif', 'montage', 'plot'):
+            if writer.wants('video', 'gif', 'montage', 'plot'):
                 tracks = view_tracks(
                     exp, frames, views, suffix,
                     label_lines(data_sample, self._classes, target),
@@ -317,7 +469,7 @@ class ExplainHook(Hook):
                 maps, signed = display_maps(exp)  # signed: [-1, 1]
                 for v in views:
                     self._backend_vis.add_datasample(
-                        f'{idx:06d}_view{v}{suffix}', frames[v], data_sample,
+                        f'{tag}{idx:06d}_view{v}{suffix}', frames[v], data_sample,
                         maps=maps[v], target=target, out_type=self.out_type,
                         step=runner.iter, fps=self.fps, signed=signed)
             ranks.append(RankOutputs(arrays, tracks, suffix))
@@ -337,7 +489,7 @@ class ExplainHook(Hook):
                 rec['extras'] = list(files.extras)
             return rec
 
-        self._writer.write_sample(self._out, idx, ranks, record=record,
+        writer.write_sample(self._out, idx, ranks, record=record,
                                   explanation=exps[0],
                                   extras_frames=None if frames is None
                                   else frames[views[0] if views else 0],
@@ -348,6 +500,35 @@ class ExplainHook(Hook):
             return self._dataset.get_data_info(idx)
         except Exception:  # noqa: BLE001 - informative only
             return None
+
+    def after_test_epoch(self, runner, metrics: Optional[dict] = None
+                         ) -> None:
+        """Several explainers: ``compare.json`` / ``compare.md`` in the
+        work dir from the metrics' per-method statistics."""
+        if not self.multi:
+            return
+        failures = [f for part in all_gather_object(self.failures)
+                    for f in part]
+        n = len({i for part in all_gather_object(self.explained)
+                 for i in part})
+        self.failures = sorted(failures, key=lambda f: (f['index'],
+                                                        f['method']))
+        if not is_main_process():
+            return
+        stats: Dict[str, Dict[str, Any]] = {}
+        for metric in self._bound:
+            for name, per in getattr(metric, 'method_stats', {}).items():
+                for key, st in per.items():
+                    full = f'{metric.prefix}/{key}' if metric.prefix else key
+                    stats.setdefault(full, {})[name] = st
+        names = list(self._explainers)
+        summary = hook_comparison(
+            names, stats, self.not_applicable, self.failures, n,
+            settings={m: e.settings() for m, e in self._explainers.items()})
+        paths = write_hook_comparison(runner.work_dir, summary)
+        MMLogger.get_current_instance().info(
+            f"ExplainHook: compared {len(names)} methods on {n} samples -> "
+            f"{paths['md']}")
 
     def after_test(self, runner) -> None:
         self.current = None
@@ -362,6 +543,16 @@ class ExplainHook(Hook):
         if not self.outputs:
             return
         barrier()
+        if self.multi:
+            if is_main_process() and osp.isdir(self._out):
+                self._writer.write_index(self._out, 'index.json', dict(
+                    methods={name: dict(
+                        method=e.name, settings=e.settings(),
+                        samples=_done(osp.join(self._out, name)))
+                        for name, e in self._explainers.items()},
+                    not_applicable=self.not_applicable,
+                    failures=self.failures))
+            return
         if is_main_process() and osp.isdir(self._out):
             done = sorted(int(osp.basename(osp.dirname(p))) for p in
                           glob.glob(osp.join(self._out, '*',
@@ -369,3 +560,30 @@ class ExplainHook(Hook):
             self._writer.write_index(self._out, 'index.json', dict(
                 method=self._explainer.name,
                 settings=self._explainer.settings(), samples=done))
+
+
+def _done(folder: str) -> List[int]:
+    """Sample indices with a record under ``folder``."""
+    return sorted(int(osp.basename(osp.dirname(p))) for p in
+                  glob.glob(osp.join(folder, '*', 'explanation.json')))
+
+
+def _cat(exps: Sequence[Any]) -> Any:
+    """Explanations of single samples as one batch (same method)."""
+    first = exps[0]
+    if len(exps) == 1:
+        return first
+
+    def cat(values):
+        return torch.cat(values) if all(
+            isinstance(v, torch.Tensor) for v in values) else values[0]
+    return dataclasses.replace(
+        first, maps=cat([e.maps for e in exps]),
+        raw_maps=cat([e.raw_maps for e in exps]),
+        targets=cat([e.targets for e in exps]),
+        scores=cat([e.scores for e in exps]),
+        layer_maps={k: cat([e.layer_maps[k] for e in exps])
+                    for k in first.layer_maps
+                    if all(k in e.layer_maps for e in exps)},
+        mean_probs=None if first.mean_probs is None
+        else cat([e.mean_probs for e in exps]))

@@ -6,10 +6,11 @@ primary target, ``_top2`` ... for further top-k ranks), relative to the
 output root. Record file lists are relative to the sample's ``folder``.
 """
 import os.path as osp
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = ['Layout', 'VIDEO_LAYOUT', 'HOOK_LAYOUT', 'DATASET_LAYOUT',
-           'LONG_VIDEO_LAYOUT', 'COMPARE_LAYOUT']
+           'LONG_VIDEO_LAYOUT', 'COMPARE_LAYOUT', 'HOOK_COMPARE_LAYOUT',
+           'method_layout']
 
 
 @dataclass(frozen=True)
@@ -68,3 +69,14 @@ COMPARE_LAYOUT = Layout(
     folder='clips/{key:02d}', json='record.json', npz='maps{suffix}.npz',
     video='{stem}.mp4', gif='{stem}.gif', montage='montage.png',
     plot='{stem}_temporal.png')
+#: ``ExplainHook`` with several explainers: ``HOOK_LAYOUT`` under one folder
+#: per method, ``explanations/<method>/<index>/view<v>[_top<r>].mp4`` ...;
+#: ``<method>`` is filled by :func:`method_layout`. ``compare.json`` and
+#: ``compare.md`` go to the work dir, ``index.json`` to the root.
+HOOK_COMPARE_LAYOUT = Layout(folder='{method}/{key:06d}')
+
+
+def method_layout(layout: Layout, method: str) -> Layout:
+    """``layout`` with its ``{method}`` folder part set to ``method``."""
+    safe = method.replace('{', '').replace('}', '').replace(osp.sep, '_')
+    return replace(layout, folder=layout.folder.replace('{method}', safe))

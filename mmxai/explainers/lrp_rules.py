@@ -18,8 +18,9 @@ Rules (``z^+ = sum_j (x_j w_jk)^+``, ``stab(z) = z + eps sign(z)`` with
   split with the weights. ``alpha1beta0`` and ``alpha2beta1`` are named.
 * ``zplus``: ``alpha1beta0`` without the bias.
 * ``gamma``: ``R_j = sum_k x_j (w_jk + gamma w_jk^+) / stab(sum_j x_j (w_jk +
-  gamma w_jk^+) + b_k + gamma b_k^+) R_k`` (Montavon et al. 2019; meant for
-  non-negative inputs).
+  gamma w_jk^+) + b_k + gamma b_k^+) R_k`` (Montavon et al. 2019) for
+  non-negative inputs and ``z_k > 0``; signed inputs / outputs as the
+  generalised rule (Andeol et al. 2021, zennit's), see :class:`Gamma`.
 * ``flat`` / ``wsquare`` (first layer only): ``R_j = sum_k w'_jk /
   sum_j w'_jk R_k`` with ``w' = 1`` / ``w' = w^2`` (padding counted as
   absent); the input values do not enter.
@@ -119,7 +120,12 @@ class AlphaBeta(Rule):
 
 
 class Gamma(Rule):
-    """``mod = z_gamma [z / stab(z_gamma)]`` with ``w + gamma w^+``."""
+    """Generalised gamma (Andeol et al. 2021, zennit's ``Gamma``): for
+    ``z > 0`` the positive contributions are amplified, ``z^{+,gamma} =
+    f(x^+; w + gamma w^+, b + gamma b^+) + f(x^-; w + gamma w^-)``, for
+    ``z < 0`` the negative ones, ``z^{-,gamma} = f(x^+; w + gamma w^-, b +
+    gamma b^-) + f(x^-; w + gamma w^+)``; ``R_j`` is ``x_j``'s share of
+    its term. Non-negative inputs, ``z > 0``: Montavon et al.'s rule."""
     name = 'gamma'
 
     def __init__(self, gamma: float = 0.25, eps: float = 1e-6):
@@ -130,10 +136,17 @@ class Gamma(Rule):
 
     def modified(self, fn, x, weight, bias, z):
         zd = z.detach()
-        w = weight + self.gamma * weight.clamp(min=0)
-        b = None if bias is None else bias + self.gamma * bias.clamp(min=0)
-        zg = fn(x, w, b)
-        return zg * (zd / stabilize(zg.detach(), self.eps))
+        xp, xn = x.clamp(min=0), x.clamp(max=0)
+        g = self.gamma
+        up = weight + g * weight.clamp(min=0)
+        down = weight + g * weight.clamp(max=0)
+        bp = None if bias is None else bias + g * bias.clamp(min=0)
+        bn = None if bias is None else bias + g * bias.clamp(max=0)
+        pos = fn(xp, up, bp) + fn(xn, down, None)
+        neg = fn(xp, down, bn) + fn(xn, up, None)
+        wp = (zd * (zd > 0)) / stabilize(pos.detach(), self.eps)
+        wn = (zd * (zd < 0)) / stabilize(neg.detach(), self.eps)
+        return pos * wp + neg * wn
 
 
 class _InputFree(Rule):

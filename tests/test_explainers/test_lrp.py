@@ -327,3 +327,15 @@ def test_x3d_gates_constant_conserving_and_restored():
     assert not any('forward' in vars(m) for m in model.modules())
     with pytest.raises(UnsupportedModelError, match='SEModule, Sigmoid'):
         LRP(model, canonize=False)
+
+
+def test_tsn_2d_resnet_conserves():
+    """A 2D recognizer (TSN, ResNet-18 with 2D residual blocks split, the
+    average consensus): epsilon conserves per sample, map per frame."""
+    model = zero_shifts(tm.build(tm.tsn_cfg()))
+    assert len(residual_blocks(model)) == 8
+    x = torch.randn(1, 4, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    exp = LRP(model, epsilon=1e-9).attribute(x, 2)
+    assert exp.raw_maps.shape == (1, 1, 4, 32, 32)
+    s = exp.extras['explained_score'][0]
+    assert torch.allclose(exp.raw_maps.sum(), s, rtol=REL_TOL, atol=1e-7)

@@ -51,3 +51,32 @@ def test_goals_compare_with_the_iid_random_map_only():
     assert 'docs/transformer_cams.md' not in reading
     assert '| every gradient-based method passes the randomisation test | ' \
         'all pass | yes |' in '\n'.join(goals_section(args, results, acc))
+
+
+def test_partial_run_arguments_and_fresh_seed_paths():
+    from suite.settings import NEW_METHODS, SHIPPED_SEED
+    args = parse_args(['--methods', 'new', '--partial', '--data-seed', '7'])
+    assert args.methods == list(NEW_METHODS)
+    assert args.data_root == 'data/benchmark_synthetic_seed7'
+    assert args.work_dir.endswith('seed7') and args.skip_speed
+    assert args.out.endswith('partial_seed7.md')
+    assert args.fig_prefix == 'benchmark_partial_seed7'
+    shipped = parse_args(['--data-seed', str(SHIPPED_SEED)])
+    assert shipped.data_root == 'data/benchmark_synthetic'
+    assert shipped.fig_prefix == 'benchmark'
+
+
+def test_partial_report_lists_new_rows_na_and_failures():
+    from suite.report import partial_report
+    res = _rows(dict(BASE, lrp=(0.95, 0.40, 0.90), loco=(0.0, 0.50, 0.40)))
+    res.update(na={'legrad': 'legrad needs attention'},
+               failed={'staa': 'RuntimeError: boom'}, sanity={})
+    args = parse_args(['--models', 'i3d', '--partial', '--methods', 'lrp',
+                       'loco', 'legrad', 'staa'])
+    text = partial_report(args, {'i3d': res}, {'i3d': dict(test_top1=1.0)},
+                          60.0, 'cpu', 1.0, 1.0, 120.0)
+    assert '| lrp | 0.95 |' in text and '| random map | 0.00 |' in text
+    assert '| legrad | n/a (legrad needs attention) |' in text
+    assert '| staa | failed (RuntimeError: boom) |' in text
+    assert 'not: loco' in text  # worse than the random map: named
+    assert 'i3d: best pointing game >= 0.9 | lrp 0.95 | yes' in text

@@ -4,6 +4,8 @@ speed of every mmxai method on the three synthetic benchmark recognizers.
 
     .venv/bin/python tools/benchmarks/run_benchmarks.py [--clips 12]
         [--jobs 2] [--skip-speed] [--reuse] [--out docs/benchmarks.md]
+        [--methods M ... | --methods new] [--partial] [--data-seed N]
+        [--skip-sanity]
 
 Steps: (1) write the held-out split of the synthetic benchmark data
 (deterministic; ``data/benchmark_synthetic/test.txt``); (2) for each model
@@ -16,6 +18,10 @@ the model parameter randomisation test (``suite/evaluation.py``); (3) run
 ``docs/figures/benchmark_*.png``). The models and the speed benchmark run
 ``--jobs`` at a time, each in a fresh process, one torch thread per model.
 Results are kept in ``--work-dir``; ``--reuse`` takes them from there.
+``--partial`` scores only ``--methods`` (and the baselines) and writes their
+rows as a fragment (``<work-dir>/partial.md``) instead of the whole page;
+``--data-seed N`` explains fresh held-out clips generated at seed ``N``
+(the fresh-seed check: the goals must hold on clips never looked at).
 """
 import json
 import os
@@ -30,7 +36,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(HERE)))
 from suite.evaluation import (evaluate_to_file, result_path,  # noqa: E402
                               reusable, run_jobs)
 from suite.figures import save_figures  # noqa: E402
-from suite.report import machine_line, render_report  # noqa: E402
+from suite.report import (machine_line, partial_report,  # noqa: E402
+                          render_report)
 from suite.settings import ROOT, parse_args  # noqa: E402
 
 
@@ -43,8 +50,13 @@ def main(argv=None) -> int:
     t0 = time.time()
     load_start = os.getloadavg()[0]
     machine = machine_line()
-    from mmxai.datasets.synthetic_benchmark import generate_benchmark_dataset
-    generate_benchmark_dataset(args.data_root, 'medium', splits=['test'])
+    from mmxai.datasets.synthetic_benchmark import (
+        BENCHMARK_SPLITS, generate_benchmark_dataset)
+    sizes = None
+    if args.data_seed is not None:  # fresh clips, same size and settings
+        sizes = dict(test=(BENCHMARK_SPLITS['test'][0], args.data_seed))
+    generate_benchmark_dataset(args.data_root, 'medium', splits=['test'],
+                               sizes=sizes)
     missing = [n for n in args.models if not osp.isfile(
         osp.join(args.ckpt_dir, f'{n}_synthetic.pth'))]
     if missing:
@@ -85,12 +97,16 @@ def main(argv=None) -> int:
     if osp.isfile(acc_path):
         with open(acc_path) as f:
             accuracy = json.load(f)
-    figs = save_figures(results, args.fig_dir)
+    figs = save_figures(results, args.fig_dir, args.fig_prefix)
     elapsed = time.time() - t0
     elapsed += sum(results[n]['seconds'] for n in reused)
-    report = render_report(args, results, accuracy, speed_md, elapsed,
-                           machine, load_start, os.getloadavg()[0], cpu_s,
-                           reused)
+    if args.partial:
+        report = partial_report(args, results, accuracy, elapsed, machine,
+                                load_start, os.getloadavg()[0], cpu_s)
+    else:
+        report = render_report(args, results, accuracy, speed_md, elapsed,
+                               machine, load_start, os.getloadavg()[0],
+                               cpu_s, reused)
     os.makedirs(osp.dirname(args.out) or '.', exist_ok=True)
     with open(args.out, 'w') as f:
         f.write(report)

@@ -54,7 +54,7 @@ def evaluate_model(name: str, args: argparse.Namespace,
     import mmxai  # noqa: F401
     from mmengine.dataset import pseudo_collate
     from mmxai.apis import init_recognizer
-    from mmxai.errors import MMXAIError
+    from mmxai.errors import MMXAIError, UnsupportedModelError
     from mmxai.evaluation import deletion_insertion_curve, load_ground_truth
     from mmxai.evaluation.localization import (centre_map,
                                                localization_scores,
@@ -72,14 +72,16 @@ def evaluate_model(name: str, args: argparse.Namespace,
 
     names = args.methods or [m for m in method_names()
                              if m not in SKIPPED] + list(VARIANTS)
-    explainers, na = {}, {}
+    explainers, na, failed = {}, {}, {}
     for m in names:
         try:
             explainers[m] = build_explainer(
                 base_method(m), model,
                 **method_settings(m, name, target_layers))
-        except (MMXAIError, TypeError, ValueError) as e:
+        except UnsupportedModelError as e:  # does not apply: n/a
             na[m] = str(e).split('\n')[0][:160]
+        except (MMXAIError, TypeError, ValueError) as e:  # bad settings
+            failed[m] = f'{type(e).__name__}: ' + str(e).split('\n')[0][:160]
     rows, curves, example = [], {}, None
     tol = None
     for ci, idx in enumerate(indices):
@@ -99,13 +101,18 @@ def evaluate_model(name: str, args: argparse.Namespace,
         maps: Dict[str, object] = {}
         secs: Dict[str, float] = {}
         for m, ex in explainers.items():
-            if m in na:
+            if m in na or m in failed:
                 continue
             t0 = time.perf_counter()
             try:
                 exp = ex.attribute(inputs, target=label)
-            except MMXAIError as e:
+            except UnsupportedModelError as e:
                 na[m] = str(e).split('\n')[0][:160]
+                continue
+            except Exception as e:  # a bug in the method: reported, not fatal
+                line = (str(e).strip().split('\n') or [''])[-1]
+                failed[m] = f'{type(e).__name__}: {line}'[:200]
+                traceback.print_exc()
                 continue
             secs[m] = time.perf_counter() - t0
             maps[m] = exp.maps[0, 0].float()
@@ -140,8 +147,10 @@ def evaluate_model(name: str, args: argparse.Namespace,
 
     # randomisation sanity check: non-perturbation methods
     sanity = {}
-    checked = [m for m in explainers if m not in na and m not in PERTURBATION
-               ] if sanity_check else []
+    checked = [m for m in explainers if m not in na and m not in failed
+               and m not in PERTURBATION
+               ] if sanity_check and not getattr(args, 'skip_sanity', False) \
+        else []
     if checked:
         batch = pseudo_collate([dataset[i]
                                 for i in indices[:args.sanity_clips]])
@@ -159,11 +168,16 @@ def evaluate_model(name: str, args: argparse.Namespace,
 
         try:
             steps = cascading_randomization(explain, model, CASCADES[name])
-        except MMXAIError as e:
-            sanity[m] = dict(error=str(e)[:160])
+        except Exception as e:  # MMXAIError or a bug: reported in the table
+            sanity[m] = dict(error=f'{type(e).__name__}: '
+                             f'{str(e).splitlines()[0] if str(e) else ""}'[:160])
             continue
         sanity[m] = dict(steps=steps)
-    return dict(model=name, rows=rows, curves=curves, na=na, sanity=sanity,
+    # rows of a method that failed on a later clip would be a biased subset
+    rows = [r for r in rows if r['method'] not in failed]
+    curves = {k: v for k, v in curves.items() if k not in failed}
+    return dict(model=name, rows=rows, curves=curves, na=na, failed=failed,
+                sanity=sanity,
                 example=_jsonable(example), tolerance=tol,
                 num_params=int(sum(p.numel() for p in model.parameters())),
                 input_shape=[int(s) for s in adapter.input_shape(inputs)],

@@ -19,8 +19,11 @@ def _save_small_png(fig, path: str, dpi: int) -> None:
         path, optimize=True)
 
 
-def save_figures(results: Dict[str, dict], fig_dir: str) -> List[str]:
-    """Map grids (one clip per model) and mean deletion/insertion curves."""
+def save_figures(results: Dict[str, dict], fig_dir: str,
+                 prefix: str = 'benchmark') -> List[str]:
+    """Map grids (one clip per model) and mean deletion/insertion curves,
+    ``<fig_dir>/<prefix>_maps_<model>.png`` and
+    ``<prefix>_deletion_insertion.png``."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -68,7 +71,7 @@ def save_figures(results: Dict[str, dict], fig_dir: str) -> List[str]:
                      '(green/white: evidence mask); maps normalised per clip',
                      fontsize=7)
         fig.tight_layout(pad=0.2, rect=(0, 0, 1, 0.97))
-        path = osp.join(fig_dir, f'benchmark_maps_{name}.png')
+        path = osp.join(fig_dir, f'{prefix}_maps_{name}.png')
         _save_small_png(fig, path, dpi=60)
         plt.close(fig)
         paths.append(path)
@@ -91,7 +94,7 @@ def save_figures(results: Dict[str, dict], fig_dir: str) -> List[str]:
             ax.tick_params(labelsize=6)
     axes[0, -1].legend(fontsize=5, loc='upper right')
     fig.tight_layout()
-    path = osp.join(fig_dir, 'benchmark_deletion_insertion.png')
+    path = osp.join(fig_dir, f'{prefix}_deletion_insertion.png')
     fig.savefig(path, dpi=80)
     plt.close(fig)
     paths.append(path)

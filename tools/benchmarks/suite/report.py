@@ -123,6 +123,8 @@ def model_table(name: str, res: dict, accuracy) -> List[str]:
             + ('-' if m in BASELINES else f'{s["seconds"]:.2f}') + ' |')
     for m, why in sorted(res['na'].items()):
         lines.append(f'| {m} | n/a ({why}) | | | | | | | |')
+    for m, err in sorted(res.get('failed', {}).items()):
+        lines.append(f'| {m} | failed ({err}) | | | | | | | |')
     return lines
 
 
@@ -131,7 +133,8 @@ def _sanity_rows(args, results) -> List[str]:
     for name in args.models:
         for m, s in sanity_table(results[name]).items():
             if 'error' in s:
-                lines.append(f'| {name} | {m} | {m in GRADIENT} | n/a '
+                lines.append(f'| {name} | {m} | '
+                             f'{"yes" if m in GRADIENT else "no"} | n/a '
                              f'({s["error"]}) | | | |')
                 continue
             ok = s['top'] < SANITY_PASS
@@ -308,3 +311,32 @@ def reading_section(results, accuracy=None) -> List[str]:
                      'deletion/insertion on your own model before trusting '
                      'it.')
     return lines + ['']
+
+
+def partial_report(args, results, accuracy, elapsed, machine, load_start,
+                   load_end, cpu_s=float('nan')) -> str:
+    """``--partial``: the model tables, sanity rows and goals of the
+    ``--methods`` rows only (with the baselines), to be merged into
+    ``docs/benchmarks.md`` by hand; the run's command, seed and times."""
+    import sys
+    seed = args.data_seed
+    lines = [
+        '# Benchmark rows of ' + ', '.join(f'`{m}`' for m in args.methods),
+        '', '```', 'python ' + ' '.join(sys.argv), '```', '',
+        f'Machine: {machine}. Held-out clips: `{args.data_root}` (generator '
+        f'seed {seed if seed is not None else "102, shipped"}), '
+        f'{args.clips} per model. Wall time {elapsed / 60:.1f} min (load '
+        f'average {load_start:.1f} at the start, {load_end:.1f} at the end), '
+        f'CPU time {cpu_s / 60:.1f} min.', '',
+        'Method settings: ' + '; '.join(
+            f'`{m}` {json.dumps(METHOD_SETTINGS.get(m, {}))}'
+            for m in args.methods) + '.', '']
+    for n in args.models:
+        lines += model_table(n, results[n], accuracy) + ['']
+    sanity = _sanity_rows(args, results)
+    if sanity:
+        lines += ['| model | method | gradient-based | after head | after '
+                  'cascade | per step | passes |',
+                  '|---|---|---|---:|---:|---|---|'] + sanity + ['']
+    lines += goals_section(args, results, accuracy)
+    return '\n'.join(lines)

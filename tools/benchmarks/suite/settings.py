@@ -30,7 +30,26 @@ METHOD_SETTINGS = {
     'kernel_shap': dict(num_samples=128, n_segments=48, batch_size=32),
     'attention_rollout': {},
     'attention_relevance': {},
+    # issue 17/18 methods. Budgets: the authors' where affordable, else
+    # stated here and in docs/benchmarks.md (removal-based methods: the
+    # lime / kernel_shap segment count; frame Shapley: 8 exact players).
+    'loco': dict(n_segments=48, batch_size=32),
+    'univariate': dict(n_segments=48, batch_size=32),
+    'frame_shapley': dict(segments=8, batch_size=32),  # 2^8 exact
+    'temporal_mask': dict(iterations=30, batch_size=4),
+    'aosa': dict(mode='exact', window=(16, 16, 16), stride=(16, 8, 8),
+                 batch_size=32),
+    'swag_v': {},
+    'lrp': {},
+    'legrad': {},
+    'staa': {},
+    'fem': {},
+    'finer_cam': {},
 }
+#: The methods registered by issue 17/18 (``--methods new``).
+NEW_METHODS = ('loco', 'univariate', 'frame_shapley', 'temporal_mask',
+               'aosa', 'swag_v', 'lrp', 'legrad', 'staa', 'fem',
+               'finer_cam')
 #: Configurations evaluated as rows of their own: name -> (method,
 #: settings on top of the method's benchmark settings). The temporal-mean
 #: baseline removes the clip's motion and keeps its appearance (every
@@ -47,10 +66,13 @@ SKIPPED = {
 }
 #: Methods that do not compute gradients or perturb the input (for the
 #: randomisation test: every method except the perturbation ones is run).
-PERTURBATION = {'occlusion', 'rise', 'step', 'lime', 'kernel_shap'}
+PERTURBATION = {'occlusion', 'rise', 'step', 'lime', 'kernel_shap',
+                'loco', 'univariate', 'frame_shapley', 'temporal_mask',
+                'aosa'}
 GRADIENT = {'gradcam', 'gradcam++', 'saliency', 'integrated_gradients',
             'integrated_gradients[temporal_mean]',
-            'smoothgrad', 'attention_relevance'}
+            'smoothgrad', 'attention_relevance', 'swag_v', 'lrp', 'legrad',
+            'finer_cam'}
 
 #: Layers randomised top-down in the sanity check (cumulative).
 #: Adebayo et al.'s full cascade: from the head down to the first layer
@@ -71,11 +93,14 @@ CASCADES = {
 #: UniFormer's output is a 2x2 grid at 64 px; its last stage-3 attention
 #: block gives the 8x4x4 grid the other models' CAMs have.
 TARGET_LAYERS = {'transformer': ['backbone.blocks3.1']}
-CAM_METHODS = {'gradcam', 'gradcam++'}
+CAM_METHODS = {'gradcam', 'gradcam++', 'fem', 'finer_cam'}
 #: Every CAM-type method (the last two read the head's input by definition).
 CAM_TYPE = ('gradcam', 'gradcam++', 'saliency_tubes', 'cfp')
 BASELINES = ('random map', 'static random map', 'centre map')
 SANITY_PASS = 0.5  # mean Spearman below this after randomisation: passes
+
+#: Generator seed of the shipped held-out split (``BENCHMARK_SPLITS``).
+SHIPPED_SEED = 102
 
 DESCRIPTION = ('Regenerate docs/benchmarks.md: localisation, faithfulness, '
                'sanity and speed of every mmxai method on the synthetic '
@@ -87,7 +112,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--models', nargs='+', default=list(MODELS),
                    choices=list(MODELS))
     p.add_argument('--methods', nargs='+', default=None,
-                   help='default: every registered method')
+                   help='default: every registered method; `new`: the '
+                   'issue 17/18 methods (NEW_METHODS)')
+    p.add_argument('--data-seed', type=int, default=None,
+                   help='generator seed of the held-out clips (default: '
+                   'the shipped test split, seed %d); another seed writes '
+                   'fresh clips to <data-root>_seed<N> and results to '
+                   '<work-dir>/seed<N>' % SHIPPED_SEED)
+    p.add_argument('--partial', action='store_true',
+                   help='only the --methods rows: write the model tables '
+                   'and goals of these methods (plus the baselines) to '
+                   '--out (default <work-dir>/partial.md) and the figures '
+                   'as benchmark_partial[_seed<N>]_*.png; no speed run')
+    p.add_argument('--skip-sanity', action='store_true',
+                   help='leave out the parameter randomisation test')
     p.add_argument('--clips', type=int, default=12,
                    help='held-out clips per model (balanced over classes)')
     p.add_argument('--sanity-clips', type=int, default=4)
@@ -109,7 +147,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--speed-args', default='',
                    help='extra arguments for bench_speed.py')
     p.add_argument('--worker', default=None, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.methods == ['new']:
+        args.methods = list(NEW_METHODS)
+    seed = args.data_seed
+    if seed is not None and seed != SHIPPED_SEED:
+        args.data_root = f'{args.data_root}_seed{seed}'
+        args.work_dir = osp.join(args.work_dir, f'seed{seed}')
+    if args.partial:
+        args.skip_speed = True
+        tag = 'partial' + (f'_seed{seed}' if seed not in (None, SHIPPED_SEED)
+                           else '')
+        if args.out == 'docs/benchmarks.md':
+            args.out = osp.join(args.work_dir, f'{tag}.md')
+        args.fig_prefix = f'benchmark_{tag}'
+    else:
+        args.fig_prefix = 'benchmark'
+    return args
 
 
 def base_method(name: str) -> str:
@@ -144,5 +198,6 @@ def run_settings(args: argparse.Namespace) -> dict:
     (``--reuse`` compares it)."""
     return dict(clips=args.clips, steps=args.steps, cell=args.cell,
                 sanity_clips=args.sanity_clips, methods=args.methods,
+                data_seed=args.data_seed, skip_sanity=args.skip_sanity,
                 method_settings=json.loads(json.dumps(METHOD_SETTINGS)),
                 variants=json.loads(json.dumps(VARIANTS)))

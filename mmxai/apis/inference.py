@@ -46,11 +46,47 @@ class VideoExplanation:
         return names[t] if 0 <= t < len(names) else str(t)
 
 
-def class_names_of(model: nn.Module) -> Optional[List[str]]:
-    """Class names from ``model.dataset_meta['classes']`` if present."""
+def class_names_of(model: nn.Module, cfg=None,
+                   num_classes: Optional[int] = None) -> Optional[List[str]]:
+    """Class names from ``model.dataset_meta['classes']`` if present, else
+    from ``cfg``'s test (then val) dataset: its ``classes``,
+    ``metainfo['classes']`` or its registered class's ``METAINFO`` (e.g.
+    ``mmxai.Cholec80Dataset``: the seven phases), used only when there are
+    ``num_classes`` of them (when given)."""
     meta = getattr(unwrap_model(model), 'dataset_meta', None) or {}
     classes = meta.get('classes')
-    return list(classes) if classes else None
+    if classes:
+        return list(classes)
+    names = None if cfg is None else config_class_names(cfg)
+    if names and num_classes is not None and len(names) != num_classes:
+        return None
+    return names
+
+
+def config_class_names(cfg) -> Optional[List[str]]:
+    """Class names a config's test or val dataset declares (``None``:
+    none; nothing is built or read from disk)."""
+    from mmaction.registry import DATASETS
+    for key in ('test_dataloader', 'val_dataloader'):
+        ds = (cfg.get(key) or {}).get('dataset') if hasattr(cfg, 'get') \
+            else None
+        while isinstance(ds, dict) and 'dataset' in ds and \
+                'classes' not in ds:  # wrappers (RepeatDataset, ...)
+            ds = ds['dataset']
+        if not isinstance(ds, dict):
+            continue
+        classes = ds.get('classes') or (ds.get('metainfo') or {}).get(
+            'classes')
+        if not classes and isinstance(ds.get('type'), str):
+            try:
+                klass = DATASETS.get(ds['type'])
+            except Exception:  # noqa: B902 (an unknown scope or type)
+                klass = None
+            classes = (getattr(klass, 'METAINFO', None) or {}).get(
+                'classes')
+        if classes:
+            return [str(c) for c in classes]
+    return None
 
 
 def default_out_dir(source: str, method: Union[str, dict, BaseExplainer]
@@ -134,7 +170,8 @@ def explain_video(model: Union[nn.Module, str, mmengine.Config], video: str,
     warning = getattr(unwrap_model(model), 'mmxai_checkpoint_warning', None)
     if warning:
         exp.settings['checkpoint_warning'] = warning
-    names = names or class_names_of(model)
+    names = names or class_names_of(model, cfg,
+                                    explainer.adapter.num_classes)
     files = {}
     if out_dir is not None:
         frames = _view_frames(explainer, sample) \

@@ -504,7 +504,7 @@ def explain_long_video(model: Union[nn.Module, str], video: str,
         raise InputError(f'the label map has {len(names)} names but the '
                          f'model has {num_classes} classes; give one name '
                          'per class, one per line')
-    names = names or class_names_of(model)
+    names = names or class_names_of(model, cfg, num_classes)
     gt_frames = None if gt_rows is None else frame_ground_truth(
         gt_rows, stream.num_frames, plan.fps, names, num_classes)
     if isinstance(target, int) and not 0 <= target < num_classes:

@@ -26,6 +26,29 @@ where the CLIP wrapper mean-pools the intermediate tokens; layers are
 averaged (a constant factor before normalisation); every layer by default
 as in the paper (the released wrapper's default ``layer_index=-2`` keeps
 the last two: ``start_layer=-2``).
+
+Hierarchical transformers (Video Swin, MViT, UniFormer v1): the stage
+widths differ and the head reads only the last stage, so ``s_l`` is the
+model's final target score ``S`` for every block (``dS / dA_l``, as issue
+18 states it; one backward for all blocks). ``E_l`` is laid out on the
+block's key tokens and brought to the patch-embedding grid (the first
+stage's), then averaged over the blocks:
+
+* Swin (``window`` calls): per window, ReLU, head mean, and per key the
+  mean over the queries that may attend to it (real tokens of the window,
+  same shifted-window region of MMAction2's ``compute_mask``); windows put
+  back on the padded grid, rolled back by ``+shift``, padding cropped;
+  then copied back through each ``PatchMerging`` (each token takes the
+  value of the merged token covering it: nearest 2x upsampling in H, W).
+* MViT (``pooled`` calls): head and all-query mean, cls key dropped, on
+  the block's pooled key grid, trilinearly resized to the patch grid
+  (the kv grid is not an exact subdivision of it in general).
+* UniFormer v1: the global-attention ``SABlock``s only (``CBlock``s have
+  no attention; ``start_layer`` counts SABlocks); head and query mean on
+  the stage's grid, copied back through the strided patch embeddings
+  (each input token takes its covering output's value).
+
+UniFormerV2 (per-frame attention plus a decoder) is not covered yet.
 """
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -37,6 +60,9 @@ from ..adapters.base import average_view_scores
 from ..errors import MMXAIError, UnsupportedModelError
 from ..registry import EXPLAINERS
 from .attention import AttentionCall, record_attention
+from .attention_local import LOCAL_BACKBONES
+from .attention_pooling import POOLED_BACKBONES
+from .attention_windows import WINDOWED_BACKBONES
 from .attribution import Attribution
 from .base import BaseExplainer
 from .targets import TargetSpec, pred_basis, resolve_targets
@@ -44,9 +70,13 @@ from .targets import TargetSpec, pred_basis, resolve_targets
 #: Backbones with global attention over a fixed token set and a readout
 #: LeGrad can apply to intermediate tokens.
 LEGRAD_BACKBONES = ('TimeSformer', 'VisionTransformer')
-#: Transformers whose attention is windowed, pooled or per frame.
-LOCAL_ATTENTION_BACKBONES = ('SwinTransformer3D', 'MViT', 'UniFormer',
-                             'UniFormerV2')
+#: Hierarchical transformers (stage widths differ): LeGrad with the
+#: model's final score for every block (:func:`hierarchical_legrad`).
+HIERARCHICAL_BACKBONES = WINDOWED_BACKBONES + POOLED_BACKBONES + \
+    LOCAL_BACKBONES
+#: Transformers whose attention is per frame with a decoder, without a
+#: LeGrad layout yet.
+LOCAL_ATTENTION_BACKBONES = ('UniFormerV2',)
 
 
 def unsupported_reason(method: str, model: nn.Module) -> Optional[str]:
@@ -55,11 +85,16 @@ def unsupported_reason(method: str, model: nn.Module) -> Optional[str]:
     kind = type(getattr(model, 'backbone', None)).__name__
     if kind in LEGRAD_BACKBONES:
         return None
+    if kind in HIERARCHICAL_BACKBONES:
+        if any(getattr(m, 'with_cp', False) for m in model.backbone.modules()):
+            return (f'{method} needs the recorded attention in the autograd '
+                    f'graph; with_cp (checkpointing) on {kind} recomputes it')
+        return None
     if kind in LOCAL_ATTENTION_BACKBONES:
-        return (f'{method} needs global self-attention over a fixed token '
-                f'set (TimeSformer, VideoMAE ViT); {kind} attends within '
-                'windows, pooled or per-frame tokens, for which mmxai has no '
-                f'{method} operator yet: use gradcam')
+        return (f'{method}: {kind} attends per frame and through a decoder '
+                f'(cross-attention), for which mmxai has no {method} layout '
+                'yet (supported: TimeSformer, VideoMAE ViT, Video Swin, MViT, '
+                'UniFormer): use gradcam')
     return (f'{method} reads the self-attention of a video transformer '
             f'(TimeSformer, VideoMAE ViT); {kind} has none: use gradcam')
 
@@ -103,9 +138,15 @@ def key_grid(kind: str, keys: Tensor, lay: Dict[str, Any],
     return keys[:, 1:].reshape(bv, p, t).transpose(1, 2)  # joint
 
 
-def attention_blocks(backbone: nn.Module) -> nn.ModuleList:
+def attention_blocks(backbone: nn.Module) -> Sequence[nn.Module]:
     if type(backbone).__name__ == 'TimeSformer':
         return backbone.transformer_layers.layers
+    if type(backbone).__name__ in WINDOWED_BACKBONES:
+        return [blk for layer in backbone.layers for blk in layer.blocks]
+    if type(backbone).__name__ in LOCAL_BACKBONES:  # global-attention blocks
+        return [blk for i in range(1, 5)
+                for blk in getattr(backbone, f'blocks{i}', [])
+                if type(blk).__name__ == 'SABlock']
     return backbone.blocks
 
 
@@ -187,12 +228,210 @@ def layer_indices(n_blocks: int, start_layer: int) -> List[int]:
     return list(range(start, n_blocks))
 
 
+# ------------------------- hierarchical: Video Swin, MViT, UniFormer (v1)
+def swin_window_mask(meta: Dict[str, Any], like: Tensor) -> Tensor:
+    """``[nW, N, N]`` 1 where query and key of a window are both real
+    tokens and not separated by the shifted-window mask (MMAction2's own
+    ``compute_mask``), else 0."""
+    dp, hp, wp = meta['padded']
+    wd, wh, ww = meta['window']
+    shift = meta['shift']
+    d, h, w = meta['grid']
+    real = torch.zeros(1, dp, hp, wp, dtype=like.dtype, device=like.device)
+    real[:, :d, :h, :w] = 1
+    if any(shift):
+        real = torch.roll(real, shifts=tuple(-s for s in shift),
+                          dims=(1, 2, 3))
+    real = real.view(dp // wd, wd, hp // wh, wh, wp // ww, ww).permute(
+        0, 2, 4, 1, 3, 5).reshape(-1, wd * wh * ww)
+    pairs = real.unsqueeze(2) * real.unsqueeze(1)
+    if any(shift):
+        from mmaction.models.backbones.swin import compute_mask
+        mask = compute_mask(dp, hp, wp, meta['window'], shift, like.device)
+        pairs = pairs * (mask == 0).to(like.dtype)
+    return pairs
+
+
+def swin_key_grid(g: Tensor, meta: Dict[str, Any]) -> Tensor:
+    """``E_l`` of one Swin block on its stage grid ``[B, D, H, W]`` from
+    ``g = dS/dA`` ``[B*nW, h, N, N]``: ``ReLU``, head mean, then per key
+    the mean over the window's queries that may attend to it (real tokens,
+    same shifted-window region); windows laid back on the padded grid,
+    rolled back by ``+shift``, padding cropped."""
+    batch = meta['batch']
+    pairs = swin_window_mask(meta, g)  # [nW, N, N]
+    n_w = pairs.shape[0]
+    r = F.relu(g.float()).mean(1).view(batch, n_w, *pairs.shape[1:])
+    keys = (r * pairs).sum(2) / pairs.sum(1).clamp(min=1)  # [B, nW, N]
+    dp, hp, wp = meta['padded']
+    wd, wh, ww = meta['window']
+    z = keys.view(batch, dp // wd, hp // wh, wp // ww, wd, wh, ww)
+    z = z.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, dp, hp, wp)
+    if any(meta['shift']):
+        z = torch.roll(z, shifts=tuple(meta['shift']), dims=(1, 2, 3))
+    d, h, w = meta['grid']
+    return z[:, :d, :h, :w]
+
+
+def merge_copy_back(r: Tensor, meta: Dict[str, Any]) -> Tensor:
+    """Stage ``s+1`` values ``[B, D, H2, W2]`` onto stage ``s`` ``[B, D, H,
+    W]``: each token takes the value of the merged token that covers it
+    (the patch merging's 2x2 receptive field; nearest upsampling)."""
+    d, h, w = meta['grid']
+    r = r.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    return r[:, :, :h, :w]
+
+
+def mvit_key_grid(g: Tensor, meta: Dict[str, Any]) -> Tensor:
+    """``E_l`` of one MViT block from ``g = dS/dA`` ``[B, h, Lq, Lkv]``:
+    ``ReLU``, mean over heads and all query rows, cls key dropped, on the
+    block's pooled key grid ``[B, Tk, Hk, Wk]``, then trilinearly resized
+    (``align_corners=False``) to the patch-embedding grid ``meta['out']``."""
+    keys = F.relu(g.float()).mean(1).mean(1)[:, meta['cls']:]
+    grid = keys.reshape(keys.shape[0], 1, *meta['kv']['out_size'])
+    grid = F.interpolate(grid, size=tuple(meta['out']), mode='trilinear',
+                         align_corners=False)
+    return grid[:, 0]
+
+
+def conv_copy_back(r: Tensor, g: Dict[str, Any]) -> Tensor:
+    """Values on a strided convolution's output grid ``[B, To, Ho, Wo]``
+    onto its input grid ``[B, T, H, W]``: each input token takes the mean
+    of the outputs whose kernel window covers it (kernel = stride, no
+    padding, as UniFormer's patch embeddings: the covering output's value,
+    nearest upsampling)."""
+    b = r.shape[0]
+    box = torch.ones(1, 1, *g['kernel'], dtype=r.dtype, device=r.device)
+    base = [(o - 1) * s - 2 * p + k for o, s, p, k in
+            zip(g['out_size'], g['stride'], g['padding'], g['kernel'])]
+    extra = [n - m for n, m in zip(g['in_size'], base)]
+
+    def spread(z):
+        return F.conv_transpose3d(z, box, stride=g['stride'],
+                                  padding=g['padding'], output_padding=extra)
+    total = spread(r.reshape(b, 1, *g['out_size']))
+    cover = spread(torch.ones(1, 1, *g['out_size'], dtype=r.dtype,
+                              device=r.device))
+    return (total / cover.clamp(min=1))[:, 0]
+
+
+def _segment_map(calls: Sequence[AttentionCall], layers: Sequence[int],
+                 grads: Dict[int, Tensor], base: Optional[Tuple[int, ...]]
+                 ) -> Tensor:
+    """Sum over the chosen blocks of one backbone forward of ``E_l`` on the
+    patch-embedding grid ``[M, T0, H0, W0]``. Swin / UniFormer: from the
+    last call to the first, maps added on their stage's grid and copied
+    back through each merge / strided patch embedding (not through
+    ``patch_embed1``); MViT: every block resized to ``base``."""
+    blocks = [c for c in calls if c.kind in ('window', 'pooled', 'full')]
+    if len(blocks) <= max(layers):
+        raise UnsupportedModelError(
+            f'legrad: {len(blocks)} attention blocks recorded, expected '
+            f'{max(layers) + 1}')
+    chosen = {id(blocks[i]) for i in layers}
+    stage, first_pool = {}, None
+    for call in calls:  # UniFormer: each attention's grid and batch
+        if call.kind == 'conv_pool':
+            first_pool = call if first_pool is None else first_pool
+            grid = (call.meta['batch'], *call.meta['out_size'])
+        elif call.kind == 'full':
+            stage[id(call)] = grid
+    acc = None
+    for call in reversed(list(calls)):
+        if call.kind == 'conv_pool':
+            if acc is not None and call is not first_pool:
+                acc = conv_copy_back(acc, call.meta)
+            continue
+        if call.kind == 'full':
+            shape = stage[id(call)]
+            if acc is None:
+                acc = torch.zeros(shape, device=call.probs.device)
+            if id(call) in chosen:
+                keys = F.relu(grads[id(call)].float()).mean(1).mean(1)
+                acc = acc + keys.reshape(shape)
+            continue
+        if call.kind == 'merge':
+            if acc is not None:
+                acc = merge_copy_back(acc, call.meta)
+            continue
+        if call.kind == 'window':
+            if acc is None:
+                acc = torch.zeros(call.meta['batch'], *call.meta['grid'],
+                                  device=call.probs.device)
+            if id(call) in chosen:
+                acc = acc + swin_key_grid(grads[id(call)], call.meta)
+        elif call.kind == 'pooled' and id(call) in chosen:
+            e = mvit_key_grid(grads[id(call)], dict(call.meta, out=base))
+            acc = e if acc is None else acc + e
+    return acc
+
+
+def hierarchical_legrad(explainer: 'LeGrad', inputs: Tensor,
+                        target: TargetSpec,
+                        data_samples: Optional[Sequence]) -> Attribution:
+    """LeGrad on Video Swin / MViT / UniFormer with the final target score
+    ``S`` for every block (stage widths differ, so the head cannot read an
+    intermediate block): one forward, one backward for all blocks.
+    ``E = mean_l E_l`` on the patch-embedding grid ``[B, V, T0, H0, W0]``."""
+    bb = explainer.model.backbone
+    b, v, _, _, _ = explainer.adapter.input_shape(inputs)
+    starts: List[int] = []
+    with record_attention(bb, structural=True) as calls, \
+            torch.enable_grad():
+        hook = bb.register_forward_pre_hook(
+            lambda m, a: starts.append(len(calls)))
+        try:
+            x = inputs.detach().clone().requires_grad_(True)
+            scores, probs = explainer.adapter.scores_and_probs(x)
+        finally:
+            hook.remove()
+        targets = resolve_targets(target, scores, data_samples,
+                                  pred_basis(explainer.adapter, probs))
+        attn = [c for c in calls if c.probs is not None]
+        if not attn:
+            raise UnsupportedModelError(
+                f'{explainer.name}: no attention was recorded')
+        s_c = scores.gather(1, targets.view(-1, 1))
+        grads = torch.autograd.grad(s_c.sum(), [c.probs for c in attn],
+                                    allow_unused=True)
+    by_call = {}
+    for c, g in zip(attn, grads):
+        by_call[id(c)] = torch.zeros_like(c.probs) if g is None else \
+            g.detach()
+        c.probs = c.probs.detach()
+    del grads
+    pooled = [c for c in calls if c.kind == 'pooled']
+    base = tuple(pooled[0].meta['in_size']) if pooled else None
+    bounds = starts + [len(calls)]
+    parts = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        seg = calls[lo:hi]
+        if seg:
+            parts.append(_segment_map(seg, explainer.layers, by_call, base))
+    grid = torch.cat(parts) / len(explainer.layers)
+    if grid.shape[0] != b * v:
+        raise UnsupportedModelError(
+            f'{explainer.name}: the backbone ran on {grid.shape[0]} views, '
+            f'not {b * v}; cannot pair its blocks with the batch')
+    grid = grid.reshape(b, v, *grid.shape[1:])
+    maps = explainer.adapter.upsample(grid.float(), 'backbone', inputs)
+    return Attribution(
+        maps, scores.detach(), targets, layer_maps={'legrad': maps},
+        extras={'token_map': grid.detach(),
+                'layer_scores': s_c.detach().expand(-1, len(
+                    explainer.layers))},
+        probs=probs.detach())
+
+
 @EXPLAINERS.register_module()
 class LeGrad(BaseExplainer):
     """LeGrad: ``E = mean_l mean_{h,q} ReLU(d s_l / d A_l)`` over patch
     keys, ``s_l`` the target's score read out from block ``l``'s tokens by
-    the model's own norm, pooling and head. Maps ``[B, V, T, H, W]``
-    (token grid upsampled trilinearly). One forward, one backward per layer.
+    the model's own norm, pooling and head (TimeSformer, VideoMAE; one
+    forward, one backward per layer), or the model's final score for every
+    block on Swin, MViT and UniFormer (one forward, one backward; see the
+    module docstring for the layouts). Maps ``[B, V, T, H, W]`` (token grid
+    upsampled trilinearly).
 
     Args:
         start_layer: first block used (negative: counted from the end);
@@ -215,13 +454,23 @@ class LeGrad(BaseExplainer):
         self.start_layer = start_layer
 
     def settings(self) -> Dict[str, Any]:
-        return dict(start_layer=self.start_layer, layers=list(self.layers),
-                    head_fusion='mean of ReLU(grad)', query_fusion='mean',
-                    layer_fusion='mean')
+        out = dict(start_layer=self.start_layer, layers=list(self.layers),
+                   head_fusion='mean of ReLU(grad)', query_fusion='mean',
+                   layer_fusion='mean')
+        kind = type(self.model.backbone).__name__
+        if kind in HIERARCHICAL_BACKBONES:
+            out.update(score="model's final score for every block",
+                       common_grid='patch-embedding grid',
+                       stage_upsampling='trilinear' if kind in
+                       POOLED_BACKBONES else 'copy back through patch '
+                       'merging / strided patch embeddings (nearest)')
+        return out
 
     def _attribute(self, inputs: Tensor, target: TargetSpec,
                    data_samples: Optional[Sequence]) -> Attribution:
         bb = self.model.backbone
+        if type(bb).__name__ in HIERARCHICAL_BACKBONES:
+            return hierarchical_legrad(self, inputs, target, data_samples)
         lay = token_layout(self, inputs)
         readout = _readout(bb, lay)
         b, v, _, _, _ = self.adapter.input_shape(inputs)
@@ -281,5 +530,6 @@ class LeGrad(BaseExplainer):
         return total / len(self.layers), torch.cat(per_layer, 1)
 
 
-__all__ = ['LeGrad', 'BlockRecorder', 'key_grid', 'token_layout',
+__all__ = ['LeGrad', 'BlockRecorder', 'hierarchical_legrad', 'key_grid',
+           'mvit_key_grid', 'swin_key_grid', 'token_layout',
            'unsupported_reason']

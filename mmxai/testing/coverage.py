@@ -27,9 +27,10 @@ FAST_SETTINGS = {
     'cfp': dict(depth=1, max_children=2, tubes_per_level=2),
     'kernel_shap': dict(num_samples=6, n_segments=8, batch_size=6),
     'lime': dict(num_samples=6, n_segments=8, batch_size=6),
-    # one forward per segment (+ one): few segments
-    'loco': dict(n_segments=8, batch_size=8),
-    'univariate': dict(n_segments=8, batch_size=9),
+    # one forward per segment (+ one): a 2x2x2 grid (SLIC on a random
+    # clip makes hundreds of supervoxels whatever n_segments asks)
+    'loco': dict(segmentation='grid', grid=(2, 2, 2), batch_size=8),
+    'univariate': dict(segmentation='grid', grid=(2, 2, 2), batch_size=9),
     'saliency': dict(batch_size=2),
     'occlusion': dict(batch_size=4),
     'captum': dict(algorithm='Saliency'),
@@ -54,9 +55,12 @@ CORE_METHODS = ('gradcam', 'gradcam++', 'saliency_tubes', 'attention_rollout',
 
 
 def registered_methods() -> List[str]:
-    """Method names found in ``EXPLAINERS`` now (core methods first)."""
+    """Method names found in ``EXPLAINERS`` now, one per method (its name,
+    not its aliases; core methods first)."""
     from ..explainers import method_names
-    names = [n for n in method_names() if n != 'gradcampp']
+    from ..registry import EXPLAINERS
+    names = [n for n, reg in method_names().items()
+             if getattr(EXPLAINERS.get(reg), 'name', None) == n]
     return [m for m in CORE_METHODS if m in names] + sorted(
         m for m in names if m not in CORE_METHODS)
 

@@ -27,10 +27,11 @@ averaged (a constant factor before normalisation); every layer by default
 as in the paper (the released wrapper's default ``layer_index=-2`` keeps
 the last two: ``start_layer=-2``).
 
-Hierarchical transformers (Video Swin, MViT, UniFormer v1): the stage
-widths differ and the head reads only the last stage, so ``s_l`` is the
-model's final target score ``S`` for every block (``dS / dA_l``, as issue
-18 states it; one backward for all blocks). ``E_l`` is laid out on the
+Hierarchical transformers (Video Swin, MViT, UniFormer v1) and
+UniFormerV2: the stage widths differ and the head reads only the last
+stage (UniFormerV2: the decoder's query), so ``s_l`` is the model's final
+target score ``S`` for every block (``dS / dA_l``, as issue 18 states it;
+one backward for all blocks). ``E_l`` is laid out on the
 block's key tokens and brought to the patch-embedding grid (the first
 stage's), then averaged over the blocks:
 
@@ -48,7 +49,10 @@ stage's), then averaged over the blocks:
   the stage's grid, copied back through the strided patch embeddings
   (each input token takes its covering output's value).
 
-UniFormerV2 (per-frame attention plus a decoder) is not covered yet.
+* UniFormerV2 (its head reads the decoder's query, so the final score
+  too): the CLIP blocks' per-frame attention, head and query mean, cls key
+  dropped, on the patch grid ``(T, H, W)`` (one grid for all blocks); the
+  decoders' cross-attention is not a ViT block and is not used.
 """
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -60,6 +64,7 @@ from ..adapters.base import average_view_scores
 from ..errors import MMXAIError, UnsupportedModelError
 from ..registry import EXPLAINERS
 from .attention import AttentionCall, record_attention
+from .attention_decoder import DECODER_BACKBONES
 from .attention_local import LOCAL_BACKBONES
 from .attention_pooling import POOLED_BACKBONES
 from .attention_windows import WINDOWED_BACKBONES
@@ -72,11 +77,12 @@ from .targets import TargetSpec, pred_basis, resolve_targets
 LEGRAD_BACKBONES = ('TimeSformer', 'VisionTransformer')
 #: Hierarchical transformers (stage widths differ): LeGrad with the
 #: model's final score for every block (:func:`hierarchical_legrad`).
+#: UniFormerV2 is not hierarchical, but its head reads the decoder's query:
+#: the final score is used there too.
 HIERARCHICAL_BACKBONES = WINDOWED_BACKBONES + POOLED_BACKBONES + \
-    LOCAL_BACKBONES
-#: Transformers whose attention is per frame with a decoder, without a
-#: LeGrad layout yet.
-LOCAL_ATTENTION_BACKBONES = ('UniFormerV2',)
+    LOCAL_BACKBONES + DECODER_BACKBONES
+#: Local-attention transformers without a LeGrad layout (none left).
+LOCAL_ATTENTION_BACKBONES: Tuple[str, ...] = ()
 
 
 def unsupported_reason(method: str, model: nn.Module) -> Optional[str]:
@@ -143,6 +149,8 @@ def attention_blocks(backbone: nn.Module) -> Sequence[nn.Module]:
         return backbone.transformer_layers.layers
     if type(backbone).__name__ in WINDOWED_BACKBONES:
         return [blk for layer in backbone.layers for blk in layer.blocks]
+    if type(backbone).__name__ in DECODER_BACKBONES:
+        return backbone.transformer.resblocks
     if type(backbone).__name__ in LOCAL_BACKBONES:  # global-attention blocks
         return [blk for i in range(1, 5)
                 for blk in getattr(backbone, f'blocks{i}', [])
@@ -315,6 +323,26 @@ def conv_copy_back(r: Tensor, g: Dict[str, Any]) -> Tensor:
     return (total / cover.clamp(min=1))[:, 0]
 
 
+def _frames_map(calls: Sequence[AttentionCall], layers: Sequence[int],
+                grads: Dict[int, Tensor], frames: int) -> Tensor:
+    """UniFormerV2: sum over the chosen CLIP blocks of ``E_l`` (per-frame
+    attention ``[N*T, h, 1+HW, 1+HW]``: ReLU, head and query mean, cls key
+    dropped) on the patch grid ``[N, T, H, W]`` (the model's ``(n t)``
+    frame order, square ``H = W``); the decoders' cross-attention is not a
+    block of the ViT and is not used."""
+    blocks = [c for c in calls if c.kind == 'full']
+    if len(blocks) <= max(layers):
+        raise UnsupportedModelError(
+            f'legrad: {len(blocks)} attention blocks recorded, expected '
+            f'{max(layers) + 1}')
+    total = 0
+    for i in layers:
+        keys = F.relu(grads[id(blocks[i])].float()).mean(1).mean(1)[:, 1:]
+        side = int(round(keys.shape[1] ** 0.5))
+        total = total + keys.reshape(-1, frames, side, side)
+    return total
+
+
 def _segment_map(calls: Sequence[AttentionCall], layers: Sequence[int],
                  grads: Dict[int, Tensor], base: Optional[Tuple[int, ...]]
                  ) -> Tensor:
@@ -369,7 +397,7 @@ def _segment_map(calls: Sequence[AttentionCall], layers: Sequence[int],
 def hierarchical_legrad(explainer: 'LeGrad', inputs: Tensor,
                         target: TargetSpec,
                         data_samples: Optional[Sequence]) -> Attribution:
-    """LeGrad on Video Swin / MViT / UniFormer with the final target score
+    """LeGrad on Swin / MViT / UniFormer(V2) with the final target score
     ``S`` for every block (stage widths differ, so the head cannot read an
     intermediate block): one forward, one backward for all blocks.
     ``E = mean_l E_l`` on the patch-embedding grid ``[B, V, T0, H0, W0]``."""
@@ -407,7 +435,12 @@ def hierarchical_legrad(explainer: 'LeGrad', inputs: Tensor,
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         seg = calls[lo:hi]
         if seg:
-            parts.append(_segment_map(seg, explainer.layers, by_call, base))
+            if type(bb).__name__ in DECODER_BACKBONES:
+                parts.append(_frames_map(seg, explainer.layers, by_call,
+                                         int(bb.transformer.T)))
+            else:
+                parts.append(_segment_map(seg, explainer.layers, by_call,
+                                          base))
     grid = torch.cat(parts) / len(explainer.layers)
     if grid.shape[0] != b * v:
         raise UnsupportedModelError(
@@ -429,9 +462,9 @@ class LeGrad(BaseExplainer):
     keys, ``s_l`` the target's score read out from block ``l``'s tokens by
     the model's own norm, pooling and head (TimeSformer, VideoMAE; one
     forward, one backward per layer), or the model's final score for every
-    block on Swin, MViT and UniFormer (one forward, one backward; see the
-    module docstring for the layouts). Maps ``[B, V, T, H, W]`` (token grid
-    upsampled trilinearly).
+    block on Swin, MViT, UniFormer and UniFormerV2 (one forward, one
+    backward; see the module docstring for the layouts). Maps ``[B, V, T,
+    H, W]`` (token grid upsampled trilinearly).
 
     Args:
         start_layer: first block used (negative: counted from the end);
@@ -462,7 +495,8 @@ class LeGrad(BaseExplainer):
             out.update(score="model's final score for every block",
                        common_grid='patch-embedding grid',
                        stage_upsampling='trilinear' if kind in
-                       POOLED_BACKBONES else 'copy back through patch '
+                       POOLED_BACKBONES else 'none (one grid)' if kind in
+                       DECODER_BACKBONES else 'copy back through patch '
                        'merging / strided patch embeddings (nearest)')
         return out
 

@@ -178,7 +178,8 @@ def test_views_and_batch_are_independent(name):
                               alt.extras['token_map'][1])
 
 
-@pytest.mark.parametrize('family', ['swin', 'mvit', 'uniformer'])
+@pytest.mark.parametrize('family', ['swin', 'mvit', 'uniformer',
+                                    'uniformerv2'])
 def test_coverage_cell_works(family):
     row = family_row(representative_configs()[family], ['legrad'], size=32)
     cell = row['cells']['legrad']
@@ -226,4 +227,32 @@ def test_uniformer_legrad_matches_autograd():
     torch.testing.assert_close(exp.extras['token_map'][:, 0], expected,
                                rtol=1e-4, atol=1e-9)
     assert expected.max() > 0 and sizes[4] != sizes[1]
+    assert not snap.changes()
+
+
+def test_uniformerv2_legrad_matches_autograd():
+    """UniFormerV2: the CLIP blocks' per-frame attention (frames of a clip
+    consecutive, cls first), decoders not used; one grid, no resampling."""
+    from tests.test_explainers.test_attention_uniformerv2 import (
+        PATCH, SIZE, T, uniformerv2)
+    m = uniformerv2(no_lmhra=False)
+    x = torch.randn(2, 1, 3, T, SIZE, SIZE,
+                    generator=torch.Generator().manual_seed(5))
+    side = SIZE // PATCH
+    rec = [g for kind, _, g in recorded_grads(m, x, 4) if kind == 'full']
+    assert len(rec) == len(m.backbone.transformer.resblocks)
+    expected = torch.zeros(2, T, side, side)
+    for g in rec[1:]:
+        e = F.relu(g).mean(1).mean(1)  # [2*T, 1 + side*side]
+        for n in range(2):
+            for t in range(T):
+                for i in range(side):
+                    for j in range(side):
+                        expected[n, t, i, j] += e[n * T + t, 1 + i * side + j]
+    expected /= len(rec) - 1
+    snap = ModelSnapshot(m)
+    exp = build_explainer('legrad', m, start_layer=1).attribute(x, target=4)
+    torch.testing.assert_close(exp.extras['token_map'][:, 0], expected,
+                               rtol=1e-4, atol=1e-9)
+    assert expected.max() > 0 and exp.maps.shape == (2, 1, T, SIZE, SIZE)
     assert not snap.changes()

@@ -77,30 +77,38 @@ from .targets import TargetSpec, pred_basis, resolve_targets
 LEGRAD_BACKBONES = ('TimeSformer', 'VisionTransformer')
 #: Hierarchical transformers (stage widths differ): LeGrad with the
 #: model's final score for every block (:func:`hierarchical_legrad`).
-#: UniFormerV2 is not hierarchical, but its head reads the decoder's query:
-#: the final score is used there too.
-HIERARCHICAL_BACKBONES = WINDOWED_BACKBONES + POOLED_BACKBONES + \
+#: Transformers whose attention is windowed, pooled or per frame (Video
+#: Swin, MViT, UniFormer, UniFormerV2): LeGrad takes the model's final score
+#: for every block there (:func:`hierarchical_legrad`; UniFormerV2 is not
+#: hierarchical, but its head reads the decoder's query).
+LOCAL_ATTENTION_BACKBONES = WINDOWED_BACKBONES + POOLED_BACKBONES + \
     LOCAL_BACKBONES + DECODER_BACKBONES
-#: Local-attention transformers without a LeGrad layout (none left).
-LOCAL_ATTENTION_BACKBONES: Tuple[str, ...] = ()
+HIERARCHICAL_BACKBONES = LOCAL_ATTENTION_BACKBONES
 
 
-def unsupported_reason(method: str, model: nn.Module) -> Optional[str]:
+def unsupported_reason(method: str, model: nn.Module,
+                       hierarchical: bool = False) -> Optional[str]:
     """``None`` if ``method`` applies to ``model``'s backbone, else the
-    one-line reason."""
+    one-line reason. ``hierarchical``: the method also has a layout for
+    :data:`HIERARCHICAL_BACKBONES` (LeGrad does; STAA, which shares this
+    check, does not)."""
     kind = type(getattr(model, 'backbone', None)).__name__
     if kind in LEGRAD_BACKBONES:
         return None
-    if kind in HIERARCHICAL_BACKBONES:
+    if kind in LOCAL_ATTENTION_BACKBONES and hierarchical:
         if any(getattr(m, 'with_cp', False) for m in model.backbone.modules()):
             return (f'{method} needs the recorded attention in the autograd '
                     f'graph; with_cp (checkpointing) on {kind} recomputes it')
         return None
     if kind in LOCAL_ATTENTION_BACKBONES:
-        return (f'{method}: {kind} attends per frame and through a decoder '
-                f'(cross-attention), for which mmxai has no {method} layout '
-                'yet (supported: TimeSformer, VideoMAE ViT, Video Swin, MViT, '
-                'UniFormer): use gradcam')
+        return (f'{method} needs global self-attention over a fixed token '
+                f'set (TimeSformer, VideoMAE ViT); {kind} attends within '
+                'windows, pooled or per-frame tokens, for which mmxai has no '
+                f'{method} operator yet: use gradcam')
+    if hierarchical:
+        return (f'{method} reads the self-attention of a video transformer '
+                '(TimeSformer, VideoMAE ViT, Video Swin, MViT, '
+                f'UniFormer(V2)); {kind} has none: use gradcam')
     return (f'{method} reads the self-attention of a video transformer '
             f'(TimeSformer, VideoMAE ViT); {kind} has none: use gradcam')
 
@@ -476,7 +484,8 @@ class LeGrad(BaseExplainer):
 
     def __init__(self, model: nn.Module, start_layer: int = 0, **kwargs):
         super().__init__(model, **kwargs)
-        reason = unsupported_reason(self.name, self.model)
+        reason = unsupported_reason(self.name, self.model,
+                                    hierarchical=True)
         if reason:
             raise UnsupportedModelError(reason)
         if not isinstance(start_layer, int) or isinstance(start_layer, bool):

@@ -256,3 +256,13 @@ def test_uniformerv2_legrad_matches_autograd():
                                rtol=1e-4, atol=1e-9)
     assert expected.max() > 0 and exp.maps.shape == (2, 1, T, SIZE, SIZE)
     assert not snap.changes()
+
+
+def test_staa_still_refuses_local_attention_and_cnns_are_refused():
+    """STAA shares the family check: it still has no windowed layout."""
+    from mmxai.errors import UnsupportedModelError
+    with pytest.raises(UnsupportedModelError, match='windows, pooled'):
+        build_explainer('staa', model('swin'))
+    cnn = build_small(representative_configs()['i3d'], size=32).model
+    with pytest.raises(UnsupportedModelError, match='has none: use gradcam'):
+        build_explainer('legrad', cnn)

@@ -266,3 +266,22 @@ def test_staa_still_refuses_local_attention_and_cnns_are_refused():
     cnn = build_small(representative_configs()['i3d'], size=32).model
     with pytest.raises(UnsupportedModelError, match='has none: use gradcam'):
         build_explainer('legrad', cnn)
+
+
+def test_swin_view_chunks_give_the_same_map():
+    """``test_cfg.max_testing_views`` runs the backbone on chunks of views:
+    each forward's calls are laid out on their own and joined in order."""
+    m = model('swin')
+    x = torch.cat([clip(32, seed=s) for s in (1, 2, 3)], 1)
+    plain = build_explainer('legrad', m).attribute(x, target=0)
+    saved = m.test_cfg
+    m.test_cfg = dict(max_testing_views=2)
+    try:
+        chunked = build_explainer('legrad', m).attribute(x, target=0)
+    finally:
+        m.test_cfg = saved
+    torch.testing.assert_close(chunked.extras['token_map'],
+                               plain.extras['token_map'], rtol=1e-4,
+                               atol=1e-9)
+    torch.testing.assert_close(chunked.scores, plain.scores, rtol=1e-5,
+                               atol=1e-6)

@@ -192,9 +192,9 @@ def test_name_and_unsupported_families():
     assert method_name('LeGrad') == 'legrad' and LeGrad.name == 'legrad'
     assert isinstance(build_explainer('le_grad', small('videomae').model),
                       LeGrad)
-    swin = build_small(REPS['swin'], size=32).model
+    cnn = build_small(REPS['i3d'], size=32).model
     with pytest.raises(UnsupportedModelError, match='use gradcam'):
-        build_explainer('legrad', swin)
+        build_explainer('legrad', cnn)
     with pytest.raises(MMXAIError, match='start_layer'):
         build_explainer('legrad', small('videomae').model, start_layer='x')
 

@@ -157,6 +157,23 @@ def _as_targets(target: Union[int, Sequence[int], Tensor], batch: int,
     return t
 
 
+def ranked_units(video: Tensor, maps: Tensor, target, baseline: Baseline,
+                 blur_sigma: float, unit: str, cell_size: Sequence[int],
+                 n_segments: int, segments: Optional[Tensor]):
+    """What the curve metrics share: ``maps`` shaped like ``video``
+    ``[B, V, C, T, H, W]``, ``targets [B]``, the removal ``baseline``
+    video, and each pixel's unit rank and the units' voxel counts
+    (:func:`pixel_ranks` of the cells or supervoxels)."""
+    maps = _maps_like(maps, video)
+    targets = _as_targets(target, video.shape[0], video.device)
+    base = make_baseline(video, baseline, blur_sigma)
+    labels = unit_labels(maps.shape, unit, cell_size, video, n_segments,
+                         compactness=10.0, segments=segments)
+    ranks, counts = pixel_ranks(maps, labels.to(maps.device),
+                                reduce='mean' if unit == 'cell' else 'sum')
+    return maps, targets, base, ranks, counts
+
+
 def deletion_insertion_curve(model_or_adapter: Union[nn.Module, object],
                              inputs: Tensor,
                              maps: Tensor,
@@ -204,14 +221,9 @@ def deletion_insertion_curve(model_or_adapter: Union[nn.Module, object],
         model.eval()
         video = adapter.to_video(inputs.detach())
         b = video.shape[0]
-        maps = _maps_like(maps, video)
-        targets = _as_targets(target, b, video.device)
-        base = make_baseline(video, baseline, blur_sigma)
-        labels = unit_labels(maps.shape, unit, cell_size, video, n_segments,
-                             compactness=10.0, segments=segments)
-        ranks, counts = pixel_ranks(
-            maps, labels.to(maps.device),
-            reduce='mean' if unit == 'cell' else 'sum')
+        maps, targets, base, ranks, counts = ranked_units(
+            video, maps, target, baseline, blur_sigma, unit, cell_size,
+            n_segments, segments)
         curve = torch.empty(b, steps + 1)
         step_ids = torch.arange(steps + 1, device=video.device)
         for i in range(b):

@@ -25,13 +25,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..baselines import Baseline, check_baseline, make_baseline
+from ..baselines import Baseline, check_baseline
 from ..errors import MMXAIError
 from ..registry import METRICS
 from ..utils.model_state import preserved_model_state
 from .base import ExplainedBatch, ExplanationMetric
-from .functional import (UNITS, _as_targets, _maps_like, get_adapter,
-                         pixel_ranks, unit_labels)
+from .functional import UNITS, get_adapter, ranked_units
 
 __all__ = ['minimal_mask', 'MinimalMask', 'CRITERIA']
 
@@ -96,14 +95,9 @@ def minimal_mask(model_or_adapter: Union[nn.Module, object],
         adapter.model.eval()
         video = adapter.to_video(inputs.detach())
         b_n, v_n, _, t, h, w = video.shape
-        maps = _maps_like(maps, video)
-        targets = _as_targets(target, b_n, video.device)
-        base = make_baseline(video, baseline, blur_sigma)
-        labels = unit_labels(maps.shape, unit, cell_size, video, n_segments,
-                             compactness=10.0, segments=segments)
-        ranks, counts = pixel_ranks(
-            maps, labels.to(maps.device),
-            reduce='mean' if unit == 'cell' else 'sum')
+        maps, targets, base, ranks, counts = ranked_units(
+            video, maps, target, baseline, blur_sigma, unit, cell_size,
+            n_segments, segments)
         clean = adapter.scores(inputs).float().softmax(-1)
         out = torch.full((b_n, n_crit), float('nan'))
         step_ids = torch.arange(steps + 1, device=video.device)

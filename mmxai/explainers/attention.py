@@ -390,27 +390,31 @@ class _AttentionExplainer(BaseExplainer):
         """UniFormer: the mean-pooled row through global attention, local
         aggregators and patch embeddings, on ``patch_embed1``'s grid
         ``[B, V, T0, H0, W0]`` (relevance: minus the identity path)."""
-        b, v, _, _, _ = self.adapter.input_shape(inputs)
-        ops = [(c.kind, c.probs, c.meta) for c in calls]
-        if not ops or ops[0][0] != 'conv_pool':
-            raise UnsupportedModelError(
-                f'{self.name}: no UniFormer patch embedding was recorded')
-        r, ident = propagate_local(ops, residual)
-        if residual == 'relevance':
-            r = r - ident
-        return r.reshape(b, v, *r.shape[1:])
+        return self._structural_grid(calls, inputs, residual, 'conv_pool',
+                                     'UniFormer patch embedding',
+                                     propagate_local)
 
     def windowed_grid(self, calls: Sequence[AttentionCall], inputs: Tensor,
                       residual: str) -> Tensor:
         """Swin: the mean-pooled row through windows and merges, on the
         first stage's token grid, ``[B, V, D0, H0, W0]`` (relevance: minus
         the identity path, as ``R - I`` for VideoMAE)."""
+        return self._structural_grid(calls, inputs, residual, 'window',
+                                     'Swin window attention',
+                                     propagate_windowed)
+
+    def _structural_grid(self, calls: Sequence[AttentionCall],
+                         inputs: Tensor, residual: str, first: str,
+                         what: str, propagate) -> Tensor:
+        """The recorded operators ``(kind, probs, meta)`` (the first of kind
+        ``first``) through ``propagate`` -> ``[B, V, ...]`` (relevance: minus
+        the identity path)."""
         b, v, _, _, _ = self.adapter.input_shape(inputs)
         ops = [(c.kind, c.probs, c.meta) for c in calls]
-        if not ops or ops[0][0] != 'window':
+        if not ops or ops[0][0] != first:
             raise UnsupportedModelError(
-                f'{self.name}: no Swin window attention was recorded')
-        r, ident = propagate_windowed(ops, residual)
+                f'{self.name}: no {what} was recorded')
+        r, ident = propagate(ops, residual)
         if residual == 'relevance':
             r = r - ident
         return r.reshape(b, v, *r.shape[1:])

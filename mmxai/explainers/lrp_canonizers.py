@@ -8,7 +8,7 @@ exit (also on failure), so the model is left bit for bit as found.
 """
 import contextlib
 import functools
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -161,27 +161,38 @@ def residual_blocks(model: nn.Module) -> List[Tuple[nn.Module, Tuple]]:
 
 
 @contextlib.contextmanager
+def instance_forwards(pairs: Iterable[Tuple[nn.Module, Callable]]
+                      ) -> Iterator[int]:
+    """Inside the block each ``module.forward`` is the given callable (an
+    instance attribute); yields how many; on exit (also on error) each
+    module's own ``forward`` (or an earlier instance one) is back."""
+    patched: List[Tuple[nn.Module, Optional[object]]] = []
+    try:
+        for module, forward in pairs:
+            patched.append((module, module.__dict__.get('forward')))
+            module.forward = forward
+        yield len(patched)
+    finally:
+        for module, before in patched:
+            if before is None:
+                module.__dict__.pop('forward', None)
+            else:
+                module.forward = before
+
+
+@contextlib.contextmanager
 def split_residual_sums(model: nn.Module, eps: float = 1e-6
                         ) -> Iterator[int]:
     """Inside the block every residual block of :func:`residual_blocks`
     (without a non-local block) adds through :func:`residual_sum`; yields
     how many. The instance ``forward`` is removed on exit, whatever
     happened."""
-    patched: List[Tuple[nn.Module, Optional[object]]] = []
-    try:
-        for block, convs in residual_blocks(model):
-            if getattr(block, 'non_local', False):
-                continue  # refused by unsupported_layers
-            patched.append((block, block.__dict__.get('forward')))
-            block.forward = functools.partial(_split_forward, block, convs,
-                                              eps)
-        yield len(patched)
-    finally:
-        for block, before in patched:
-            if before is None:
-                block.__dict__.pop('forward', None)
-            else:
-                block.forward = before
+    with instance_forwards(
+            (block, functools.partial(_split_forward, block, convs, eps))
+            for block, convs in residual_blocks(model)
+            # non-local blocks are refused by unsupported_layers
+            if not getattr(block, 'non_local', False)) as count:
+        yield count
 
 
 def _se_forward(se: nn.Module, x: Tensor) -> Tensor:
@@ -201,19 +212,9 @@ def constant_gates(model: nn.Module) -> Iterator[int]:
     a detached gate: ``y = x * s`` hands all of ``R_y`` to ``x`` (``R_x = x
     s g = R_y``, the "signal takes all" treatment of gates); values are
     unchanged. Yields how many; the instance ``forward`` removed on exit."""
-    patched: List[Tuple[nn.Module, Optional[object]]] = []
-    try:
-        for m in model.modules():
-            kind = type(m).__name__
-            if kind not in GATES:
-                continue
-            patched.append((m, m.__dict__.get('forward')))
-            m.forward = functools.partial(_se_forward, m) \
-                if kind == 'SEModule' else _swish_forward
-        yield len(patched)
-    finally:
-        for m, before in patched:
-            if before is None:
-                m.__dict__.pop('forward', None)
-            else:
-                m.forward = before
+    with instance_forwards(
+            (m, functools.partial(_se_forward, m)
+             if type(m).__name__ == 'SEModule' else _swish_forward)
+            for m in model.modules()
+            if type(m).__name__ in GATES) as count:
+        yield count

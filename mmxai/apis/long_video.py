@@ -450,8 +450,10 @@ def explain_long_video(model: Union[nn.Module, str], video: str,
         views: ``'one'`` (default) or ``'crops'`` (the pipeline's crops).
         gt: ground-truth file (Cholec80 phases or CSV).
         outputs: ``timeline`` (csv, json, png), ``video`` (overlay.mp4 and
-            plain.mp4), ``html`` (index.html, needs ``video``), ``maps``
-            (the per-window maps chunks). Window records are always written.
+            plain.mp4; it writes the maps chunks too: the overlay pass
+            reads them back), ``html`` (index.html, needs ``video``),
+            ``maps`` (the per-window maps chunks). Window records are
+            always written.
         overlay_fps, overlay_size: the overlay's frame rate and longest
             side; map_size: longest side of the stored maps.
         resume: skip windows whose records exist (same settings).
@@ -589,24 +591,24 @@ def _run_windows(tl, plan, stream, inputs, explainer, target, gt_frames,
     map_shape = (max(1, round(h0 * scale)), max(1, round(w0 * scale)))
     n_done = len(skip)
     for batch in _batches(todo, batch_size):
-        t = time.perf_counter()
-        frames, failed = _decode_batch(stream, plan, batch)
-        timings['decode'] += time.perf_counter() - t
-        t = time.perf_counter()
         ok, samples = [], []
-        for i in batch:
+        t = time.perf_counter()
+        for i, frames, error in _window_frames(stream, plan, batch):
+            t1 = time.perf_counter()
+            timings['decode'] += t1 - t
             rec = tl.windows[i]
-            if i in failed:
-                rec.status, rec.error = 'failed', failed[i]
-                continue
-            rec.gt = None if gt_frames is None else int(
-                gt_frames[(rec.start_frame + rec.end_frame) // 2])
-            samples.append(inputs.sample(frames, plan.frames(i),
-                                         rec.gt if rec.gt is not None
-                                         else -1))
-            ok.append(i)
-        del frames
-        timings['pipeline'] += time.perf_counter() - t
+            if frames is None:
+                rec.status, rec.error = 'failed', error
+            else:
+                rec.gt = None if gt_frames is None else int(
+                    gt_frames[(rec.start_frame + rec.end_frame) // 2])
+                samples.append(inputs.sample(frames, plan.frames(i),
+                                             rec.gt if rec.gt is not None
+                                             else -1))
+                ok.append(i)
+            del frames  # a window's full-size frames go; its input stays
+            t = time.perf_counter()
+            timings['pipeline'] += t - t1
         if ok:
             t = time.perf_counter()
             data = pseudo_collate(samples)
@@ -623,32 +625,52 @@ def _run_windows(tl, plan, stream, inputs, explainer, target, gt_frames,
         t = time.perf_counter()
         if out_dir is not None:
             for i in batch:
-                _write_window(writer, out_dir, tl, i, 'maps' in outputs)
+                _write_window(writer, out_dir, tl, i, bool(
+                    {'maps', 'video'} & outputs))
         timings['write'] += time.perf_counter() - t
         n_done += len(batch)
         bar.update(n_done, frames_seen, len(skip))
     bar.update(n_done, frames_seen, len(skip), force=True)
 
 
-def _decode_batch(stream, plan, batch):
-    """Frames of a batch of windows; on a decoding error, each window on its
-    own, so only the windows with corrupt frames fail."""
-    want = np.concatenate([plan.frames(i) for i in batch])
-    try:
-        return stream.get(want), {}
-    except Exception:  # noqa: BLE001 - decord raises its own errors
-        stream.reopen()
-    frames, failed = {}, {}
-    for i in batch:
-        for attempt in range(2):  # a fresh reader once: read-ahead errors
+def _window_frames(stream, plan, batch):
+    """Yield ``(i, {frame: [H, W, 3]} or None, error)`` for the windows of
+    ``batch`` in order, decoding the union of their frames in increasing
+    order (each frame once, as one ``get_batch`` over the union would) but
+    holding only the frames from the next window's first frame on: at most
+    about one window span of full-size frames, whatever the batch size
+    (a whole batch of 854x480 frames is 8 x 16 x 1.2 MB, twice over while
+    decord copies it out). A window whose frames do not decode is retried
+    on a fresh reader once, then yielded as failed with the decoder's
+    message (only windows with corrupt frames fail)."""
+    want = np.unique(np.concatenate([plan.frames(i) for i in batch]))
+    cache: Dict[int, np.ndarray] = {}
+    pos = 0
+    for n, i in enumerate(batch):
+        need = plan.frames(i)
+        k = int(np.searchsorted(want, need.max(), side='right'))
+        if k > pos:
+            chunk, pos = want[pos:k], k
             try:
-                frames.update(stream.get(plan.frames(i)))
+                cache.update(stream.get(chunk))
+            except Exception:  # noqa: BLE001 - decord raises its own errors
+                stream.reopen()
+        error = None
+        missing = [int(f) for f in need if int(f) not in cache]
+        for attempt in range(2 if missing else 0):
+            try:  # a fresh reader once: read-ahead errors
+                cache.update(stream.get(missing))
                 break
             except Exception as e:  # noqa: BLE001
                 stream.reopen()
                 if attempt:
-                    failed[i] = _decode_error(e)
-    return frames, failed
+                    error = _decode_error(e)
+        yield i, (None if error else {int(f): cache[int(f)] for f in need}
+                  ), error
+        if n + 1 < len(batch):
+            first = int(plan.frames(batch[n + 1]).min())
+            for f in [f for f in cache if f < first]:
+                del cache[f]
 
 
 def _fill_records(tl, exp, ok, inputs, shape, map_shape, keep_maps):
@@ -693,8 +715,9 @@ def _write_window(writer, out_dir, tl, i, with_maps):
 
     def record(files):
         return d
-    if arrays is not None and not with_maps:
-        tl.memory_maps[i] = arrays  # the overlay needs them; not on disk
+    # nothing of the window stays in memory but its record: the overlay
+    # reads the maps back from their chunks (the outputs 'video' writes
+    # them even without 'maps')
     writer.write_sample(out_dir, i, ranks, record=record)
 
 
@@ -710,7 +733,7 @@ def _write_run_files(tl, plan, stream, outputs, overlay_fps, overlay_size,
     t = time.perf_counter()
     if 'video' in outputs:
         files = _write_overlay(tl, plan, stream, overlay_fps, overlay_size,
-                               names)
+                               names, timings)
         tl.files.update(files)
     timings['overlay'] += time.perf_counter() - t
     t = time.perf_counter()
@@ -774,15 +797,17 @@ def _write_run_files(tl, plan, stream, outputs, overlay_fps, overlay_size,
     timings['timeline'] += time.perf_counter() - t
 
 
-def _write_overlay(tl, plan, stream, overlay_fps, overlay_size, names
-                   ) -> Dict[str, str]:
+def _write_overlay(tl, plan, stream, overlay_fps, overlay_size, names,
+                   timings: Optional[dict] = None) -> Dict[str, str]:
     """``overlay.mp4`` and ``plain.mp4`` over ``start .. end``: each output
     frame shows source frame ``round(start + k * fps / overlay_fps)``; its
     heat map is the mean over the windows whose span covers the frame of
     each window's map at that frame (linear between the window's two
     nearest sampled frames); a label panel (the covering window nearest in
     time: its top class and probability, the explained class) and a
-    timeline strip with a cursor below the frame."""
+    timeline strip with a cursor below the frame. ``timings`` receives
+    ``overlay_decode`` and ``overlay_encode`` (seconds in the second
+    decode and in the two writers)."""
     from .. import visualization as vis
     from ..visualization.timeline import (StreamVideoWriter,
                                           draw_cursor_strip, draw_text_panel,
@@ -821,6 +846,7 @@ def _write_overlay(tl, plan, stream, overlay_fps, overlay_size, names
                 StreamVideoWriter(tmp_p, out_fps, (height, ow)) as wp:
             for c0 in range(0, len(src), chunk):
                 idx = src[c0:c0 + chunk]
+                t_dec = time.perf_counter()
                 try:
                     got = reader.get(idx)
                 except Exception:  # noqa: BLE001 - corrupt frames
@@ -832,6 +858,8 @@ def _write_overlay(tl, plan, stream, overlay_fps, overlay_size, names
                         except Exception:  # noqa: BLE001
                             got[int(f)] = np.zeros((oh, ow, 3), np.uint8)
                             reader.reopen()
+                t_dec = time.perf_counter() - t_dec
+                t_enc = 0.0
                 for j, f in enumerate(idx):
                     f = int(f)
                     while nxt < len(win_order) and \
@@ -869,8 +897,16 @@ def _write_overlay(tl, plan, stream, overlay_fps, overlay_size, names
                     pos = (f - plan.start) / max(1, plan.end - 1 -
                                                  plan.start)
                     cur = draw_cursor_strip(strip, pos)
+                    t = time.perf_counter()
                     wv.write(np.concatenate([panel, shown, cur]))
                     wp.write(np.concatenate([panel, frame, cur]))
+                    t_enc += time.perf_counter() - t
+                del got
+                if timings is not None:
+                    timings['overlay_decode'] = timings.get(
+                        'overlay_decode', 0.0) + t_dec
+                    timings['overlay_encode'] = timings.get(
+                        'overlay_encode', 0.0) + t_enc
             codec = wv.codec
     paths['video'] = vid_path
     paths['plain'] = plain_path

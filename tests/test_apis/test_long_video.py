@@ -261,3 +261,90 @@ def test_cli_windows(files, tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and words in err, err
         assert err.count('\n') == 1 and not bad.exists()
+
+
+class _CountingStream:
+    """A stand-in for VideoStream: frame ``f`` is a [2, 2, 3] array filled
+    with ``f``; counts decodes and tracks how many frames are alive."""
+
+    def __init__(self, bad=()):
+        import weakref
+        self._ref = weakref.finalize
+        self.decoded, self.alive, self.max_alive = [], 0, 0
+        self.bad = set(bad)
+
+    def _gone(self):
+        self.alive -= 1
+
+    def get(self, indices):
+        idx = sorted({int(i) for i in indices})
+        if self.bad & set(idx):
+            raise RuntimeError('corrupt packet')
+        out = {}
+        for f in idx:
+            a = np.full((2, 2, 3), f % 256, np.uint8)
+            self._ref(a, self._gone)
+            self.alive += 1
+            out[f] = a
+        self.decoded += idx
+        self.max_alive = max(self.max_alive, self.alive)
+        return out
+
+    def reopen(self):
+        pass
+
+
+@pytest.mark.parametrize('stride', [None, '1f', '6f', '40f'])
+def test_window_frames_hold_one_span_whatever_the_batch(stride):
+    """The sweep's frames in memory are bounded by one window span, not by
+    the batch size (a batch of 854x480 frames was the run's peak), each
+    frame is decoded once and every window gets its own frames."""
+    from mmxai.apis.long_video import _window_frames
+    plan = plan_windows(TEST_PIPELINE_3D, 400, 10.0, stride=stride)
+    for size in (1, 8, 32):
+        stream = _CountingStream()
+        seen = []
+        for k in range(0, len(plan), size):
+            batch = list(range(k, min(k + size, len(plan))))
+            for i, frames, err in _window_frames(stream, plan, batch):
+                assert err is None
+                assert sorted(frames) == plan.frames(i).tolist()
+                assert all(int(a[0, 0, 0]) == f % 256
+                           for f, a in frames.items())
+                seen.append(i)
+                del frames
+        assert seen == list(range(len(plan)))
+        # each frame once per batch (as one get_batch over the batch's union)
+        assert len(stream.decoded) == sum(
+            len({int(f) for i in range(k, min(k + size, len(plan)))
+                 for f in plan.frames(i)})
+            for k in range(0, len(plan), size))
+        # one span (16 frames) plus the frames of the next window it holds
+        assert stream.max_alive <= plan.span + 1, (stride, size,
+                                                   stream.max_alive)
+        assert stream.alive == 0
+
+
+def test_window_frames_fail_the_corrupt_window_only():
+    from mmxai.apis.long_video import _window_frames
+    plan = plan_windows(TEST_PIPELINE_3D, 200, 10.0)  # windows of 16
+    stream = _CountingStream(bad={50})  # frame 50: window 3 (48..63)
+    res = {i: (f is not None, e) for i, f, e in _window_frames(
+        stream, plan, list(range(len(plan))))}
+    assert [i for i, (ok, _) in res.items() if not ok] == [3]
+    assert 'cannot decode' in res[3][1] and 'corrupt packet' in res[3][1]
+
+
+def test_no_window_maps_kept_in_memory(files, tmp_path):
+    """Without 'maps' in the outputs the overlay still has every window's
+    maps, read back from chunks on disk: nothing per window stays in memory
+    but its record (they were kept for the overlay, 73 KB a window)."""
+    out = tmp_path / 'out'
+    tl = explain_long_video(files['model'], files['video'], out_dir=str(out),
+                            end='48f', outputs=('timeline', 'video'),
+                            overlay_size=48, batch_size=2, progress=False)
+    assert len(tl) == 3 and tl.memory_maps == {}
+    assert (out / 'overlay.mp4').is_file()
+    assert sorted(os.listdir(out / 'maps')) == [f'{i:06d}.npz'
+                                                for i in range(3)]
+    assert tl.maps(1)['frame_inds'].tolist() == list(range(16, 32, 2))

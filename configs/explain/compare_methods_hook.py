@@ -3,7 +3,12 @@
 #   _base_ = ['my_config.py', 'path/to/configs/explain/compare_methods_hook.py']
 # then MMAction2's tools/test.py as usual. Writes
 #   <work_dir>/compare.json, compare.md   methods ranked by each metric, with
-#                                         means and 95 % t-intervals
+#                                         means and 95 % t-intervals, a seeded
+#                                         random map scored beside them, time
+#                                         and peak memory per sample, the
+#                                         agreement between methods and the
+#                                         recommendation derived from these
+#   <work_dir>/agreement.png              method x method Spearman heat map
 #   <work_dir>/explanations/<method>/<index>/explanation.json, maps.npz
 # and logs mmxai/<method>/<key> (+ _ci95) beside the config's own metrics.
 # A method that does not apply to the model is listed with its reason; one

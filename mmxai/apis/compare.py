@@ -17,17 +17,19 @@ registered metrics themselves (one implementation: ``DeletionInsertionAUC``,
 
 A random map is scored the same way, so "beats random" is measured, not
 assumed. The recommendation is derived from these numbers
-(:func:`recommend`). Files: :func:`mmxai.outputs.write_comparison`.
+(:func:`recommend`, :mod:`mmxai.evaluation.recommendation`: the same rules
+as the dataset-scale comparison of ``ExplainHook``; time and memory:
+:func:`mmxai.evaluation.cost.measure`; agreement:
+:mod:`mmxai.evaluation.agreement`). Files:
+:func:`mmxai.outputs.write_comparison`.
 
 Budgets (:data:`BUDGETS`): ``fast`` (small perturbation budgets, 10-step
 curves; about a minute for one clip of the bundled model on 2 CPU cores)
 and ``full`` (each method's own defaults, the authors' settings; 128-step
 curves).
 """
-import gc
 import math
 import os.path as osp
-import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
@@ -40,8 +42,10 @@ from ..adapters import unwrap_model
 from ..errors import (ConfigError, InputError, MMXAIError,
                       UnsupportedModelError)
 from ..evaluation import (AverageDrop, DeletionInsertionAUC, ExplainedBatch,
-                          ModelRandomization, default_cascade, random_map,
-                          rank_correlation)
+                          ModelRandomization, default_cascade, random_map)
+from ..evaluation.agreement import agreement_matrix, mean_agreement
+from ..evaluation.cost import measure
+from ..evaluation.recommendation import recommend
 from ..explainers import build_explainer, method_names
 from ..explainers.builder import method_options
 from ..fileio import check_writable, read_label_map
@@ -159,53 +163,6 @@ class Comparison:
     @property
     def recommendation(self) -> List[str]:
         return self.summary['recommendation']
-
-
-def _status_kb(key: str) -> float:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(key + ':'):
-                return float(line.split()[1])
-    raise OSError(key)
-
-
-def measure(fn: Callable[[], Any], device: torch.device):
-    """``(result, seconds, peak MiB)`` of ``fn()``: on CUDA the rise of the
-    allocator's peak; on CPU the rise of the resident set's peak (VmHWM,
-    reset through ``/proc/self/clear_refs``) over the resident size before
-    (NaN where that is not available)."""
-    gc.collect()
-    cuda = device.type == 'cuda'
-    ok = False
-    if cuda:
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    else:
-        try:
-            import ctypes
-            ctypes.CDLL('libc.so.6').malloc_trim(0)
-            base = _status_kb('VmRSS')
-            with open('/proc/self/clear_refs', 'w') as f:
-                f.write('5')  # VmHWM := VmRSS
-            ok = True
-        except OSError:
-            base = 0.0
-    t0 = time.perf_counter()
-    out = fn()
-    if cuda:
-        torch.cuda.synchronize(device)
-    sec = time.perf_counter() - t0
-    if cuda:
-        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    elif ok:
-        try:
-            peak = (_status_kb('VmHWM') - base) / 1024
-        except OSError:
-            peak = float('nan')
-    else:
-        peak = float('nan')
-    return out, sec, max(0.0, peak) if peak == peak else peak
 
 
 def sanity_cascade(model: nn.Module) -> List[str]:
@@ -368,16 +325,7 @@ def compare_methods(model: Union[nn.Module, str], videos: Sequence[str],
                             insertion=di['insertion'],
                             average_drop=_scores(drop_metric, batch)['drop'])
         done = list(exps)
-        agree = np.full((len(done), len(done)), np.nan)
-        for i, a in enumerate(done):
-            for j, bname in enumerate(done):
-                if j < i:
-                    agree[i, j] = agree[j, i]
-                elif i == j:
-                    agree[i, j] = 1.0
-                else:
-                    agree[i, j] = rank_correlation(exps[a].maps[0],
-                                                   exps[bname].maps[0])
+        agree = agreement_matrix({m: e.maps[0] for m, e in exps.items()})
         per_clip.append(dict(video=video, target=None if tgt == 'pred'
                              else int(tgt), methods=rows, random=baseline,
                              agreement=dict(methods=done,
@@ -432,18 +380,8 @@ def _summarise(names, per_clip, not_applicable, failures, settings, budget,
                                      m['insertion'] > random['insertion'])
     # agreement: mean over the clips of each pair's correlation
     done = [n for n in names if n in methods]
-    acc = np.zeros((len(done), len(done)))
-    cnt = np.zeros_like(acc)
-    for c in per_clip:
-        ms = c['agreement']['methods']
-        mat = np.asarray(c['agreement']['matrix'], float).reshape(
-            len(ms), len(ms))
-        for i, a in enumerate(ms):
-            for j, bname in enumerate(ms):
-                if np.isfinite(mat[i, j]):
-                    acc[done.index(a), done.index(bname)] += mat[i, j]
-                    cnt[done.index(a), done.index(bname)] += 1
-    agree = np.where(cnt > 0, acc / np.maximum(cnt, 1), np.nan)
+    agree = mean_agreement(done, [c['agreement'] for c in per_clip])
+    agree.pop('samples')
     from ..version import __version__
     return dict(
         budget=budget, budget_description=BUDGETS[budget]['description'],
@@ -467,85 +405,5 @@ def _summarise(names, per_clip, not_applicable, failures, settings, budget,
         not_applicable=[dict(method=k, reason=v)
                         for k, v in not_applicable.items()],
         failures=failures,
-        agreement=dict(methods=done, matrix=[
-            [None if not np.isfinite(x) else round(float(x), 4) for x in r]
-            for r in agree]),
+        agreement=agree,
         per_clip=per_clip, mmxai_version=__version__)
-
-
-def _fmt(x: Optional[float], d: int = 3) -> str:
-    return '-' if x is None else f'{x:.{d}f}'
-
-
-def recommend(summary: Dict[str, Any]) -> List[str]:
-    """Short recommendation lines derived from ``summary``'s numbers:
-    the most faithful method (insertion - deletion) among those that pass
-    the sanity check, the fastest method that beats the random map on both
-    curves and passes the sanity check, the methods that fail the sanity check or do not beat random,
-    and how much the two most faithful agree."""
-    m = summary['methods']
-    lines: List[str] = []
-    if not m:
-        return ['no method produced a map on these clips: nothing to '
-                'recommend (see not_applicable and failures)']
-    n_clips = len(summary['videos'])
-    by_faith = sorted(m, key=lambda k: -m[k]['faithfulness'])
-    sane = [k for k in by_faith if m[k].get('sanity_passed') is not False]
-    best = sane[0] if sane else by_faith[0]
-    gap = ''
-    if len(sane) > 1:
-        second = sane[1]
-        d = m[best]['faithfulness'] - m[second]['faithfulness']
-        ci = [m[k].get('faithfulness_ci95') for k in (best, second)]
-        if round(d, 3) == 0:
-            gap = f'; tied with {second} (the same to 3 decimals)'
-        elif all(c is not None for c in ci) and d < max(ci):
-            gap = (f'; tied with {second} within the 95 % interval over '
-                   f'{n_clips} clips')
-        else:
-            gap = f'; next: {second} ({_fmt(m[second]["faithfulness"])})'
-    lines.append(
-        f'most faithful here: {best} (insertion - deletion '
-        f'{_fmt(m[best]["faithfulness"])}: deletion '
-        f'{_fmt(m[best]["deletion"])}, insertion '
-        f'{_fmt(m[best]["insertion"])}{gap})')
-    if by_faith[0] != best:
-        lines.append(f'{by_faith[0]} scores higher on the curves '
-                     f'({_fmt(m[by_faith[0]]["faithfulness"])}) but fails '
-                     'the sanity check')
-    rnd = summary.get('random')
-    if rnd is not None:
-        beat = [k for k in m if m[k].get('beats_random')
-                and m[k].get('sanity_passed') is not False]
-        if beat:
-            fast = min(beat, key=lambda k: m[k]['seconds'])
-            lines.append(f'fastest that beats a random map on both curves '
-                         'and passes the sanity check: '
-                         f'{fast} ({m[fast]["seconds"]:.2f} s per clip; '
-                         f'random: deletion {_fmt(rnd["deletion"])}, '
-                         f'insertion {_fmt(rnd["insertion"])})')
-        lose = [k for k in by_faith if not m[k].get('beats_random')]
-        if lose:
-            lines.append('do not beat a random map on both curves here: '
-                         + ', '.join(lose))
-    fails = [k for k in by_faith if m[k].get('sanity_passed') is False]
-    if fails:
-        lines.append(
-            'fail the sanity check on this model (rank correlation after '
-            f'randomising {" + ".join(summary["sanity_cascade"])} >= '
-            f'{summary["sanity_threshold"]}): ' + ', '.join(
-                f'{k} ({_fmt(m[k]["sanity_last"], 2)})' for k in fails))
-    ag = summary['agreement']
-    if len(sane) > 1 and best in ag['methods'] and sane[1] in ag['methods']:
-        i, j = ag['methods'].index(best), ag['methods'].index(sane[1])
-        rho = ag['matrix'][i][j]
-        if rho is not None:
-            word = 'agree' if rho >= 0.5 else (
-                'partly agree' if rho >= 0.2 else 'disagree')
-            lines.append(f'{best} and {sane[1]} {word} (Spearman '
-                         f'{rho:.2f} between their maps)')
-    lines.append(f'from {n_clips} clip(s), budget {summary["budget"]}: '
-                 + ('with one clip differences are not tested; give more '
-                    'clips for intervals' if n_clips == 1 else
-                    '95 % intervals in compare.json'))
-    return lines

@@ -17,15 +17,22 @@ With a list of explainers (``explainer=[dict(type='GradCAM'), 'saliency',
 ...]``) every selected sample is explained by every method: files go to
 ``explanations/<method>/<index>/`` (``HOOK_COMPARE_LAYOUT``), every
 explanation metric reports ``mmxai/<method>/<key>`` and ``..._ci95``, and
-``<work_dir>/compare.json`` / ``compare.md`` rank the methods by each metric
-(:mod:`mmxai.outputs.hook_comparison`). A method that does not apply to the
-model is listed with its reason and skipped; one that fails on a sample is
-recorded (index, method, error) and the run goes on.
+``<work_dir>/compare.json`` / ``compare.md`` / ``agreement.png`` rank the
+methods by each metric (:mod:`mmxai.outputs.hook_comparison`) beside a
+seeded random map scored by the same metric instances, with each method's
+time (and peak memory) per sample, the agreement between methods (mean
+Spearman of their maps per sample) and a recommendation derived from these
+numbers (:mod:`mmxai.evaluation.recommendation`, the rules of
+``tools/compare.py``). A method that does not apply to the model is listed
+with its reason and skipped; one that fails on a sample is recorded (index,
+method, error) and the run goes on.
 """
 import copy
 import dataclasses
 import glob
+import math
 import os.path as osp
+from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -37,7 +44,13 @@ from mmengine.logging import MMLogger
 from ..adapters import inputs_to_frames, unwrap_model
 from ..utils.pipeline import loader_pipeline
 from ..errors import ConfigError, UnsupportedModelError
+from ..evaluation.agreement import agreement_matrix
 from ..evaluation.base import ExplainedBatch, ExplanationMetric
+from ..evaluation.cost import measure
+from ..evaluation.localization import random_map
+from ..evaluation.method_stats import method_metric_stats
+from ..evaluation.model_randomization import ModelRandomization
+from ..evaluation.sanity import default_cascade
 from ..explainers import build_explainer
 from ..explainers.builder import method_name
 from ..outputs import (HOOK_DEFAULT, HOOK_LAYOUT, OutputWriter, RankOutputs,
@@ -84,8 +97,17 @@ class ExplainHook(Hook):
             hook does not have to restate (and cannot clash on)
             ``test_evaluator``. Metrics already listed in ``test_evaluator``
             are used as well.
+        random_metrics: several explainers: class names of the metrics
+            that also score a uniform random map per sample (the
+            ``random`` baseline of ``compare.json``; ``()``: none).
+        seed: seed of that map: sample ``i``'s map is
+            ``torch.rand(shape, generator=torch.Generator().manual_seed(
+            seed * 2**32 + i))`` (:func:`~mmxai.evaluation.random_map`),
+            the same under any batch size or world size.
     """
     priority = 'NORMAL'
+    #: the metrics that score the random map by default (the curves)
+    RANDOM_METRICS = ('DeletionInsertionAUC', 'AverageDrop')
 
     def __init__(self,
                  explainer: Union[str, dict, Sequence[Union[str, dict]]]
@@ -103,8 +125,14 @@ class ExplainHook(Hook):
                  fps: int = 4,
                  visualizer: Union[None, str, dict] = None,
                  out_type: str = 'video',
-                 metrics: Optional[Sequence[dict]] = None) -> None:
+                 metrics: Optional[Sequence[dict]] = None,
+                 random_metrics: Sequence[str] = RANDOM_METRICS,
+                 seed: int = 0) -> None:
         outputs = resolve_outputs(outputs, 'ExplainHook', ConfigError)
+        if isinstance(random_metrics, str):
+            random_metrics = (random_metrics, )
+        if int(seed) < 0:
+            raise ConfigError(f'ExplainHook: seed must be >= 0, got {seed}')
         if int(interval) < 1 or int(topk) < 1:
             raise ConfigError('ExplainHook: interval and topk must be >= 1')
         if views != 'all' and not isinstance(views, (int, list, tuple)):
@@ -121,6 +149,10 @@ class ExplainHook(Hook):
         #: [dict(index, method, error)] of failed explanations
         self.not_applicable: Dict[str, str] = {}
         self.failures: List[dict] = []
+        self.random_metrics = tuple(str(m).rsplit('.', 1)[-1]
+                                    for m in random_metrics)
+        self.seed = int(seed)
+        self._reset_comparison()
         self.target = target
         self.topk = int(topk)
         self.interval = int(interval)
@@ -216,6 +248,7 @@ class ExplainHook(Hook):
         model is listed in ``not_applicable`` (logged once) and skipped."""
         logger = MMLogger.get_current_instance()
         self.not_applicable, self.failures = {}, []
+        self._reset_comparison()
         self._explainers: Dict[str, Any] = {}
         self._method_cfgs: Dict[str, Any] = {}
         for cfg in self.explainer_cfg:
@@ -239,6 +272,16 @@ class ExplainHook(Hook):
                                method_layout(HOOK_COMPARE_LAYOUT, name),
                                alpha=self.alpha, cmap=self.cmap)
             for name in self._explainers}
+
+    def _reset_comparison(self) -> None:
+        """Per-sample values of this process (several explainers):
+        ``{method: {index: seconds}}``, ``{method: {index: peak MiB}}``,
+        ``{index: dict(methods, matrix)}``, ``{metric position: {index:
+        [rows]}}`` of the random map."""
+        self._seconds: Dict[str, Dict[int, float]] = {}
+        self._peaks: Dict[str, Dict[int, Optional[float]]] = {}
+        self._agreement: Dict[int, dict] = {}
+        self._random_rows: Dict[int, Dict[int, List[dict]]] = {}
 
     def _feed_metrics(self, batch: Any) -> None:
         """Hand the current batch's explanations to the bound metrics
@@ -347,40 +390,23 @@ class ExplainHook(Hook):
                          inputs, samples) -> None:
         """Every method on the batch; ``self.current``: ``{method:
         ExplainedBatch}`` of the samples each explained. A failed batch is
-        retried sample by sample, so one bad sample costs only itself."""
-        logger = MMLogger.get_current_instance()
+        retried sample by sample, so one bad sample costs only itself. Each
+        method's wall time on the batch (retries included; peak memory
+        where measurable, :func:`~mmxai.evaluation.cost.measure`) is shared
+        equally among the samples it explained."""
         batches: Dict[str, ExplainedBatch] = {}
         for name, explainer in list(self._explainers.items()):
-            try:
-                exps, ok = self._explain(explainer, inputs, samples), \
-                    list(range(len(positions)))
-            except UnsupportedModelError as e:
-                self._drop(name, e)
+            done, sec, mib = measure(
+                lambda: self._explain_method(name, explainer, indices,
+                                             inputs, samples), inputs.device)
+            if done is None:
                 continue
-            except ConfigError:
-                raise
-            except Exception:  # noqa: BLE001 - retried per sample below
-                exps, ok, parts = None, [], []
-                for j in range(len(positions)):
-                    try:
-                        parts.append(self._explain(
-                            explainer, inputs[j:j + 1], [samples[j]]))
-                        ok.append(j)
-                    except UnsupportedModelError as e:
-                        self._drop(name, e)
-                        break
-                    except ConfigError:
-                        raise
-                    except Exception as e:  # noqa: BLE001 - recorded
-                        error = f'{type(e).__name__}: {e}'.splitlines()[0]
-                        self.failures.append(dict(
-                            index=int(indices[j]), method=name, error=error))
-                        logger.warning(f'ExplainHook: {name} failed on '
-                                       f'sample {indices[j]}: {error}')
-                if name not in self._explainers or not ok:
-                    continue
-                exps = [_cat([p[r] for p in parts])
-                        for r in range(len(parts[0]))]
+            exps, ok = done
+            for j in ok:
+                self._seconds.setdefault(name, {})[int(indices[j])] = \
+                    sec / len(ok)
+                self._peaks.setdefault(name, {})[int(indices[j])] = \
+                    None if not math.isfinite(mib) else float(mib)
             batches[name] = ExplainedBatch(
                 positions=[positions[j] for j in ok],
                 indices=[indices[j] for j in ok],
@@ -392,6 +418,42 @@ class ExplainHook(Hook):
         self._step = (positions, inputs)
         self.current = batches
         self._feed_metrics(batches)
+
+    def _explain_method(self, name: str, explainer, indices: List[int],
+                        inputs, samples):
+        """``(explanations, positions explained)`` of one method on the
+        batch, or None (not applicable, or failed on every sample)."""
+        logger = MMLogger.get_current_instance()
+        n = len(indices)
+        try:
+            return self._explain(explainer, inputs, samples), list(range(n))
+        except UnsupportedModelError as e:
+            self._drop(name, e)
+            return None
+        except ConfigError:
+            raise
+        except Exception:  # noqa: BLE001 - retried per sample below
+            pass
+        ok, parts = [], []
+        for j in range(n):
+            try:
+                parts.append(self._explain(explainer, inputs[j:j + 1],
+                                           [samples[j]]))
+                ok.append(j)
+            except UnsupportedModelError as e:
+                self._drop(name, e)
+                return None
+            except ConfigError:
+                raise
+            except Exception as e:  # noqa: BLE001 - recorded
+                error = f'{type(e).__name__}: {e}'.splitlines()[0]
+                self.failures.append(dict(
+                    index=int(indices[j]), method=name, error=error))
+                logger.warning(f'ExplainHook: {name} failed on '
+                               f'sample {indices[j]}: {error}')
+        if not ok:
+            return None
+        return [_cat([p[r] for p in parts]) for r in range(len(parts[0]))], ok
 
     def _drop(self, name: str, error: Exception) -> None:
         """Method ``name`` does not apply to the model: listed, skipped."""
@@ -407,6 +469,7 @@ class ExplainHook(Hook):
         if batch is None:
             return
         if self.multi:
+            self._agree_and_random(batch)
             self._write_methods(runner, batch, outputs)
             return
         exps = [batch.explanation] + list(batch.extra)
@@ -420,6 +483,55 @@ class ExplainHook(Hook):
             self._write_sample(runner, idx, [e[j] for e in exps], out,
                                sample_frames)
             self.explained.append(idx)
+
+    def _agree_and_random(self, batches: Dict[str, ExplainedBatch]) -> None:
+        """Per explained sample: the agreement matrix of the methods that
+        explained it (:func:`~mmxai.evaluation.agreement.agreement_matrix`
+        of their ``maps`` ``[V, T, H, W]``; only the matrix is kept) and the
+        rows of the random map (seeded per sample index, the shape and
+        target of the first method's map) from each metric of
+        ``random_metrics`` (its own ``evaluate_batch``)."""
+        where: Dict[int, List[tuple]] = {}
+        for name, b in batches.items():
+            for j, idx in enumerate(b.indices):
+                where.setdefault(int(idx), []).append((name, b, j))
+        for idx, got in where.items():
+            if len(got) > 1:
+                mat = agreement_matrix({name: b.explanation.maps[j]
+                                        for name, b, j in got})
+                self._agreement[idx] = dict(
+                    methods=[name for name, _, _ in got],
+                    matrix=mat.tolist())
+        chosen = [(k, m) for k, m in enumerate(self._bound)
+                  if type(m).__name__ in self.random_metrics]
+        if not chosen or not where:
+            return
+        refs = [got[0][1:] for got in where.values()]
+        maps, targets = [], []
+        for b, j in refs:
+            shape = tuple(b.explanation.maps[j:j + 1].shape)
+            gen = torch.Generator().manual_seed(
+                self.seed * 2**32 + int(b.indices[j]))
+            maps.append(random_map(shape, generator=gen).to(
+                b.explanation.maps.device))
+            targets.append(torch.as_tensor(b.explanation.targets)[j:j + 1])
+        fake = SimpleNamespace(maps=torch.cat(maps), raw_maps=torch.cat(maps),
+                               targets=torch.cat(targets))
+        first = refs[0][0]
+        rbatch = ExplainedBatch(
+            positions=[b.positions[j] for b, j in refs],
+            indices=[int(b.indices[j]) for b, j in refs],
+            inputs=torch.cat([b.inputs[j:j + 1] for b, j in refs]),
+            data_samples=[b.data_samples[j] for b, j in refs],
+            explanation=fake, adapter=first.adapter, explainer_cfg=None,
+            ranks=[b.ranks[j] if b.ranks else None for b, j in refs])
+        for k, metric in chosen:
+            rows = metric.evaluate_batch(rbatch)
+            store = self._random_rows.setdefault(k, {})
+            for r, row in enumerate(rows):
+                idx = int(row.get('index', rbatch.indices[
+                    min(r, len(rbatch.indices) - 1)]))
+                store.setdefault(idx, []).append(row)
 
     def _write_methods(self, runner, batches: Dict[str, ExplainedBatch],
                        outputs: Optional[Sequence]) -> None:
@@ -503,32 +615,61 @@ class ExplainHook(Hook):
 
     def after_test_epoch(self, runner, metrics: Optional[dict] = None
                          ) -> None:
-        """Several explainers: ``compare.json`` / ``compare.md`` in the
-        work dir from the metrics' per-method statistics."""
+        """Several explainers: ``compare.json`` / ``compare.md`` /
+        ``agreement.png`` in the work dir from the metrics' per-method
+        statistics and the hook's per-sample values (time, peak memory,
+        agreement, random-map rows), gathered from every process (a sample
+        seen twice, e.g. a distributed sampler's padding, counts once)."""
         if not self.multi:
             return
         failures = [f for part in all_gather_object(self.failures)
                     for f in part]
         n = len({i for part in all_gather_object(self.explained)
                  for i in part})
+        seconds = _merge(all_gather_object(self._seconds), depth=2)
+        peaks = _merge(all_gather_object(self._peaks), depth=2)
+        agreement = _merge(all_gather_object(self._agreement), depth=1)
+        random_rows = _merge(all_gather_object(self._random_rows), depth=2)
         self.failures = sorted(failures, key=lambda f: (f['index'],
                                                         f['method']))
         if not is_main_process():
             return
         stats: Dict[str, Dict[str, Any]] = {}
-        for metric in self._bound:
+        random: Dict[str, Dict[str, Any]] = {}
+        sanity = None
+        for k, metric in enumerate(self._bound):
+            prefix = f'{metric.prefix}/' if metric.prefix else ''
             for name, per in getattr(metric, 'method_stats', {}).items():
                 for key, st in per.items():
-                    full = f'{metric.prefix}/{key}' if metric.prefix else key
-                    stats.setdefault(full, {})[name] = st
+                    stats.setdefault(prefix + key, {})[name] = st
+            rows = [r for idx in sorted(random_rows.get(k, {}))
+                    for r in random_rows[k][idx]]
+            if rows:
+                for key, st in method_metric_stats(
+                        metric.compute_metrics, rows).items():
+                    if 'mean' in st:  # scalars only
+                        random.setdefault(prefix + key, st)
+            if sanity is None and isinstance(metric, ModelRandomization):
+                sanity = dict(cascade=list(metric.cascade or default_cascade(
+                    self._model)), threshold=metric.threshold)
         names = list(self._explainers)
         summary = hook_comparison(
             names, stats, self.not_applicable, self.failures, n,
-            settings={m: e.settings() for m, e in self._explainers.items()})
+            settings={m: e.settings() for m, e in self._explainers.items()},
+            random=random, seconds=seconds, peaks=peaks,
+            agreement=[agreement[i] for i in sorted(agreement)],
+            random_baseline=dict(
+                seed=self.seed, metrics=list(self.random_metrics),
+                map='uniform [0, 1) per pixel, the shape and target of the '
+                "sample's first map: torch.rand(shape, generator=torch."
+                'Generator().manual_seed(seed * 2**32 + index))'),
+            sanity=sanity)
         paths = write_hook_comparison(runner.work_dir, summary)
-        MMLogger.get_current_instance().info(
-            f"ExplainHook: compared {len(names)} methods on {n} samples -> "
-            f"{paths['md']}")
+        logger = MMLogger.get_current_instance()
+        logger.info(f"ExplainHook: compared {len(names)} methods on {n} "
+                    f"samples -> {paths['md']}")
+        for line in summary['recommendation']:
+            logger.info(f'ExplainHook: {line}')
 
     def after_test(self, runner) -> None:
         self.current = None
@@ -560,6 +701,21 @@ class ExplainHook(Hook):
             self._writer.write_index(self._out, 'index.json', dict(
                 method=self._explainer.name,
                 settings=self._explainer.settings(), samples=done))
+
+
+def _merge(parts: Sequence[dict], depth: int) -> dict:
+    """Dicts of every process as one; at ``depth`` 2 ``{key: {index: v}}``
+    merged per key. The first process's value of an index wins."""
+    out: dict = {}
+    for part in parts:
+        for key, value in part.items():
+            if depth == 1:
+                out.setdefault(key, value)
+            else:
+                inner = out.setdefault(key, {})
+                for idx, v in value.items():
+                    inner.setdefault(idx, v)
+    return out
 
 
 def _done(folder: str) -> List[int]:

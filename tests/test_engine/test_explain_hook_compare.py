@@ -366,6 +366,22 @@ def test_shipped_compare_config_beside_any_config(dataset, tmp_path):
                   if d.isdigit()) == ['000000', '000001']
 
 
+def test_per_sample_values_merged_across_processes():
+    """What every process gathered, as one: a sample seen by two processes
+    (a distributed sampler's padding) counts once."""
+    from mmxai.engine.explain_hook import _merge
+    parts = [{'gradcam': {0: 1.0, 2: 3.0}}, {'gradcam': {1: 2.0, 0: 9.0},
+                                             'rise': {1: 5.0}}]
+    assert _merge(parts, depth=2) == {'gradcam': {0: 1.0, 2: 3.0, 1: 2.0},
+                                      'rise': {1: 5.0}}
+    assert _merge([{0: 'a'}, {0: 'b', 3: 'c'}], depth=1) == {0: 'a', 3: 'c'}
+    from mmxai.outputs.hook_comparison import timing_summary
+    t = timing_summary(_merge(parts, depth=2))
+    assert t['gradcam']['samples'] == 3
+    assert math.isclose(t['gradcam']['seconds_total'], 6.0)
+    assert math.isclose(t['gradcam']['seconds_per_sample'], 2.0)
+
+
 def test_t_interval_by_hand():
     from mmxai.evaluation.method_stats import t_interval
     # [1, 2, 3, 4]: mean 2.5, s = 1.2910, t(0.975, 3) = 3.1824

@@ -19,8 +19,13 @@ from .phase_metrics import (PhaseMetric, edit_score,  # noqa: E402
                             relaxed_phase_scores, segments)
 from .sanity import (cascading_randomization, default_cascade,  # noqa: E402
                      rank_correlation, randomize_layers, randomized_copy)
+from .agreement import agreement_matrix, mean_agreement  # noqa: E402
+from .cost import measure  # noqa: E402
+from .recommendation import recommend_from, recommend_hook  # noqa: E402
 
 __all__ = [
+    'agreement_matrix', 'mean_agreement', 'measure', 'recommend_from',
+    'recommend_hook',
     'AverageDrop', 'DeletionInsertionAUC', 'ExplainedBatch',
     'ExplanationMetric', 'GT_META_KEYS', 'ModelRandomization',
     'PointingGame', 'auc',

@@ -6,7 +6,8 @@ with canonizers (:mod:`.lrp_canonizers`): batch norm merged into the
 convolution before it, residual sums split. zennit itself imports
 torchvision at ``import zennit`` and is not used."""
 import contextlib
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import (Any, Dict, Iterator, List, NamedTuple, Optional,
+                    Sequence, Tuple)
 
 import torch
 from torch import Tensor, nn
@@ -18,13 +19,27 @@ from ..registry import EXPLAINERS
 from .attribution import Attribution
 from .base import BaseExplainer
 from .gradient_utils import frozen_parameters
-from .lrp_canonizers import (RULE_LAYERS, batchnorm_pairs, constant_gates,
-                             layer_fn, merged_parameters,
-                             split_residual_sums, unsupported_layers)
+from .lrp_canonizers import (RULE_LAYERS, FoldedBatchNorms,
+                             MergedParameters, batchnorm_pairs, constant_gates,
+                             folded_batchnorms, gate_modules, layer_fn,
+                             residual_blocks, split_residual_sums,
+                             unsupported_layers)
 from .lrp_rules import (FIRST_RULES, RULES, STABILIZER, Epsilon,
                         LRPOptionError, Rule, make_rule, swap_gradient)
-from .targets import TargetSpec
+from .targets import TargetSpec, pred_basis, resolve_targets
 from .view_scorer import model_inputs
+
+
+class _Layout(NamedTuple):
+    """A model's modules as LRP sees them: ``key`` (their ids, in order),
+    ``names``, ``{bn: conv}`` pairs, ``[(module, 'rule' | 'record' |
+    'merged')]`` forward hooks, residual blocks, gates."""
+    key: tuple
+    names: Dict[nn.Module, str]
+    pairs: Dict[nn.Module, nn.Module]
+    hooked: List[Tuple[nn.Module, str]]
+    blocks: list
+    gates: List[nn.Module]
 
 
 @EXPLAINERS.register_module()
@@ -40,8 +55,17 @@ class LRP(BaseExplainer):
     ``R = x * d s_c / d x`` (modified gradients) is summed over colour
     channels: a signed map ``[B, V, T, H, W]`` with ``sum R = s_c`` minus
     what biases, batch-norm shifts and stabilisers absorb (conservation).
-    Cost: one forward + one backward; ``gamma`` adds one layer evaluation
-    per layer, ``alpha_beta``/``zplus`` two to four.
+    Cost: one forward + one backward, which also give the scores,
+    probabilities and targets (no clean pass: the rules change no value).
+    A batch norm that follows its convolution is folded into it (``w'``,
+    ``b'``, cached per pair while the parameters are unchanged: one copy
+    of those weights): no batch norm pass either way. ``epsilon``: the
+    gradient at every layer output ``z`` (and residual sum) times the
+    constant ``z / stab(z)`` (three elementwise passes forward, one
+    backward per output). ``gamma`` adds four evaluations of each layer
+    it rules (forward, and backward through them), ``alpha_beta`` four
+    (two when ``beta = 0``), ``zplus`` two, ``flat``/``wsquare`` two (one
+    without a graph) for the first layer.
 
     Args:
         rule: ``'epsilon'`` (default), ``'gamma'``, ``'alpha_beta'``
@@ -97,6 +121,10 @@ class LRP(BaseExplainer):
         self._leaf: Optional[Tensor] = None
         self._hooked: set = set()
         self._pending: Dict[nn.Module, tuple] = {}
+        #: merged (folded) conv + batch norm parameters, cached per pair
+        self._merged = MergedParameters()
+        self._folds: Optional[FoldedBatchNorms] = None
+        self._layout_cache: Optional[_Layout] = None
         self._names: Dict[nn.Module, str] = {}
         #: names of the layers that read the input in the last call (they
         #: got ``first_rule``; SlowFast: both pathways' ``conv1``)
@@ -116,13 +144,23 @@ class LRP(BaseExplainer):
     # ----------------------------------------------------------- method
     def _attribute(self, inputs: Tensor, target: TargetSpec,
                    data_samples: Optional[Sequence]) -> Attribution:
-        scores, probs, targets = self.scores_probs_targets(
-            inputs, target, data_samples)
         video = self.adapter.to_video(inputs).detach()
         x = video.clone().requires_grad_(True)
         with torch.enable_grad(), frozen_parameters(self.model), \
                 self.rules_in_place(x):
-            s = self.adapter.scores(model_inputs(self.adapter, x)).float()
+            # the rules leave every value as it is: this one forward also
+            # gives the scores, probabilities and targets (no clean pass)
+            s, probs = self.adapter.scores_and_probs(
+                model_inputs(self.adapter, x))
+            if self._folds is not None and self._folds.outputs:
+                raise UnsupportedModelError(
+                    f'{self.name}: a convolution merged with its batch norm '
+                    'gave an output the batch norm did not read; use '
+                    'canonize=False')
+            scores, probs = s.detach().clone(), probs.detach().clone()
+            targets = resolve_targets(target, scores, data_samples,
+                                      pred_basis(self.adapter, probs))
+            s = s.float()
             picked = s.gather(1, targets.view(-1, 1).to(s.device))[:, 0]
             grad, = torch.autograd.grad(picked.sum(), x)
         relevance = (x.detach() * grad).sum(2)  # [B, V, T, H, W]
@@ -138,35 +176,65 @@ class LRP(BaseExplainer):
         """Forward hooks putting the rules in place (and the residual
         canonizer when :attr:`canonize`) for a forward of ``leaf``; all
         removed on exit, also on failure."""
-        pairs = batchnorm_pairs(self.model) if self.canonize else {}
-        merged_convs = set(pairs.values())
+        layout = self._layout()
+        pairs = layout.pairs
         handles = []
         self._leaf, self._hooked, self._pending = leaf, set(), {}
-        self._names = {m: n for n, m in self.model.named_modules()}
+        self._names = layout.names
         self.first_layers = []
         try:
             with contextlib.ExitStack() as stack:
+                folded = set()
                 if self.canonize:
                     stack.enter_context(split_residual_sums(
-                        self.model, self.epsilon or STABILIZER))
-                    stack.enter_context(constant_gates(self.model))
-                for name, m in self.model.named_modules():
-                    if name.startswith('data_preprocessor'):
+                        self.model, self.epsilon or STABILIZER,
+                        layout.blocks))
+                    stack.enter_context(constant_gates(self.model,
+                                                       layout.gates))
+                    self._folds = stack.enter_context(folded_batchnorms(
+                        pairs, self._merged, self._folded_pair_rule))
+                    folded = set(self._folds.pairs)
+                    folded.update(self._folds.pairs.values())
+                for m, kind in layout.hooked:
+                    if m in folded:  # the folded forward applies the rule
                         continue
-                    if isinstance(m, RULE_LAYERS) and not isinstance(
-                            m, _ConvTransposeNd):
-                        hook = self._record_hook(pairs) \
-                            if m in merged_convs else self._rule_hook
-                        handles.append(m.register_forward_hook(hook))
-                    elif isinstance(m, _BatchNorm) and m in pairs:
-                        handles.append(m.register_forward_hook(
-                            self._merged_hook(pairs[m], name)))
+                    if kind == 'rule':
+                        hook = self._rule_hook
+                    elif kind == 'record':
+                        hook = self._record_hook
+                    else:
+                        hook = self._merged_hook(pairs[m])
+                    handles.append(m.register_forward_hook(hook))
                 yield
         finally:
             for h in handles:
                 h.remove()
             self._leaf, self._hooked, self._pending = None, set(), {}
-            self._names = {}
+            self._names, self._folds = {}, None
+
+    def _layout(self) -> '_Layout':
+        """What :meth:`rules_in_place` hooks and patches, found once per
+        model structure (the same module objects in the same order)."""
+        named = list(self.model.named_modules())
+        key = tuple(id(m) for _, m in named)
+        if self._layout_cache is not None and self._layout_cache.key == key:
+            return self._layout_cache
+        pairs = batchnorm_pairs(self.model) if self.canonize else {}
+        merged_convs = set(pairs.values())
+        hooked = []
+        for name, m in named:
+            if name.startswith('data_preprocessor'):
+                continue
+            if isinstance(m, RULE_LAYERS) and not isinstance(
+                    m, _ConvTransposeNd):
+                hooked.append((m, 'record' if m in merged_convs else 'rule'))
+            elif isinstance(m, _BatchNorm) and m in pairs:
+                hooked.append((m, 'merged'))
+        self._layout_cache = _Layout(
+            key, {m: n for n, m in named}, pairs, hooked,
+            residual_blocks(self.model) if self.canonize else [],
+            gate_modules(self.model) if self.canonize else [])
+        return self._layout_cache
 
     def _choose(self, module: nn.Module, x: Tensor) -> Rule:
         if self._reads_input(x):
@@ -177,7 +245,10 @@ class LRP(BaseExplainer):
 
     def _apply(self, rule: Rule, fn, x: Tensor, weight: Tensor,
                bias: Optional[Tensor], out: Tensor) -> Tensor:
-        new = swap_gradient(out, rule.modified(fn, x, weight, bias, out))
+        if isinstance(rule, Epsilon):  # out itself, gradient rescaled
+            new = rule.rescaled(out)
+        else:
+            new = swap_gradient(out, rule.modified(fn, x, weight, bias, out))
         self._hooked.add(new.grad_fn)
         return new
 
@@ -188,27 +259,39 @@ class LRP(BaseExplainer):
                            None if module.bias is None
                            else module.bias.detach(), out)
 
-    def _record_hook(self, pairs):
-        def hook(module, args, out):
-            self._pending[module] = (args[0], out)
-        return hook
+    def _record_hook(self, module, args, out):
+        self._pending[module] = (args[0], out)
 
-    def _merged_hook(self, conv: nn.Module, name: str):
+    def _merged_hook(self, conv: nn.Module):
         """The batch norm's output with the rule of ``bn(conv(x))`` as one
         layer (merged parameters; epsilon: the pair's own graph)."""
         def hook(bn, args, out):
             x, conv_out = self._pending.pop(conv, (None, None))
-            if conv_out is None or args[0] is not conv_out:
-                raise UnsupportedModelError(
-                    f'{self.name}: batch norm {name} does not directly '
-                    'follow its convolution; use canonize=False')
-            rule = self._choose(conv, x)
-            if isinstance(rule, Epsilon):
-                w = b = None  # the epsilon rule needs only out's graph
-            else:
-                w, b = merged_parameters(conv, bn)
-            return self._apply(rule, layer_fn(conv), x, w, b, out)
+            return self._pair_rule(bn, conv, x, conv_out, args[0], out)
         return hook
+
+    def _folded_pair_rule(self, bn: nn.Module, conv: nn.Module,
+                          x: Optional[Tensor], z: Optional[Tensor],
+                          given: Tensor) -> Tensor:
+        """The folded batch norm's output: ``z`` (the folded convolution's
+        output) with the pair's rule."""
+        return self._pair_rule(bn, conv, x, z, given, z)
+
+    def _pair_rule(self, bn: nn.Module, conv: nn.Module,
+                   x: Optional[Tensor], conv_out: Optional[Tensor],
+                   given: Tensor, out: Tensor) -> Tensor:
+        """``out`` (``bn(conv(x))``) with the pair's rule; the batch norm
+        must have been ``given`` the convolution's output."""
+        if conv_out is None or given is not conv_out:
+            raise UnsupportedModelError(
+                f'{self.name}: batch norm {self._names.get(bn, "?")} does '
+                'not directly follow its convolution; use canonize=False')
+        rule = self._choose(conv, x)
+        if isinstance(rule, Epsilon):
+            w = b = None  # the epsilon rule needs only out's graph
+        else:
+            w, b = self._merged(conv, bn)
+        return self._apply(rule, layer_fn(conv), x, w, b, out)
 
     def _reads_input(self, x: Tensor) -> bool:
         """Does ``x`` come from the explained input without passing a

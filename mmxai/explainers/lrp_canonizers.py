@@ -6,16 +6,19 @@ Nothing here changes a parameter: merged parameters are new tensors
 ``forward`` put in place inside :func:`split_residual_sums` and removed on
 exit (also on failure), so the model is left bit for bit as found.
 """
+import collections
 import contextlib
 import functools
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import (Callable, Dict, Iterable, Iterator, List, NamedTuple,
+                    Optional, Tuple)
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
-from .lrp_rules import swap_gradient, stabilize
+from ..errors import UnsupportedModelError
+from .lrp_rules import epsilon_scale, scale_gradient
 
 #: Leaf layers the rules cover (affine layers get a rule, batch norm is
 #: merged, the rest pass relevance on as the gradient does).
@@ -120,14 +123,125 @@ def merged_parameters(conv: nn.Module, bn: _BatchNorm
     return w * a.view(-1, *([1] * (w.dim() - 1))), a * (b - mean) + shift
 
 
+def _read_tensors(conv: nn.Module, bn: _BatchNorm) -> tuple:
+    """What :func:`merged_parameters` reads, and the batch norm's batch
+    counter (training moves the running statistics without a version
+    change, but always adds one to the counter, in place)."""
+    return (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean,
+            bn.running_var, bn.num_batches_tracked)
+
+
+def _state(tensors: tuple) -> tuple:
+    return tuple(None if t is None else (t.data_ptr(), t._version)
+                 for t in tensors)
+
+
+class MergedParameters:
+    """:func:`merged_parameters` per (convolution, batch norm) pair,
+    cached while neither changes, so that a model explained again does
+    not refold its weights. Still valid: the same storages (the cache
+    keeps them alive, so no other tensor can reuse their address) at the
+    same version counters; an in-place update, an optimiser step,
+    ``load_state_dict``, ``reset_parameters``, ``.to()`` and a training
+    forward of the batch norm all change one. Not seen: writes through
+    ``.data`` (no version change): :meth:`clear` after those. Holds one
+    copy of the paired convolutions' weights."""
+
+    def __init__(self):
+        self._cache: Dict[nn.Module, tuple] = {}
+
+    def __call__(self, conv: nn.Module, bn: _BatchNorm
+                 ) -> Tuple[Tensor, Tensor]:
+        tensors = _read_tensors(conv, bn)
+        state = (bn, bn.eps, _state(tensors))
+        hit = self._cache.get(conv)
+        if hit is None or hit[0] != state:
+            with torch.no_grad():
+                w, b = merged_parameters(conv, bn)
+            alive = tuple(None if t is None else t.detach() for t in tensors)
+            hit = self._cache[conv] = (state, alive, w, b)
+        return hit[2], hit[3]
+
+    def clear(self) -> None:
+        """Forget every merged pair (after writes through ``.data``)."""
+        self._cache.clear()
+
+
+def foldable(bn: _BatchNorm) -> bool:
+    """Eval-mode batch norm with running statistics: an affine map."""
+    return not bn.training and bn.running_mean is not None and \
+        bn.running_var is not None
+
+
+def _folded_conv_forward(conv: nn.Module, weight: Tensor, bias: Tensor,
+                         outputs: dict, x: Tensor) -> Tensor:
+    out = conv._conv_forward(x, weight, bias)
+    outputs[conv] = (x, out)
+    return out
+
+
+def _pass_on(bn: nn.Module, conv: nn.Module, x: Optional[Tensor],
+             z: Optional[Tensor], given: Tensor) -> Tensor:
+    """The folded batch norm's default: ``z`` (its convolution's output,
+    which must be what it was given)."""
+    if z is None or given is not z:
+        raise UnsupportedModelError(
+            f'LRP: a {type(bn).__name__} does not directly follow its '
+            'convolution; use canonize=False')
+    return z
+
+
+def _folded_norm_forward(bn: nn.Module, conv: nn.Module, after: Callable,
+                         outputs: dict, given: Tensor) -> Tensor:
+    x, z = outputs.pop(conv, (None, None))
+    return after(bn, conv, x, z, given)
+
+
+class FoldedBatchNorms(NamedTuple):
+    """What :func:`folded_batchnorms` folded: ``pairs`` ``{bn: conv}``,
+    and ``outputs`` ``{conv: (x, z)}``: folded outputs their batch norm
+    has not read yet (empty after a forward of a well-formed model)."""
+    pairs: Dict[nn.Module, nn.Module]
+    outputs: Dict[nn.Module, Tuple[Tensor, Tensor]]
+
+
+@contextlib.contextmanager
+def folded_batchnorms(pairs: Dict[nn.Module, nn.Module],
+                      merged: Callable = merged_parameters,
+                      after: Callable = _pass_on
+                      ) -> Iterator[FoldedBatchNorms]:
+    """Inside the block each ``{bn: conv}`` pair of ``pairs`` whose batch
+    norm is :func:`foldable` (and whose convolution is in no other pair)
+    computes ``bn(conv(x))`` as one convolution with ``merged(conv, bn)``
+    (``w' = a w``, ``b' = a (b - mean) + beta``: equal up to float
+    rounding) and the batch norm returns ``after(bn, conv, x, z, given)``
+    for the convolution's input ``x``, output ``z`` and its own input
+    ``given`` (default: ``z``, checking ``given is z``): one layer where
+    there were two, no batch norm pass forward or backward. Every
+    instance ``forward`` removed on exit, also on failure. Parameters are
+    never written."""
+    uses = collections.Counter(pairs.values())
+    folded = FoldedBatchNorms({bn: conv for bn, conv in pairs.items()
+                               if foldable(bn) and uses[conv] == 1}, {})
+    patches = []
+    for bn, conv in folded.pairs.items():
+        w, b = merged(conv, bn)
+        patches += [(conv, functools.partial(_folded_conv_forward, conv, w,
+                                             b, folded.outputs)),
+                    (bn, functools.partial(_folded_norm_forward, bn, conv,
+                                           after, folded.outputs))]
+    with instance_forwards(patches):
+        yield folded
+
+
 def residual_sum(branch: Tensor, shortcut: Tensor, eps: float) -> Tensor:
     """``y = branch + shortcut`` (the same value) whose relevance is split
     by the epsilon-stabilised z-rule: ``R_branch = branch / stab(y) R_y``,
     ``R_shortcut = shortcut / stab(y) R_y`` (zennit's ``Norm`` on its
-    ``Sum``)."""
+    ``Sum``): the gradient at ``y`` times ``y / stab(y)``, then the sum's
+    own backward (no extra node in the forward)."""
     y = branch + shortcut
-    yd = y.detach()
-    return swap_gradient(y, y * (yd / stabilize(yd, eps)))
+    return scale_gradient(y, epsilon_scale(y, eps))
 
 
 def _split_forward(block: nn.Module, convs: Tuple[str, ...], eps: float,
@@ -169,27 +283,30 @@ def instance_forwards(pairs: Iterable[Tuple[nn.Module, Callable]]
     patched: List[Tuple[nn.Module, Optional[object]]] = []
     try:
         for module, forward in pairs:
-            patched.append((module, module.__dict__.get('forward')))
-            module.forward = forward
+            own = module.__dict__
+            patched.append((own, own.get('forward')))
+            own['forward'] = forward  # what nn.Module.__setattr__ does
         yield len(patched)
     finally:
-        for module, before in patched:
+        for own, before in patched:
             if before is None:
-                module.__dict__.pop('forward', None)
+                own.pop('forward', None)
             else:
-                module.forward = before
+                own['forward'] = before
 
 
 @contextlib.contextmanager
-def split_residual_sums(model: nn.Module, eps: float = 1e-6
+def split_residual_sums(model: nn.Module, eps: float = 1e-6,
+                        blocks: Optional[List[Tuple[nn.Module, Tuple]]] = None
                         ) -> Iterator[int]:
     """Inside the block every residual block of :func:`residual_blocks`
-    (without a non-local block) adds through :func:`residual_sum`; yields
-    how many. The instance ``forward`` is removed on exit, whatever
-    happened."""
+    (``blocks``: that list, found before) without a non-local block adds
+    through :func:`residual_sum`; yields how many. The instance
+    ``forward`` is removed on exit, whatever happened."""
     with instance_forwards(
             (block, functools.partial(_split_forward, block, convs, eps))
-            for block, convs in residual_blocks(model)
+            for block, convs in (residual_blocks(model) if blocks is None
+                                 else blocks)
             # non-local blocks are refused by unsupported_layers
             if not getattr(block, 'non_local', False)) as count:
         yield count
@@ -207,14 +324,21 @@ def _swish_forward(x: Tensor) -> Tensor:
 
 
 @contextlib.contextmanager
-def constant_gates(model: nn.Module) -> Iterator[int]:
-    """Inside the block X3D's gates (``SEModule``, ``Swish``) multiply by
-    a detached gate: ``y = x * s`` hands all of ``R_y`` to ``x`` (``R_x = x
-    s g = R_y``, the "signal takes all" treatment of gates); values are
-    unchanged. Yields how many; the instance ``forward`` removed on exit."""
+def constant_gates(model: nn.Module,
+                   gates: Optional[List[nn.Module]] = None) -> Iterator[int]:
+    """Inside the block X3D's gates (``SEModule``, ``Swish``; ``gates``:
+    those modules, found before) multiply by a detached gate: ``y = x * s``
+    hands all of ``R_y`` to ``x`` (``R_x = x s g = R_y``, the "signal takes
+    all" treatment of gates); values are unchanged. Yields how many; the
+    instance ``forward`` removed on exit."""
     with instance_forwards(
             (m, functools.partial(_se_forward, m)
              if type(m).__name__ == 'SEModule' else _swish_forward)
-            for m in model.modules()
-            if type(m).__name__ in GATES) as count:
+            for m in (gate_modules(model) if gates is None else gates)
+            ) as count:
         yield count
+
+
+def gate_modules(model: nn.Module) -> List[nn.Module]:
+    """The modules :func:`constant_gates` treats (:data:`GATES`)."""
+    return [m for m in model.modules() if type(m).__name__ in GATES]

@@ -55,6 +55,23 @@ def swap_gradient(value: Tensor, mod: Tensor) -> Tensor:
     return value.detach() + (mod - mod.detach())
 
 
+def epsilon_scale(z: Tensor, eps: float) -> Tensor:
+    """``s = z / stab(z)`` as ``|z| / (|z| + eps)`` (no graph): the same
+    floats (``z - eps = -(|z| + eps)`` and the quotient of two negatives
+    are exact mirrors in IEEE arithmetic; ``z = -0`` gives ``+0`` for
+    ``-0``), in three passes over ``z`` instead of five."""
+    a = z.detach().abs()
+    return a.div_(a + eps)
+
+
+def scale_gradient(z: Tensor, scale: Tensor) -> Tensor:
+    """``z`` itself (the forward untouched, no new node) whose gradient
+    is multiplied by the constant ``scale`` (a tensor hook; it sees the
+    gradient of ``z``'s value even when an in-place ReLU follows)."""
+    z.register_hook(scale.mul)
+    return z
+
+
 def _safe_reciprocal(x: Tensor) -> Tensor:
     return torch.where(x == 0, torch.zeros_like(x), 1.0 / torch.where(
         x == 0, torch.ones_like(x), x))
@@ -80,7 +97,11 @@ class Rule:
 
 
 class Epsilon(Rule):
-    """``mod = z * [z / stab(z)]`` (no extra forward: ``z``'s own graph)."""
+    """``mod = z * [z / stab(z)]`` (no extra forward: ``z``'s own graph).
+
+    :meth:`rescaled` is the same backward without ``mod``: the gradient at
+    ``z`` times the constant ``z / stab(z)`` (what ``mod``'s product node
+    does), so LRP-epsilon is one forward + one backward."""
     name = 'epsilon'
 
     def modified(self, fn, x, weight, bias, z):
@@ -88,6 +109,13 @@ class Epsilon(Rule):
             return z
         zd = z.detach()
         return z * (zd / stabilize(zd, self.eps))
+
+    def rescaled(self, z: Tensor) -> Tensor:
+        """``z`` itself, its gradient times ``z / stab(z)`` (``eps = 0``:
+        the plain gradient)."""
+        if self.eps == 0:
+            return z
+        return scale_gradient(z, epsilon_scale(z, self.eps))
 
 
 class AlphaBeta(Rule):

@@ -6,6 +6,7 @@ with canonizers (:mod:`.lrp_canonizers`): batch norm merged into the
 convolution before it, residual sums split. zennit itself imports
 torchvision at ``import zennit`` and is not used."""
 import contextlib
+import functools
 from typing import (Any, Dict, Iterator, List, NamedTuple, Optional,
                     Sequence, Tuple)
 
@@ -21,11 +22,13 @@ from .base import BaseExplainer
 from .gradient_utils import frozen_parameters
 from .lrp_canonizers import (RULE_LAYERS, FoldedBatchNorms,
                              MergedParameters, batchnorm_pairs, constant_gates,
-                             folded_batchnorms, gate_modules, layer_fn,
+                             folded_batchnorms, gate_modules,
+                             instance_forwards, layer_fn, relus_after,
                              residual_blocks, split_residual_sums,
                              unsupported_layers)
 from .lrp_rules import (FIRST_RULES, RULES, STABILIZER, Epsilon,
-                        LRPOptionError, Rule, make_rule, swap_gradient)
+                        LRPOptionError, Rule, epsilon_relu, epsilon_scale,
+                        make_rule, scale_gradient, swap_gradient)
 from .targets import TargetSpec, pred_basis, resolve_targets
 from .view_scorer import model_inputs
 
@@ -40,6 +43,7 @@ class _Layout(NamedTuple):
     hooked: List[Tuple[nn.Module, str]]
     blocks: list
     gates: List[nn.Module]
+    relus: Dict[nn.Module, nn.Module]
 
 
 @EXPLAINERS.register_module()
@@ -61,8 +65,10 @@ class LRP(BaseExplainer):
     ``b'``, cached per pair while the parameters are unchanged: one copy
     of those weights): no batch norm pass either way. ``epsilon``: the
     gradient at every layer output ``z`` (and residual sum) times the
-    constant ``z / stab(z)`` (three elementwise passes forward, one
-    backward per output). ``gamma`` adds four evaluations of each layer
+    constant ``z / stab(z)``: where a ReLU alone reads ``z`` (mmcv's
+    ``ConvModule``, MMAction2's residual sums) the ReLU's node does it
+    (one pass forward, three backward, nothing kept), elsewhere a tensor
+    hook (three passes forward, one backward). ``gamma`` adds four evaluations of each layer
     it rules (forward, and backward through them), ``alpha_beta`` four
     (two when ``beta = 0``), ``zplus`` two, ``flat``/``wsquare`` two (one
     without a graph) for the first layer.
@@ -125,6 +131,8 @@ class LRP(BaseExplainer):
         self._merged = MergedParameters()
         self._folds: Optional[FoldedBatchNorms] = None
         self._layout_cache: Optional[_Layout] = None
+        self._relus: Dict[nn.Module, nn.Module] = {}
+        self._deferred: Dict[nn.Module, tuple] = {}
         self._names: Dict[nn.Module, str] = {}
         #: names of the layers that read the input in the last call (they
         #: got ``first_rule``; SlowFast: both pathways' ``conv1``)
@@ -152,6 +160,7 @@ class LRP(BaseExplainer):
             # gives the scores, probabilities and targets (no clean pass)
             s, probs = self.adapter.scores_and_probs(
                 model_inputs(self.adapter, x))
+            self._settle_deferred()
             if self._folds is not None and self._folds.outputs:
                 raise UnsupportedModelError(
                     f'{self.name}: a convolution merged with its batch norm '
@@ -195,6 +204,14 @@ class LRP(BaseExplainer):
                         pairs, self._merged, self._folded_pair_rule))
                     folded = set(self._folds.pairs)
                     folded.update(self._folds.pairs.values())
+                    # the ReLU that alone reads a folded pair's output
+                    # applies an epsilon pair's rule with it (one node)
+                    self._relus = {bn: relu for bn, relu in
+                                   layout.relus.items() if bn in folded}
+                    stack.enter_context(instance_forwards(
+                        (relu, functools.partial(self._relu_forward, bn,
+                                                 relu))
+                        for bn, relu in self._relus.items()))
                 for m, kind in layout.hooked:
                     if m in folded:  # the folded forward applies the rule
                         continue
@@ -211,6 +228,7 @@ class LRP(BaseExplainer):
                 h.remove()
             self._leaf, self._hooked, self._pending = None, set(), {}
             self._names, self._folds = {}, None
+            self._relus, self._deferred = {}, {}
 
     def _layout(self) -> '_Layout':
         """What :meth:`rules_in_place` hooks and patches, found once per
@@ -233,7 +251,8 @@ class LRP(BaseExplainer):
         self._layout_cache = _Layout(
             key, {m: n for n, m in named}, pairs, hooked,
             residual_blocks(self.model) if self.canonize else [],
-            gate_modules(self.model) if self.canonize else [])
+            gate_modules(self.model) if self.canonize else [],
+            relus_after(pairs, self.model))
         return self._layout_cache
 
     def _choose(self, module: nn.Module, x: Tensor) -> Rule:
@@ -287,11 +306,39 @@ class LRP(BaseExplainer):
                 f'{self.name}: batch norm {self._names.get(bn, "?")} does '
                 'not directly follow its convolution; use canonize=False')
         rule = self._choose(conv, x)
+        if isinstance(rule, Epsilon) and rule.eps > 0 and bn in self._relus:
+            # its ReLU (the only reader) scales the gradient: no hook
+            self._deferred[bn] = (out, rule.eps, out._version)
+            self._hooked.add(out.grad_fn)
+            return out
         if isinstance(rule, Epsilon):
             w = b = None  # the epsilon rule needs only out's graph
         else:
             w, b = self._merged(conv, bn)
         return self._apply(rule, layer_fn(conv), x, w, b, out)
+
+    def _relu_forward(self, bn: nn.Module, relu: nn.Module,
+                      x: Tensor) -> Tensor:
+        """The ReLU after a folded epsilon pair: :func:`epsilon_relu` of
+        the pair's output; of anything else: the ReLU's own forward."""
+        entry = self._deferred.get(bn)
+        if entry is not None and entry[0] is x:
+            del self._deferred[bn]
+            return epsilon_relu(x, entry[1])
+        return type(relu).forward(relu, x)
+
+    def _settle_deferred(self) -> None:
+        """Pair outputs whose ReLU did not run (a ``ConvModule`` called
+        with ``activate=False``): the gradient hook after all, when the
+        output is unchanged since."""
+        for bn, (z, eps, version) in list(self._deferred.items()):
+            if z._version != version:
+                raise UnsupportedModelError(
+                    f'{self.name}: the output of batch norm '
+                    f'{self._names.get(bn, "?")} was changed in place '
+                    'before its ReLU; use canonize=False')
+            scale_gradient(z, epsilon_scale(z, eps))
+        self._deferred = {}
 
     def _reads_input(self, x: Tensor) -> bool:
         """Does ``x`` come from the explained input without passing a

@@ -18,7 +18,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
 from ..errors import UnsupportedModelError
-from .lrp_rules import epsilon_scale, scale_gradient
+from .lrp_rules import epsilon_relu, epsilon_scale, scale_gradient
 
 #: Leaf layers the rules cover (affine layers get a rule, batch norm is
 #: merged, the rest pass relevance on as the gradient does).
@@ -103,6 +103,25 @@ def batchnorm_pairs(model: nn.Module) -> Dict[nn.Module, nn.Module]:
                 if isinstance(a, _ConvNd) and isinstance(b, _BatchNorm):
                     pairs[b] = a
     return pairs
+
+
+def relus_after(pairs: Dict[nn.Module, nn.Module], model: nn.Module
+                ) -> Dict[nn.Module, nn.Module]:
+    """``{bn: relu}`` for the pairs inside an mmcv ``ConvModule`` whose
+    order is conv, norm, act with an ``nn.ReLU``: the ReLU is the only
+    reader of the batch norm's output."""
+    out = {}
+    for m in model.modules():
+        if type(m).__name__ != 'ConvModule' or not getattr(
+                m, 'with_norm', False):
+            continue
+        norm = getattr(m, m.norm_name, None)
+        act = getattr(m, 'activate', None)
+        if norm in pairs and type(act) is nn.ReLU and getattr(
+                m, 'with_activation', False) and tuple(
+                getattr(m, 'order', ())) == ('conv', 'norm', 'act'):
+            out[norm] = act
+    return out
 
 
 def merged_parameters(conv: nn.Module, bn: _BatchNorm
@@ -254,6 +273,8 @@ def _split_forward(block: nn.Module, convs: Tuple[str, ...], eps: float,
         out = getattr(block, name)(out)
     if block.downsample is not None:
         identity = block.downsample(x)
+    if type(block.relu) is nn.ReLU:  # the split and ReLU in one node
+        return epsilon_relu(out + identity, eps)
     return block.relu(residual_sum(out, identity, eps))
 
 

@@ -6,6 +6,7 @@ itself) against the implementation before it, kept here as
 norm run as it is, and a clean gradient-free forward for the scores
 first."""
 import contextlib
+import copy
 from typing import Iterator
 
 import pytest
@@ -35,14 +36,24 @@ def _old_residual_sum(branch: Tensor, shortcut: Tensor, eps: float
     return swap_gradient(y, y * (yd / stabilize(yd, eps)))
 
 
+def _old_split_forward(block, convs, eps, x):
+    identity = x
+    out = x
+    for name in convs:
+        out = getattr(block, name)(out)
+    if block.downsample is not None:
+        identity = block.downsample(x)
+    return block.relu(_old_residual_sum(out, identity, eps))
+
+
 @contextlib.contextmanager
 def _old_residuals() -> Iterator[None]:
-    saved = lrp_canonizers.residual_sum
-    lrp_canonizers.residual_sum = _old_residual_sum
+    saved = lrp_canonizers._split_forward
+    lrp_canonizers._split_forward = _old_split_forward
     try:
         yield
     finally:
-        lrp_canonizers.residual_sum = saved
+        lrp_canonizers._split_forward = saved
 
 
 @contextlib.contextmanager
@@ -218,6 +229,32 @@ def test_merged_parameters_cached_until_they_change():
     again = explainer.attribute(x, 0)
     fresh = LRP(model).attribute(x, 0)
     assert torch.equal(again.raw_maps, fresh.raw_maps)
+
+
+def test_relu_node_equals_gradient_hooks(resnet):
+    """Folded: the ReLU after an epsilon pair scaling the gradient
+    (:func:`epsilon_relu`, no hook) gives the relevance of the hook before
+    the ReLU, float for float; so does a pair whose ReLU does not run in
+    its ``ConvModule`` (the hook set after the forward)."""
+    x = inputs(batch=2, seed=6)
+    fused = LRP(resnet).attribute(x, 1)
+    saved = lrp_module.relus_after
+    lrp_module.relus_after = lambda pairs, model: {}
+    try:
+        hooked = LRP(resnet).attribute(x, 1)
+    finally:
+        lrp_module.relus_after = saved
+    assert torch.equal(fused.raw_maps, hooked.raw_maps)
+    assert torch.equal(fused.scores, hooked.scores)
+    model = copy.deepcopy(resnet)
+    first = model.backbone.conv1
+    first.forward = lambda inp: torch.relu(type(first).forward(
+        first, inp, activate=False))
+    explainer = LRP(model)
+    assert explainer._layout().relus.get(first.bn) is first.activate
+    late = explainer.attribute(x, 1)
+    assert torch.equal(late.raw_maps, hooked.raw_maps)
+    assert explainer._deferred == {}
 
 
 def test_one_pass_leaves_model_as_found(resnet):

@@ -46,11 +46,13 @@ from ..evaluation import (AverageDrop, DeletionInsertionAUC, ExplainedBatch,
 from ..evaluation.agreement import agreement_matrix, mean_agreement
 from ..evaluation.cost import measure
 from ..evaluation.recommendation import recommend
+from ..evaluation.sanity import is_norm
 from ..explainers import build_explainer, method_names
 from ..explainers.builder import method_options
 from ..fileio import check_writable, read_label_map
 from ..preflight import check_video_file
 from ..registry import EXPLAINERS
+from ..utils.layers import get_layer
 from .inference import class_names_of
 from .outputs import video_track
 from .video_input import load_video_sample
@@ -165,12 +167,16 @@ class Comparison:
         return self.summary['recommendation']
 
 
-def sanity_cascade(model: nn.Module) -> List[str]:
-    """The cheap cascade: the head, then the last backbone stage (the first
-    backbone entry of :func:`~mmxai.evaluation.default_cascade`)."""
-    full = default_cascade(model)
+def sanity_cascade(model: nn.Module, inputs: Optional[torch.Tensor] = None
+                   ) -> List[str]:
+    """The cheap cascade: the head, then the last backbone stage that runs
+    (the first backbone entry of :func:`~mmxai.evaluation.default_cascade`
+    probed on ``inputs`` that is not a bare normalisation layer, e.g. not
+    UniFormer's final ``norm``)."""
+    full = default_cascade(model, inputs)
     head = full[:1]
-    stage = [n for n in full if n.startswith('backbone.')][:1]
+    stage = [n for n in full if n.startswith('backbone.')
+             and not is_norm(get_layer(model, n))][:1]
     return head + stage if stage else full[:2]
 
 
@@ -238,8 +244,7 @@ def compare_methods(model: Union[nn.Module, str], videos: Sequence[str],
     b = BUDGETS[budget]
     del_metric = DeletionInsertionAUC(**b['deletion'])
     drop_metric = AverageDrop()
-    rand_metric = ModelRandomization(cascade=sanity_cascade(
-        unwrap_model(model)), max_samples=1, seed=seed)
+    rand_metric = None  # its cascade is probed on the first clip
     per_clip: List[Dict[str, Any]] = []
     not_applicable: Dict[str, str] = {}
     failures: List[Dict[str, Any]] = []
@@ -252,6 +257,9 @@ def compare_methods(model: Union[nn.Module, str], videos: Sequence[str],
         with torch.no_grad():
             data = model.data_preprocessor(sample.data, False)
         inputs, samples = data['inputs'], data.get('data_samples')
+        if rand_metric is None:
+            rand_metric = ModelRandomization(cascade=sanity_cascade(
+                unwrap_model(model), inputs), max_samples=1, seed=seed)
         exps: Dict[str, Any] = {}
         rows: Dict[str, Dict[str, Any]] = {}
         adapter = None
@@ -334,6 +342,9 @@ def compare_methods(model: Union[nn.Module, str], videos: Sequence[str],
         if out_dir is not None:
             tracks.append({m: video_track(e, sample, labels)
                            for m, e in exps.items()})
+    if rand_metric is None:  # no clip: the registration-order cascade
+        rand_metric = ModelRandomization(cascade=sanity_cascade(
+            unwrap_model(model)), max_samples=1, seed=seed)
     summary = _summarise(names, per_clip, not_applicable, failures,
                          settings_used, budget, rand_metric)
     summary['recommendation'] = recommend(summary)

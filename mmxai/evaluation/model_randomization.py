@@ -29,7 +29,8 @@ class ModelRandomization(ExplanationMetric):
     Args:
         cascade: module names, top first; default
             :func:`~mmxai.evaluation.sanity.default_cascade` (``cls_head``,
-            the neck, the backbone's top-level modules in reverse order).
+            the neck, the backbone's top-level modules that shape the
+            features, last run first, probed on the first batch).
         threshold: the check passes when the mean correlation after the
             whole cascade is below it (0.5, the benchmark's rule).
         max_samples: score the first this many samples the hook explains,
@@ -76,7 +77,9 @@ class ModelRandomization(ExplanationMetric):
             return []
         exp = batch.explanation
         model = batch.adapter.model
-        cascade = self.cascade or default_cascade(model)
+        if not self.cascade:  # probed once, on the first batch it sees
+            self.cascade = default_cascade(model, batch.inputs)
+        cascade = self.cascade
         sel = torch.as_tensor(keep)
         inputs = batch.inputs[sel.to(batch.inputs.device)]
         targets = torch.as_tensor(exp.targets).cpu()[sel].tolist()

@@ -15,7 +15,8 @@ from ..errors import MMXAIError
 from ..utils.layers import get_layer
 
 __all__ = ['rank_correlation', 'randomize_layers', 'randomized_copy',
-           'cascading_randomization', 'default_cascade']
+           'cascading_randomization', 'default_cascade', 'executed_children',
+           'is_norm']
 
 
 def rank_correlation(a, b) -> float:
@@ -107,14 +108,80 @@ def cascading_randomization(
     return out
 
 
-def default_cascade(model: nn.Module) -> List[str]:
+def _tensors(x) -> List[Tensor]:
+    if isinstance(x, Tensor):
+        return [x]
+    if isinstance(x, (list, tuple)):
+        return [t for v in x for t in _tensors(v)]
+    if isinstance(x, dict):
+        return [t for v in x.values() for t in _tensors(v)]
+    return []
+
+
+def executed_children(module: nn.Module, run: Callable[[], object]
+                      ) -> List[str]:
+    """Names of ``module``'s direct children that shape ``run()``'s result,
+    in the order ``run()`` first runs them.
+
+    A child runs when it or any module inside it is called (a
+    ``ModuleList`` of blocks is never called itself); it shapes the result
+    when the gradient of the result reaches a tensor made inside it (its
+    own output or, for a never-called container, its last block's). A
+    child that never runs, or runs but is discarded (e.g. a MobileNetV2's
+    ``conv2`` when ``out_indices`` stops earlier), is left out. ``run()``
+    must return the result with autograd on; the hooks are removed on
+    return, also on failure, and no parameter's ``.grad`` is touched.
+    """
+    order: List[str] = []
+    made: Dict[str, List[Tensor]] = {}
+    handles = []
+    for name, child in module.named_children():
+        def pre(_m, _i, name=name):
+            if name not in order:
+                order.append(name)
+
+        def post(_m, _i, out, name=name):
+            made[name] = [t for t in _tensors(out) if t.requires_grad]
+        for sub in child.modules():
+            handles.append(sub.register_forward_pre_hook(pre))
+            handles.append(sub.register_forward_hook(post))
+    try:
+        result = [t for t in _tensors(run()) if t.requires_grad]
+    finally:
+        for h in handles:
+            h.remove()
+    if not result:  # nothing to follow: everything that ran
+        return order
+    names = [n for n in order if made.get(n)]
+    flat = [t for n in names for t in made[n]]
+    grads = torch.autograd.grad(sum(r.float().sum() for r in result), flat,
+                                allow_unused=True) if flat else []
+    used, k = set(), 0
+    for n in names:
+        g = grads[k:k + len(made[n])]
+        k += len(made[n])
+        if any(x is not None for x in g):
+            used.add(n)
+    return [n for n in order if n in used]
+
+
+def default_cascade(model: nn.Module, inputs: Optional[Tensor] = None
+                    ) -> List[str]:
     """Top-down randomisation cascade of a recognizer: ``cls_head``, the
     neck, then the backbone's top-level modules that hold parameters, last
-    registered first (for ResNets: ``layer4`` ... ``conv1``).
+    first (for ResNets: ``layer4`` ... ``conv1``).
 
-    Registration order is the forward order in MMAction2's CNN backbones; a
-    backbone that registers modules out of forward order still ends with
-    every listed module randomised, only the intermediate steps differ.
+    With ``inputs`` (a preprocessed batch, ``[B, V, C, T, H, W]`` or the
+    toolbox's shape) the backbone's order is the order its children *run*
+    in one probe through ``extract_feat``, and children that never
+    run are dropped (e.g. a ResNet-TSM's unused ``conv2``, an extra stage
+    the config disables, a MobileNetV2's ``conv2`` that runs but is not
+    returned): randomising them would change nothing; see
+    :func:`executed_children` (one forward and backward of one view). Without
+    ``inputs`` it is the registration order, which is the forward order in
+    MMAction2's CNN backbones; a backbone that registers modules out of
+    forward order still ends with every listed module randomised, only the
+    intermediate steps differ.
     """
     def has_params(m: nn.Module) -> bool:
         return any(True for _ in m.parameters())
@@ -125,9 +192,25 @@ def default_cascade(model: nn.Module) -> List[str]:
     backbone = getattr(model, 'backbone', None)
     if isinstance(backbone, nn.Module):
         kids = [n for n, m in backbone.named_children() if has_params(m)]
+        if inputs is not None and hasattr(model, 'extract_feat'):
+            x = inputs[:1, :1] if inputs.dim() == 6 else inputs[:1]
+
+            def run():
+                with torch.enable_grad():
+                    return model.extract_feat(
+                        x.detach().float().requires_grad_(True),
+                        test_mode=True)
+            ran = executed_children(backbone, run)
+            kids = [n for n in ran if n in kids]
         out += [f'backbone.{n}' for n in reversed(kids)]
     if not out:
         raise MMXAIError(f'{type(model).__name__} has no cls_head, neck or '
                          'backbone to randomise; pass cascade=[...] '
                          '(module names, top first)')
     return out
+
+
+def is_norm(module: nn.Module) -> bool:
+    """A bare normalisation layer (BatchNorm, LayerNorm, GroupNorm, ...)."""
+    from torch.nn.modules.batchnorm import _NormBase
+    return isinstance(module, (_NormBase, nn.LayerNorm, nn.GroupNorm))

@@ -128,3 +128,65 @@ def test_hook_ranks_samples_by_dataset_index():
     assert [ExplainHook(interval=3).rank(i) for i in (0, 3, 9)] == [0, 1, 3]
     hook = ExplainHook(indices=[40, 7, 12])
     assert [hook.rank(i) for i in (7, 12, 40)] == [0, 1, 2]
+
+
+class _Probed(torch.nn.Module):
+    """A recognizer-shaped model whose backbone has a used stage ``a``, a
+    ``ModuleList`` ``blocks`` (never called itself), a stage ``late`` that
+    runs but is discarded and a stage ``never`` that never runs; the
+    registration order (never, late, blocks, a) is not the run order."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = torch.nn.Module()
+        self.backbone.never = torch.nn.Linear(4, 4)
+        self.backbone.late = torch.nn.Linear(4, 4)
+        self.backbone.blocks = torch.nn.ModuleList(
+            [torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)])
+        self.backbone.a = torch.nn.Linear(4, 4)
+        self.cls_head = torch.nn.Linear(4, 2)
+
+    def extract_feat(self, inputs, test_mode=False):
+        x = self.backbone.a(inputs.reshape(-1, 4))
+        for blk in self.backbone.blocks:
+            x = blk(x)
+        self.backbone.late(x)  # computed, then dropped
+        return x
+
+
+def test_default_cascade_follows_what_runs_and_matters():
+    model = _Probed()
+    for p in model.parameters():  # frozen weights: the probe still works
+        p.requires_grad_(False)
+    assert default_cascade(model) == [
+        'cls_head', 'backbone.a', 'backbone.blocks', 'backbone.late',
+        'backbone.never']
+    hooks = [len(m._forward_hooks) + len(m._forward_pre_hooks)
+             for m in model.modules()]
+    assert default_cascade(model, torch.randn(1, 1, 4)) == [
+        'cls_head', 'backbone.blocks', 'backbone.a']
+    assert [len(m._forward_hooks) + len(m._forward_pre_hooks)
+            for m in model.modules()] == hooks
+    assert all(p.grad is None and not p.requires_grad
+               for p in model.parameters())
+
+
+def test_default_cascade_drops_a_stage_the_backbone_discards():
+    """A real ResNet3d whose out_indices stop at layer3 still runs layer4:
+    randomising it would change nothing, so the probe leaves it out."""
+    from mmxai.testing.toolbox_configs import build_small, \
+        representative_configs
+    small = build_small(representative_configs()['i3d'])
+    model = small.model
+    ran = default_cascade(model, small.inputs)
+    assert ran == default_cascade(model)  # every stage shapes the output
+    model.backbone.out_indices = (2,)
+    try:
+        with torch.no_grad():  # the head is not part of the probe
+            feats = model.extract_feat(small.inputs, test_mode=True)[0]
+        assert feats.shape[1] == model.backbone.layer3[-1].conv3.conv \
+            .out_channels
+        assert default_cascade(model, small.inputs) == [
+            n for n in ran if n != 'backbone.layer4']
+    finally:
+        model.backbone.out_indices = (3,)

@@ -71,6 +71,29 @@ def reverse_runs(strength: Sequence[float],
     return runs
 
 
+def reverse_partners(strength: Tensor,
+                     threshold: float = REVERSE_THRESHOLD
+                     ) -> Tuple[Tensor, Tensor]:
+    """``[N, T]`` strengths -> ``(partner, src)`` ``[N, T]`` long: the
+    frame each frame swaps with under ``'reverse'`` (itself outside runs
+    and at an odd run's centre) and the earlier frame of its pair (whose
+    strength blends it). Vectorised :func:`reverse_runs`: a frame ``j`` in
+    the run ``[a, e]`` (maximal, strength above ``threshold``) swaps with
+    ``a + e - j``; no loop, no host synchronisation. Compared in double
+    precision, as the authors' Python floats."""
+    on = strength.detach().double() > threshold  # [N, T]
+    t = on.shape[1]
+    idx = torch.arange(t, device=on.device).expand_as(on)
+    off = on.new_zeros(on.shape[0], 1)
+    starts = on & ~torch.cat([off, on[:, :-1]], 1)
+    ends = on & ~torch.cat([on[:, 1:], off], 1)
+    first = torch.where(starts, idx, torch.full_like(idx, -1)).cummax(1)[0]
+    last = torch.where(ends, idx, torch.full_like(idx, t)).flip(1) \
+        .cummin(1)[0].flip(1)
+    partner = torch.where(on, first + last - idx, idx)
+    return partner, torch.minimum(idx, partner)
+
+
 def reverse_matrix(strength: Tensor,
                    threshold: float = REVERSE_THRESHOLD) -> Tensor:
     """``[N, T]`` strengths -> ``[N, T, T]`` mixing matrices of the
@@ -81,23 +104,14 @@ def reverse_matrix(strength: Tensor,
     ``y_a = (1 - s_a) x_a + s_a x_b``, ``y_b = (1 - s_a) x_b + s_a x_a``.
 
     The middle frame of an odd run and frames outside runs are unchanged.
-    The runs are found on the detached strengths (a discrete choice); the
-    blend is differentiable in ``s``.
+    The runs are found on the detached strengths (a discrete choice,
+    :func:`reverse_partners`); the blend is differentiable in ``s``.
     """
-    n, t = strength.shape
-    src = torch.arange(t).repeat(n, 1)  # whose strength blends frame t
-    partner = torch.arange(t).repeat(n, 1)
-    paired = torch.zeros(n, t, dtype=torch.bool)
-    for i, row in enumerate(strength.detach().float().cpu().tolist()):
-        for run in reverse_runs(row, threshold):
-            for u in range(len(run) // 2):
-                a, b = run[u], run[-(u + 1)]
-                partner[i, a], partner[i, b] = b, a
-                src[i, a] = src[i, b] = a
-                paired[i, a] = paired[i, b] = True
-    dev = strength.device
-    g = strength.gather(1, src.to(dev)) * paired.to(dev, strength.dtype)
-    swap = torch.nn.functional.one_hot(partner.to(dev), t).to(strength)
+    t = strength.shape[1]
+    partner, src = reverse_partners(strength, threshold)
+    paired = partner != torch.arange(t, device=partner.device)
+    g = strength.gather(1, src) * paired.to(strength.dtype)
+    swap = torch.nn.functional.one_hot(partner, t).to(strength)
     return torch.diag_embed(1 - g) + g[..., None] * swap
 
 
@@ -172,7 +186,8 @@ class TemporalMask(BaseExplainer):
     shrunk from both ends while its perturbation removes at least
     ``init_threshold`` (90%) of the score drop of the fully frozen clip
     (every frame = frame 0); as in the authors' code the block of the first
-    shrink that falls below the threshold is used, at logits ``+-5``. ``'preserve'`` shrinks a centred kept block while it keeps
+    shrink that falls below the threshold is used, at logits ``+-5``.
+    ``'preserve'`` shrinks a centred kept block while it keeps
     ``init_threshold`` of the score (the last block that does). With
     ``T < 4`` (no shrink to try) the whole clip. ``'uniform'``: all logits
     0 (m = 0.5).
@@ -186,6 +201,15 @@ class TemporalMask(BaseExplainer):
     mask, as the authors report them), ``score``. Frame 0 cannot be frozen
     (nothing precedes it): under ``'freeze'`` its mask value follows the
     regularisers only.
+
+    Passes: the scorer's clean forward (target, ``original_score``, the
+    central start's clean score), ``T//2`` gradient-free forwards per view
+    for the central start (``T >= 4``; none for ``'uniform'``),
+    ``iterations`` forward + backward passes to the input (weights frozen)
+    and one gradient-free forward of 2 clips per view (the final mask
+    frozen and reversed). The authors' loop needs one forward less: their
+    freeze score is the last iteration's, of the mask one Adam step before
+    the reported one.
 
     Args:
         perturbation: ``'freeze'`` or ``'reverse'`` (used in the descent;
@@ -252,6 +276,13 @@ class TemporalMask(BaseExplainer):
             scorer.combine(b, v, z[i:i + 1])[0, int(targets[b])]
             for i, (b, v) in enumerate(rows)])
 
+    @staticmethod
+    def clean_scores(scorer: ViewScorer, rows, targets: Tensor) -> Tensor:
+        """``[N]`` ``s_c`` of the clean views ``rows``, from the scorer's
+        clean forward (no forward of its own)."""
+        return torch.stack([scorer.clean(b, v)[int(targets[b])]
+                            for b, v in rows])
+
     def initial_logits(self, scorer: ViewScorer, rows, clips: Tensor,
                        targets: Tensor) -> Tensor:
         """``[N, T]`` initial logits (see the class docstring)."""
@@ -262,7 +293,7 @@ class TemporalMask(BaseExplainer):
         if t < 4:  # the authors' shrink loop would not run
             return ones * INIT_LOGIT
         with torch.no_grad():
-            orig = self.target_scores(scorer, rows, clips, targets)
+            orig = self.clean_scores(scorer, rows, targets)
             full = self.target_scores(scorer, rows,
                                       perturb(clips, ones, 'freeze'),
                                       targets)
@@ -295,7 +326,11 @@ class TemporalMask(BaseExplainer):
 
     def optimise(self, scorer: ViewScorer, rows, targets: Tensor,
                  bar: Progress) -> Tuple[Tensor, Dict[str, Tensor]]:
-        """Masks ``[N, T]`` of views ``rows`` and their scores."""
+        """Masks ``[N, T]`` of views ``rows`` and their scores.
+
+        Passes: ``iterations`` forward + backward passes to the input, then
+        one gradient-free forward of ``2N`` clips (the final mask frozen and
+        reversed); the clean score is the scorer's (no forward here)."""
         clips = torch.stack([scorer.video[b, v] for b, v in rows])
         theta = self.initial_logits(scorer, rows, clips, targets)
         theta = theta.detach().requires_grad_(True)
@@ -307,18 +342,19 @@ class TemporalMask(BaseExplainer):
             s = self.target_scores(scorer, rows, pert, targets)
             loss = sign * s + self.lambda1 * mask.abs().sum(1) + \
                 self.lambda2 * tv_norm(mask, self.beta)
-            opt.zero_grad()
             theta.grad = torch.autograd.grad(loss.sum(), theta)[0]
             opt.step()
             bar.update(1)
+        n = len(rows)
         with torch.no_grad():
             mask = torch.sigmoid(theta)
             strength = self.strength(mask)
-            scores = {'original_score': self.target_scores(
-                scorer, rows, clips, targets)}
-            for p in PERTURBATIONS:
-                scores[f'{p}_score'] = self.target_scores(
-                    scorer, rows, perturb(clips, strength, p), targets)
+            both = torch.cat([perturb(clips, strength, p)
+                              for p in PERTURBATIONS])  # [2N, C, T, H, W]
+            final = self.target_scores(scorer, rows + rows, both, targets)
+        scores = {'original_score': self.clean_scores(scorer, rows, targets)}
+        for i, p in enumerate(PERTURBATIONS):
+            scores[f'{p}_score'] = final[i * n:(i + 1) * n]
         return mask.detach(), scores
 
     # ---------------------------------------------------------- attribute

@@ -183,3 +183,144 @@ def test_bad_options_are_one_line(planted, options):
     with pytest.raises(MMXAIError) as err:
         TemporalMask(planted[0], **options)
     assert '\n' not in str(err.value)
+
+
+# ------------------------------------------- a plain reference of the loop
+def reference_reverse(clip, s):
+    """The authors' ``perturb_sequence(..., 'reverse')`` written out on one
+    view ``[C, T, H, W]``: runs above 0.1 found by a loop, each pair
+    swapped and blended by its earlier frame's strength."""
+    runs, cur = [], []
+    for j, v in enumerate(s.detach().tolist()):
+        if v > 0.1:
+            cur.append(j)
+        elif cur:
+            runs.append(cur)
+            cur = []
+    if cur:
+        runs.append(cur)
+    y = [clip[:, t] for t in range(clip.shape[1])]
+    for run in runs:
+        for u in range(len(run) // 2):
+            a, b = run[u], run[-(u + 1)]
+            y[a] = (1 - s[a]) * clip[:, a] + s[a] * clip[:, b]
+            y[b] = (1 - s[a]) * clip[:, b] + s[a] * clip[:, a]
+    return torch.stack(y, 1)
+
+
+def reference_perturb(clip, s, perturbation):
+    if perturbation == 'freeze':
+        return freeze_loop(clip[None], s)[0]
+    return reference_reverse(clip, s)
+
+
+def reference_mask(model, x, v, target, perturbation, mode, init,
+                   iterations, score, lr=0.2, lam1=0.01, lam2=0.02):
+    """One view's mask and scores, one forward per scoring, plain loops:
+    the other views clean (view-averaged as ``predict``), Adam on the
+    logits, the authors' central start (delete mode) or m = 0.5."""
+    adapter = TemporalMask(model).adapter
+    views = x.shape[1]
+
+    def one(clip):  # [C, T, H, W] -> [K] probabilities or logits
+        z = adapter.scores(clip[None, None])[0]
+        return z.float().softmax(-1) if score == 'prob' else z
+
+    with torch.no_grad():
+        others = sum(one(x[0, u]) for u in range(views) if u != v)
+
+    def scores_of(clip):  # the view-averaged score, the other views clean
+        return ((one(clip) + others) / views)[target]
+
+    clip = x[0, v]
+    t = clip.shape[1]
+    sign = 1.0 if mode == 'delete' else -1.0
+    strength = (lambda m: m) if mode == 'delete' else (lambda m: 1 - m)
+    with torch.no_grad():
+        orig = scores_of(clip)
+        if init == 'central':
+            assert mode == 'delete'
+            full = scores_of(clip[:, :1].expand_as(clip))
+            block = torch.ones(t)
+            for i in range(1, t // 2):
+                block = torch.ones(t)
+                block[:i] = 0
+                block[t - i:] = 0
+                s = scores_of(reference_perturb(clip, block, perturbation))
+                if (orig - s) / (orig - full) < 0.9:
+                    break
+            theta = (block * 2 - 1) * 5.0
+        else:
+            theta = torch.zeros(t)
+    theta.requires_grad_(True)
+    opt = torch.optim.Adam([theta], lr=lr)
+    for _ in range(iterations):
+        m = torch.sigmoid(theta)
+        tv = sum((m[u - 1] - m[u]).abs() ** 3 + (m[u + 1] - m[u]).abs() ** 3
+                 for u in range(1, t - 1))
+        loss = sign * scores_of(reference_perturb(clip, strength(m),
+                                                  perturbation)) + \
+            lam1 * m.abs().sum() + lam2 * tv
+        theta.grad, = torch.autograd.grad(loss, theta)
+        opt.step()
+    with torch.no_grad():
+        m = torch.sigmoid(theta)
+        out = {'original_score': orig}
+        for p in ('freeze', 'reverse'):
+            out[f'{p}_score'] = scores_of(reference_perturb(clip,
+                                                            strength(m), p))
+    return m, out
+
+
+def test_reverse_partners_match_the_run_loop():
+    g = torch.Generator().manual_seed(3)
+    s = torch.rand(64, 9, generator=g)
+    s[s < 0.35] = 0.05  # many runs, of every length
+    s[0, 4] = 0.1  # at the threshold: off, as the authors' ``>``
+    s[1] = torch.tensor(0.1).float()  # float32(0.1) > 0.1: on (doubles)
+    for row in range(s.shape[0]):
+        ref = [list(range(9)) for _ in range(2)]  # partner, src
+        for run in reverse_runs(s[row].tolist()):
+            for u in range(len(run) // 2):
+                a, b = run[u], run[-(u + 1)]
+                ref[0][a], ref[0][b] = b, a
+                ref[1][a] = ref[1][b] = a
+        w = reverse_matrix(s[row:row + 1])[0]
+        x = torch.arange(9.0)
+        sa = s[row][torch.tensor(ref[1])]
+        want = torch.where(torch.tensor(ref[0]) != torch.arange(9),
+                           (1 - sa) * x + sa * x[torch.tensor(ref[0])], x)
+        assert torch.allclose(w @ x, want), row
+    # the batch at once equals row by row
+    assert torch.equal(reverse_matrix(s), torch.cat(
+        [reverse_matrix(s[i:i + 1]) for i in range(s.shape[0])]))
+
+
+@pytest.mark.parametrize('case', [
+    ('planted', 'freeze', 'delete', 'central', 'prob', 15),
+    ('tiny', 'reverse', 'delete', 'uniform', 'prob', 4),
+    ('tiny', 'freeze', 'preserve', 'uniform', 'logit', 4)])
+def test_masks_and_scores_match_a_plain_reference(planted, case):
+    """The batched, vectorised loop (clean score reused, the final freeze
+    and reverse scores in one forward) gives the masks and scores of a
+    plain per-view loop with one forward per score."""
+    name, perturbation, mode, init, score, iterations = case
+    if name == 'planted':
+        model, x = planted
+    else:
+        model = tm.build(tm.i3d_cfg())
+        x = tm.preprocess(model, tm.clip_batch(views=2))['inputs']
+    target = 1 if name == 'tiny' else 0
+    snap = ModelSnapshot(model)
+    exp = TemporalMask(model, perturbation=perturbation, mode=mode,
+                       init=init, score=score, iterations=iterations,
+                       progress=False).attribute(x, target)
+    assert snap.changes() == []
+    for v in range(x.shape[1]):
+        m, ref = reference_mask(model, x, v, target, perturbation, mode,
+                                init, iterations, score)
+        assert torch.allclose(exp.extras['temporal_masks'][0, v], m,
+                              atol=1e-5), v
+        for k, want in ref.items():
+            assert float(exp.extras[k][0, v]) == pytest.approx(
+                float(want), rel=1e-4, abs=1e-6), (v, k)

@@ -204,10 +204,9 @@ class LRP(BaseExplainer):
                         pairs, self._merged, self._folded_pair_rule))
                     folded = set(self._folds.pairs)
                     folded.update(self._folds.pairs.values())
-                    # the ReLU that alone reads a folded pair's output
-                    # applies an epsilon pair's rule with it (one node)
-                    self._relus = {bn: relu for bn, relu in
-                                   layout.relus.items() if bn in folded}
+                    # the ReLU that alone reads a pair's output applies
+                    # an epsilon pair's rule with it (one node)
+                    self._relus = layout.relus
                     stack.enter_context(instance_forwards(
                         (relu, functools.partial(self._relu_forward, bn,
                                                  relu))

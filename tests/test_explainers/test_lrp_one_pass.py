@@ -71,7 +71,12 @@ def _unfolded() -> Iterator[None]:
 
 
 class ReferenceLRP(LRP):
-    """:class:`LRP` as it was: two forwards, every rule through ``mod``."""
+    """:class:`LRP` as it was: two forwards, every rule through ``mod``,
+    the model's own ReLUs and residual forward (in-place ReLU after the
+    split sum), batch norm run (with :func:`_unfolded`)."""
+
+    def _layout(self):
+        return super()._layout()._replace(relus={})  # ReLUs as they are
 
     def _apply(self, rule, fn, x, weight, bias, out):
         new = swap_gradient(out, rule.modified(fn, x, weight, bias, out))

@@ -149,6 +149,12 @@ class LRP(BaseExplainer):
             out.update(alpha=self.alpha, beta=self.beta)
         return out
 
+    def clear_cache(self) -> None:
+        """Forget the folded batch-norm weights (needed only after writing
+        a convolution's or batch norm's tensors through ``.data``, which
+        changes no version counter)."""
+        self._merged.clear()
+
     # ----------------------------------------------------------- method
     def _attribute(self, inputs: Tensor, target: TargetSpec,
                    data_samples: Optional[Sequence]) -> Attribution:

@@ -234,6 +234,11 @@ def test_merged_parameters_cached_until_they_change():
     again = explainer.attribute(x, 0)
     fresh = LRP(model).attribute(x, 0)
     assert torch.equal(again.raw_maps, fresh.raw_maps)
+    # through .data no version moves: clear_cache() makes it seen
+    bn.weight.data.mul_(3)
+    explainer.clear_cache()
+    assert torch.equal(explainer.attribute(x, 0).raw_maps,
+                       LRP(model).attribute(x, 0).raw_maps)
 
 
 def test_relu_node_equals_gradient_hooks(resnet):

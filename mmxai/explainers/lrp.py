@@ -68,10 +68,10 @@ class LRP(BaseExplainer):
     constant ``z / stab(z)``: where a ReLU alone reads ``z`` (mmcv's
     ``ConvModule``, MMAction2's residual sums) the ReLU's node does it
     (one pass forward, three backward, nothing kept), elsewhere a tensor
-    hook (three passes forward, one backward). ``gamma`` adds four evaluations of each layer
-    it rules (forward, and backward through them), ``alpha_beta`` four
-    (two when ``beta = 0``), ``zplus`` two, ``flat``/``wsquare`` two (one
-    without a graph) for the first layer.
+    hook (three passes forward, one backward). ``gamma`` adds four
+    evaluations of each layer it rules (forward, and backward through
+    them), ``alpha_beta`` four (two when ``beta = 0``), ``zplus`` two,
+    ``flat``/``wsquare`` two (one without a graph) for the first layer.
 
     Args:
         rule: ``'epsilon'`` (default), ``'gamma'``, ``'alpha_beta'``
@@ -188,9 +188,11 @@ class LRP(BaseExplainer):
     # ------------------------------------------------------------ hooks
     @contextlib.contextmanager
     def rules_in_place(self, leaf: Tensor) -> Iterator[None]:
-        """Forward hooks putting the rules in place (and the residual
-        canonizer when :attr:`canonize`) for a forward of ``leaf``; all
-        removed on exit, also on failure."""
+        """Forward hooks and instance forwards putting the rules in place
+        (and the canonizers when :attr:`canonize`: residual sums split,
+        gates constant, batch norms folded, ReLUs after epsilon pairs) for
+        a forward of ``leaf``; call :meth:`_settle_deferred` after the
+        forward. All removed on exit, also on failure."""
         layout = self._layout()
         pairs = layout.pairs
         handles = []
@@ -324,8 +326,9 @@ class LRP(BaseExplainer):
 
     def _relu_forward(self, bn: nn.Module, relu: nn.Module,
                       x: Tensor) -> Tensor:
-        """The ReLU after a folded epsilon pair: :func:`epsilon_relu` of
-        the pair's output; of anything else: the ReLU's own forward."""
+        """The ReLU that alone reads a pair's output: :func:`epsilon_relu`
+        of an epsilon pair's output; of anything else: the ReLU's own
+        forward."""
         entry = self._deferred.get(bn)
         if entry is not None and entry[0] is x:
             del self._deferred[bn]

@@ -165,7 +165,10 @@ class ScoreCAM(_CAMFamily):
             small = norm[samples, :, channels]  # [n, V, t, h, w]
             masks = _to_input_time(adapter.upsample(small, name, inputs),
                                    adapter, inputs)  # [n, V, T, H, W]
-            clips = video[samples]  # [n, V, C, T, H, W]
+            # [n, V, C, T, H, W]; one sample: a view of it, not n copies
+            # (the masked product below is the only clip-sized tensor)
+            clips = video[samples] if b > 1 else video.expand(
+                len(part), *video.shape[1:])
             for step in range(passes):
                 applied = self.perturb(masks, step, part, views)
                 with torch.no_grad():

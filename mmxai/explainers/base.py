@@ -198,7 +198,8 @@ class BaseExplainer:
                 _toolbox_view_chunks_lifted(
                     self.model, self.adapter, inputs,
                     self.views_separable) as toolbox_chunk:
-            self.model.eval()
+            if any(m.training for m in self.model.modules()):
+                self.model.eval()  # (a walk with __setattr__: skip if eval)
             video = self.adapter.to_video(inputs)
             try:
                 self._plan(video, toolbox_chunk)

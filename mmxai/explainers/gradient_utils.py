@@ -14,15 +14,14 @@ REDUCTIONS = ('sum', 'abs_sum', 'max_abs', 'l2')
 def frozen_parameters(model: nn.Module) -> Iterator[nn.Module]:
     """Parameters stop requiring gradients inside the block (restored on
     exit): back-propagation to the input skips weight gradients."""
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
+    params = [p for p in model.parameters() if p.requires_grad]
     try:
         for p in params:
             p.requires_grad_(False)
         yield model
     finally:
-        for p, f in zip(params, flags):
-            p.requires_grad_(f)
+        for p in params:
+            p.requires_grad_(True)
 
 
 def reduce_channels(attr: Tensor, reduction: str, dim: int = 2) -> Tensor:

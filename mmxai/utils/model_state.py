@@ -21,8 +21,12 @@ def preserved_model_state(model: nn.Module) -> Iterator[nn.Module]:
     """
     modules = list(model.modules())
     training = [m.training for m in modules]
-    hook_keys = [{d: set(getattr(m, d, {}) or {}) for d in _HOOK_DICTS}
-                 for m in modules]
+    # only the hook dicts that hold entries on entry are recorded; on exit
+    # a dict that was empty is cleared, the others lose the keys they gained
+    hook_keys = []
+    for m in modules:
+        d = m.__dict__
+        hook_keys.append({k: tuple(d[k]) for k in _HOOK_DICTS if d.get(k)})
     params = list(model.parameters())
     requires_grad = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
@@ -33,14 +37,24 @@ def preserved_model_state(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         for m, flag, keys in zip(modules, training, hook_keys):
-            m.training = flag
-            for d, before in keys.items():
-                hooks = getattr(m, d, None)
-                if hooks:
-                    for k in [k for k in hooks if k not in before]:
+            d = m.__dict__
+            if d.get('training') is not flag:
+                d['training'] = flag  # a plain attribute: no __setattr__
+            for name in _HOOK_DICTS:
+                hooks = d.get(name)
+                if not hooks:
+                    continue
+                before = keys.get(name)
+                if before is None:
+                    hooks.clear()
+                elif len(hooks) != len(before) or tuple(hooks) != before:
+                    keep = set(before)
+                    for k in [k for k in hooks if k not in keep]:
                         del hooks[k]
         for p, flag, g in zip(params, requires_grad, grads):
-            p.requires_grad_(flag)
-            p.grad = g
+            if p.requires_grad is not flag:
+                p.requires_grad_(flag)
+            if p.grad is not g:
+                p.grad = g
         for a, v in head_attrs.items():
             setattr(head, a, v)

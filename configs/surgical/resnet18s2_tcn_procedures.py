@@ -4,7 +4,12 @@
 # Frame CNN: the first two stages of the toolbox's ResNet-18 (stride 8: an 8x8
 # feature grid at 64 px, 0.68 M parameters); head:
 # mmxai's causal multi-stage TCN over a window of 8 frames taken at 1 fps
-# (8 s), labelled online (phase at the window's last frame).
+# (8 s), labelled online (phase at the window's last frame). The head keeps
+# the 8x8 grid (spatial_pool='grid': 1x1 conv to 16 channels per cell) rather
+# than the global mean: in these procedures a phase is told by an instrument
+# *at its own place* (the same instrument lies still elsewhere as a
+# distractor), which a global mean can only recover through padding effects
+# (with the mean: 0.72 frame accuracy after 24 epochs on 8 procedures).
 # The datasets serve windows themselves (no sampler in their pipelines);
 # `test_pipeline` (with SampleFrames: 8 frames 5 apart = the same 8 s window
 # at 5 fps) is what the long-video mode (tools/explain.py --windows) reads.
@@ -21,6 +26,7 @@ model = dict(
                   norm_eval=False),
     cls_head=dict(type='CausalMSTCNHead', num_classes=7, in_channels=128,
                   num_stages=2, num_layers=3, channels=32,
+                  spatial_pool='grid', grid_size=8, grid_channels=16,
                   dropout_ratio=0.2, average_clips='prob'),
     data_preprocessor=dict(type='ActionDataPreprocessor',
                            mean=[127.5, 127.5, 127.5],

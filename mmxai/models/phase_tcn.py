@@ -4,7 +4,11 @@ Two-stage phase recognizers (TeCNO, Czempiel et al. 2020) run a per-frame 2D
 CNN and feed its features, over a long stretch of the video, to a temporal
 model. Here that is the toolbox's own ``Recognizer2D`` (any 2D backbone:
 ``ResNet``, ``MobileNetV2``, ...) with this head: the frame features
-``[B*T, D, h, w]`` are pooled to a sequence ``[B, D, T]`` and passed through
+``[B*T, D, h, w]`` are pooled to a sequence ``[B, D', T]`` (``spatial_pool``:
+``'avg'``, the global mean, D' = D, as TeCNO; or ``'grid'``, a 1x1
+convolution to ``grid_channels`` then the mean over each cell of a
+``grid_size`` grid, flattened, D' = grid_channels * g * g: the sequence keeps
+*where* a feature is, for data whose evidence is a place) and passed through
 ``num_stages`` stages of dilated *causal* residual convolutions (kernel 3,
 dilation ``2**l``, padded on the left only, so the output at t sees frames
 <= t); each later stage refines the softmax of the one before. Training
@@ -24,6 +28,8 @@ import torch.nn.functional as F
 from mmaction.models.heads.base import BaseHead
 from mmaction.registry import MODELS
 from torch import Tensor, nn
+
+from ..errors import ConfigError
 
 __all__ = ['CausalMSTCNHead', 'FeatureSequence', 'feature_occlusion',
            'feature_integrated_gradients']
@@ -70,18 +76,32 @@ class CausalMSTCNHead(BaseHead):
             frames per stage.
         smooth_weight: weight of the truncated MSE smoothing loss (MS-TCN
             0.15).
+        spatial_pool: ``'avg'`` (global average of the frame features) or
+            ``'grid'`` (1x1 conv to ``grid_channels``, ReLU, average over
+            each cell of a ``grid_size`` x ``grid_size`` grid, flattened).
     """
 
     def __init__(self, num_classes: int, in_channels: int,
                  num_stages: int = 2, num_layers: int = 8,
                  channels: int = 64, smooth_weight: float = 0.15,
-                 dropout_ratio: float = 0.0, **kwargs) -> None:
+                 dropout_ratio: float = 0.0, spatial_pool: str = 'avg',
+                 grid_size: int = 4, grid_channels: int = 16,
+                 **kwargs) -> None:
         kwargs.setdefault('average_clips', 'prob')
         super().__init__(num_classes, in_channels, **kwargs)
+        if spatial_pool not in ('avg', 'grid'):
+            raise ConfigError(f"spatial_pool={spatial_pool!r}: give 'avg' "
+                              "or 'grid'")
         self.smooth_weight = smooth_weight
+        self.spatial_pool = spatial_pool
+        self.grid_size = int(grid_size)
+        seq_channels = in_channels
+        if spatial_pool == 'grid':
+            self.reduce = nn.Conv2d(in_channels, grid_channels, 1)
+            seq_channels = grid_channels * self.grid_size ** 2
         self.dropout = nn.Dropout(dropout_ratio) if dropout_ratio else None
         self.stages = nn.ModuleList(
-            [_Stage(in_channels, channels, num_layers, num_classes)] +
+            [_Stage(seq_channels, channels, num_layers, num_classes)] +
             [_Stage(num_classes, channels, num_layers, num_classes)
              for _ in range(num_stages - 1)])
 
@@ -89,10 +109,16 @@ class CausalMSTCNHead(BaseHead):
         pass  # PyTorch's default initialisation of the convolutions
 
     # ------------------------------------------------------------ sequence
-    @staticmethod
-    def pool(x: Tensor, num_segs: int) -> Tensor:
-        """Frame features ``[B*T, D, (h, w)]`` -> sequence ``[B, D, T]``."""
-        if x.dim() > 2:
+    def pool(self, x: Tensor, num_segs: int) -> Tensor:
+        """Frame features ``[B*T, D, (h, w)]`` -> sequence ``[B, D', T]``."""
+        if self.spatial_pool == 'grid':
+            if x.dim() != 4:
+                raise ConfigError(
+                    "spatial_pool='grid' needs frame feature maps "
+                    f"[B*T, D, h, w], got {tuple(x.shape)}")
+            x = F.relu(self.reduce(x))
+            x = F.adaptive_avg_pool2d(x, self.grid_size).flatten(1)
+        elif x.dim() > 2:
             x = x.flatten(2).mean(-1)
         return x.view(-1, num_segs, x.shape[1]).transpose(1, 2)
 

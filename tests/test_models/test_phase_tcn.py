@@ -94,3 +94,31 @@ def test_mmxai_methods_explain_it(model):
         exp = build_explainer(method, model, **kw).attribute(x, target=2)
         assert tuple(exp.maps.shape) == (1, 1, T, S, S)
         assert torch.isfinite(exp.maps).all()
+
+
+def test_grid_pool_keeps_where_avg_pool_forgets():
+    """spatial_pool='grid': the sequence of a frame whose features moved to
+    another place differs (the global mean is the same); each grid cell is
+    the mean of its block of the 1x1-reduced features."""
+    from mmaction.registry import MODELS
+
+    from mmxai.errors import ConfigError
+    kw = dict(type='CausalMSTCNHead', num_classes=K, in_channels=8,
+              num_stages=1, num_layers=2, channels=8)
+    torch.manual_seed(0)
+    grid = MODELS.build(dict(kw, spatial_pool='grid', grid_size=2,
+                             grid_channels=3))
+    avg = MODELS.build(kw)
+    feats = torch.zeros(2, 8, 4, 4)
+    feats[0, :, 0, 0] = 1.0                    # top-left
+    feats[1, :, 3, 3] = 1.0                    # bottom-right, same content
+    torch.testing.assert_close(avg.pool(feats, 1)[0], avg.pool(feats, 1)[1])
+    g = grid.pool(feats, 1)                    # [2, 3 * 2 * 2, 1]
+    assert g.shape == (2, 12, 1)
+    assert (g[0] - g[1]).abs().max() > 1e-3
+    red = torch.relu(grid.reduce(feats))       # hand-computed cell means
+    want = red.view(2, 3, 2, 2, 2, 2).mean((3, 5)).flatten(1)
+    torch.testing.assert_close(g[..., 0], want)
+    assert grid.stages[0].inp.in_channels == 12
+    with pytest.raises(ConfigError, match='spatial_pool'):
+        MODELS.build(dict(kw, spatial_pool='max'))

@@ -85,6 +85,36 @@ def test_centre_baseline_misses_the_ring():
     assert s['pointing'] == 0
 
 
+def test_max_location_names_where_the_peak_is():
+    pm = np.zeros((3, 64, 64), bool)
+    dm = np.zeros((3, 64, 64), bool)
+    pm[:, 5:14, 28:37] = True                  # the phase instrument
+    dm[:, 40:49, 40:49] = True                 # a distractor
+    ev = np.array([False, True, True])
+    maps = np.zeros((3, 64, 64), np.float32)
+    maps[1, 9, 30] = 1
+    assert bs.max_location(maps, pm, dm, ev) == 'instrument'
+    maps[2, 44, 44] = 2
+    assert bs.max_location(maps, pm, dm, ev) == 'distractor'
+    maps[2, 25, 10] = 3                        # far from both masks
+    assert bs.max_location(maps, pm, dm, ev) == 'elsewhere'
+    maps[0, 9, 30] = 4                         # a frame of the other phase
+    assert bs.max_location(maps, pm, dm, ev) == 'other phase frame'
+    # within the tolerance counts, beyond it does not
+    near = np.zeros_like(maps)
+    near[1, 9, 39] = 1                         # 3 px right of the mask
+    assert bs.max_location(near, pm, dm, ev, tolerance=4.3) == 'instrument'
+    assert bs.max_location(near, pm, dm, ev, tolerance=2.0) == 'elsewhere'
+
+
+def test_split_keeps_the_held_out_numbers():
+    assert bs.split_ids(8, 4) == (list(range(1, 9)), [9, 10, 11, 12])
+    tr, te = bs.split_ids(24, 4)
+    assert te == [9, 10, 11, 12] and not set(tr) & set(te)
+    assert tr[:8] == list(range(1, 9)) and tr[8:] == list(range(13, 29))
+    assert bs.ranges(tr) == '1-8, 13-28'
+
+
 @pytest.mark.sweep  # the whole benchmark at its smallest: ~2 min, 2 cores
 def test_benchmark_end_to_end(tmp_path):
     doc = tmp_path / 'bench.md'

@@ -20,8 +20,9 @@ measured against known evidence, on generated surgical procedures.
    deletion / insertion; the same scores for a random map and a centre map;
 5. writes ``docs/surgical_benchmark.md`` and its figure (``--doc``).
 
-    python tools/benchmarks/bench_surgical.py            # ~10 min, 2 cores
-    python tools/benchmarks/bench_surgical.py --smoke    # ~1-2 min, no doc
+    python tools/benchmarks/bench_surgical.py            # ~30 min, 2 shared
+                                                         # cores (17 training)
+    python tools/benchmarks/bench_surgical.py --smoke    # ~2 min
 """
 import argparse
 import json
@@ -41,8 +42,12 @@ CONFIG = osp.join(REPO, 'configs', 'surgical',
 TOLERANCE = 15.0 * 64 / 224
 DI_STEPS = 8
 
-FULL = dict(train=8, test=4, duration=90.0, epochs=24, di_windows=3,
-            stride='2s', methods=['gradcam', 'gradcam:backbone.layer1',
+#: The held-out procedures are numbers 9, 10, ... (``--test`` of them);
+#: training takes the first ``--train`` other numbers (1-8, then 13, 14, ...),
+#: so more training procedures never change the test procedures.
+FIRST_TEST = 9
+FULL = dict(train=24, test=4, duration=90.0, epochs=6, di_windows=3,
+            stride='4s', methods=['gradcam', 'gradcam:backbone.layer1',
                                   'saliency'])
 SMOKE = dict(train=2, test=1, duration=40.0, epochs=1, di_windows=1,
              stride='4s', methods=['gradcam'])
@@ -58,6 +63,57 @@ def window_evidence(phase_mask: np.ndarray, phase: np.ndarray,
     frames = np.asarray(frames)
     sel = phase[frames] == target
     return phase_mask[frames] & sel[:, None, None], sel
+
+
+def split_ids(train: int, test: int):
+    """``(train_ids, test_ids)``: test ``FIRST_TEST ... FIRST_TEST + test -
+    1``, train the first ``train`` other positive numbers."""
+    test_ids = list(range(FIRST_TEST, FIRST_TEST + test))
+    train_ids, n = [], 1
+    while len(train_ids) < train:
+        if n not in test_ids:
+            train_ids.append(n)
+        n += 1
+    return train_ids, test_ids
+
+
+def ranges(ids) -> str:
+    """``[1, 2, 3, 13, 14]`` -> ``'1-3, 13-14'``."""
+    out, ids = [], sorted(ids)
+    i = 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        out.append(str(ids[i]) if i == j else f'{ids[i]}-{ids[j]}')
+        i = j + 1
+    return ', '.join(out)
+
+
+#: Where a window map's maximum can land (:func:`max_location`).
+MAX_PLACES = ('instrument', 'distractor', 'other phase frame', 'elsewhere')
+
+
+def max_location(maps, phase_masks, distractor_masks, ev_frames,
+                 tolerance: float = TOLERANCE) -> str:
+    """Where the window map's global maximum (``[T, H, W]``; the frame of
+    the first maximum, the mean position of that frame's maxima) lands:
+    ``'other phase frame'`` (a frame not of the target phase), else within
+    ``tolerance`` px of the phase ``'instrument'`` (``phase_masks`` of that
+    frame), else of a ``'distractor'`` (another phase's instrument lying
+    still), else ``'elsewhere'`` (tissue)."""
+    maps = np.asarray(maps, np.float32)
+    t = int(maps.reshape(len(maps), -1).max(1).argmax())
+    if not np.asarray(ev_frames, bool)[t]:
+        return 'other phase frame'
+    ys, xs = np.nonzero(maps[t] == maps[t].max())
+    y, x = ys.mean(), xs.mean()
+    for place, m in (('instrument', phase_masks[t]),
+                     ('distractor', distractor_masks[t])):
+        my, mx = np.nonzero(m)
+        if len(my) and np.min((my - y) ** 2 + (mx - x) ** 2) <= tolerance**2:
+            return place
+    return 'elsewhere'
 
 
 def pointing_hit(maps, masks, tolerance: float) -> float:
@@ -137,9 +193,11 @@ def generate(root: str, numbers, seed: int, duration: float) -> None:
                         fps=5.0, size=64)
 
 
-def load_cfg(root: str, train_ids, test_ids, epochs: int, work_dir: str):
+def load_cfg(root: str, train_ids, test_ids, epochs: int, work_dir: str,
+             spatial_pool: str = 'grid'):
     from mmengine.config import Config
     cfg = Config.fromfile(CONFIG)
+    cfg.model.cls_head.spatial_pool = spatial_pool
     ids = lambda v: ','.join(str(i) for i in v)  # noqa: E731
     cfg.work_dir = work_dir
     cfg.train_dataloader.dataset.update(data_root=root, videos=ids(train_ids))
@@ -148,7 +206,7 @@ def load_cfg(root: str, train_ids, test_ids, epochs: int, work_dir: str):
     cfg.train_cfg.update(max_epochs=epochs, val_begin=epochs + 1)
     cfg.param_scheduler = [dict(type='CosineAnnealingLR', T_max=epochs,
                                 eta_min=1e-5, by_epoch=True, begin=0,
-                                end=epochs)]
+                                end=epochs, convert_to_iter_based=True)]
     cfg.default_hooks.checkpoint.interval = epochs
     return cfg
 
@@ -206,6 +264,7 @@ def explain_procedures(model, test_root, test_ids, methods, di_windows,
     from mmxai.models import (FeatureSequence, feature_integrated_gradients,
                               feature_occlusion)
     spatial = defaultdict(list)
+    places = defaultdict(lambda: defaultdict(list))
     temporal = defaultdict(list)
     di = defaultdict(lambda: defaultdict(list))
     preds = {}
@@ -220,6 +279,7 @@ def explain_procedures(model, test_root, test_ids, methods, di_windows,
         masks_npz = np.load(osp.join(test_root, 'masks',
                                      name + '-masks.npz'))
         pmask, phase = masks_npz['phase_mask'], masks_npz['phase']
+        dmask = masks_npz['distractor_mask']
         frames_u8 = decode(video)
         tls = {}
         for m in methods:
@@ -262,6 +322,10 @@ def explain_procedures(model, test_root, test_ids, methods, di_windows,
                     raise RuntimeError(f'{key}: map {maps.shape} vs mask '
                                        f'{shape}')
                 spatial[key].append(score_spatial(maps, masks))
+                where = max_location(maps, pmask[inds], dmask[inds],
+                                     ev_frames)
+                for wk in ('all', 'straddle' if straddles else 'within'):
+                    places[key][wk].append(where)
                 if straddles:
                     temporal[key].append(score_temporal(
                         maps.reshape(len(maps), -1).sum(1), ev_frames))
@@ -292,6 +356,10 @@ def explain_procedures(model, test_root, test_ids, methods, di_windows,
         log(f'  {name}: {len(tl.windows)} windows, {len(ok_windows)} '
             'correct and scored')
     return dict(spatial={k: mean_dicts(v) for k, v in spatial.items()},
+                places={k: {wk: {pl: float(np.mean([x == pl for x in v]))
+                                 for pl in MAX_PLACES} | dict(n=len(v))
+                            for wk, v in d.items()}
+                        for k, d in places.items()},
                 spatial_n=len(spatial[methods[0]]),
                 temporal={k: mean_dicts(v) for k, v in temporal.items()},
                 temporal_n=len(temporal[methods[0]]),
@@ -394,16 +462,23 @@ def write_doc(path: str, res: dict, fig_rel: str, cmd: str) -> None:
         '```',
         '',
         f"Machine: {s['machine']}. Total time {s['total_s'] / 60:.1f} min "
-        f"(generation {s['gen_s']:.0f} s, training {s['train_s']:.0f} s, "
-        f"Runner tests {s['test_s']:.0f} s, explanations and scoring "
+        f"(generation {s['gen_s']:.0f} s, "
+        + (f"training {s['train_s']:.0f} s, " if 'train_given' not in s else
+           'training not in this run (`--checkpoint`; the run that trained '
+           'it took ' + (f"{s['train_given']:.0f} s" if s['train_given']
+                         else 'an unrecorded time') + '), ')
+        + f"Runner tests {s['test_s']:.0f} s, explanations and scoring "
         f"{s['explain_s']:.0f} s).",
         '',
         '## Setting',
         '',
         f"* **Procedures** (`mmxai.generate_procedures`, Cholec80 layout: "
         f"`videoNN.mp4`, `-phase.txt` at 25 fps numbering, `-tool.txt` at 1 "
-        f"fps, masks): {s['train']} for training and {s['test']} held out "
-        f"at generator seed {s['seed']}, {s['test']} more at the fresh seed "
+        f"fps, masks): {s['train']} for training (numbers "
+        f"{ranges(s.get('train_ids', range(1, s['train'] + 1)))}) and "
+        f"{s['test']} held out (numbers "
+        f"{ranges(s.get('test_ids', []))}) at generator seed {s['seed']}, "
+        f"the same numbers at the fresh seed "
         f"{s['fresh_seed']} (never seen while the benchmark was written); "
         f"about {s['duration']:.0f} s each (+-25 %), 64x64 px, 5 fps "
         '(reduced from a few minutes at 25 fps to fit 2 CPU cores).',
@@ -412,6 +487,13 @@ def write_doc(path: str, res: dict, fig_rel: str, cmd: str) -> None:
         "(depth 18, stride 8, random init) per frame and mmxai's "
         '`CausalMSTCNHead` (2 stages x 3 causal layers, 32 channels) over '
         'windows of 8 frames at 1 fps (8 s), '
+        + ("the frame features kept on their 8x8 grid "
+           "(`spatial_pool='grid'`: a 1x1 convolution to 16 channels per "
+           'cell; in these procedures a phase is told by an instrument at '
+           'its own place), '
+           if s.get('spatial_pool', 'grid') == 'grid' else
+           "the frame features globally averaged (`spatial_pool='avg'`), ")
+        +
         'labelled online (the phase at the last frame); '
         f"{s['params'] / 1e6:.2f} M parameters. Trained by MMAction2's "
         f"Runner ({s['epochs']} epochs, AdamW 3e-3, cosine, batch 8 "
@@ -482,6 +564,23 @@ def write_doc(path: str, res: dict, fig_rel: str, cmd: str) -> None:
                 f"{fmt(sp.get('frame_pointing'))} | {fmt(sp.get('energy'))} "
                 f"| {fmt(tp.get('peak'))} | {fmt(tp.get('share'))} | "
                 f"{fmt(d.get('deletion'))} | {fmt(d.get('insertion'))} |")
+        pl = e.get('places', {})
+        if pl:
+            lines += ['', 'Where the window map\'s maximum lands (share of '
+                      'the scored windows; `within`: the whole window in '
+                      'the target phase, `straddle`: a transition inside; '
+                      "'other phase frame': the maximum is in a frame of the "
+                      "previous phase, 'distractor': within 4.3 px of "
+                      "another phase's instrument lying still, 'elsewhere': "
+                      'tissue):', '',
+                      '| map | windows | ' + ' | '.join(MAX_PLACES) + ' |',
+                      '|---|---|' + '---|' * len(MAX_PLACES)]
+            for k in list(s['methods']) + ['random']:
+                for wk in ('all', 'within', 'straddle'):
+                    d = pl.get(k, {}).get(wk)
+                    if d:
+                        lines.append(f"| {k} ({wk}) | {d['n']} | " + ' | '.join(
+                            fmt(d[x]) for x in MAX_PLACES) + ' |')
         ch = next(iter(e['temporal'].values()), {}).get('chance')
         lines += ['', f"Temporal chance level (share of the target phase's "
                       f"frames in those windows): {fmt(ch)}. Mask volume "
@@ -543,9 +642,15 @@ def main(argv=None) -> dict:
     p.add_argument('--di-windows', type=int)
     p.add_argument('--stride', help="between explained windows ('2s')")
     p.add_argument('--methods', nargs='+')
+    p.add_argument('--spatial-pool', choices=('grid', 'avg'), default='grid',
+                   help="the head's pooling of the frame features ('avg': "
+                   'the global mean, the ablation)')
     p.add_argument('--smoke', action='store_true',
                    help='smallest setting (2 train, 1 test, 40 s, 1 epoch)')
     p.add_argument('--checkpoint', help='skip training, use this')
+    p.add_argument('--train-seconds', type=float,
+                   help='with --checkpoint: the training time of the run '
+                   'that made it (reported in the doc as such)')
     p.add_argument('--report-only', action='store_true',
                    help="rewrite --doc from the work dir's results.json")
     p.add_argument('--doc', help='write this markdown page (and its figure '
@@ -556,7 +661,8 @@ def main(argv=None) -> dict:
               'methods', 'stride'):
         if getattr(args, k) is not None:
             s[k] = getattr(args, k)
-    s.update(seed=args.seed, fresh_seed=args.fresh_seed)
+    s.update(seed=args.seed, fresh_seed=args.fresh_seed,
+             spatial_pool=args.spatial_pool)
     torch_threads = int(os.environ.get('OMP_NUM_THREADS', '0') or 0)
     import torch
     if torch_threads:
@@ -577,8 +683,8 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     root = osp.join(work, f'procedures_seed{args.seed}')
     fresh_root = osp.join(work, f'procedures_seed{args.fresh_seed}')
-    train_ids = list(range(1, s['train'] + 1))
-    test_ids = list(range(s['train'] + 1, s['train'] + s['test'] + 1))
+    train_ids, test_ids = split_ids(s['train'], s['test'])
+    s.update(train_ids=train_ids, test_ids=test_ids)
     generate(root, train_ids + test_ids, args.seed, s['duration'])
     generate(fresh_root, test_ids, args.fresh_seed, s['duration'])
     s['gen_s'] = time.perf_counter() - t0
@@ -587,10 +693,12 @@ def main(argv=None) -> dict:
         f"{s['gen_s']:.0f} s")
     # 2. train with the Runner
     cfg = load_cfg(root, train_ids, test_ids, s['epochs'],
-                   osp.join(work, 'train'))
+                   osp.join(work, 'train'), args.spatial_pool)
     t0 = time.perf_counter()
     ckpt = args.checkpoint or train(cfg)
     s['train_s'] = time.perf_counter() - t0
+    if args.checkpoint:
+        s['train_given'] = args.train_seconds
     s['ckpt_mb'] = osp.getsize(ckpt) / 2**20
     log(f"checkpoint {ckpt} ({s['ckpt_mb']:.1f} MB) after "
         f"{s['train_s']:.0f} s")
@@ -604,7 +712,7 @@ def main(argv=None) -> dict:
             f"relaxed Jaccard {v['phase/relaxed_jaccard']:.3f}")
     # 4. explanations through the long-video mode
     from mmxai.apis import init_recognizer
-    model = init_recognizer(CONFIG, ckpt, device='cpu')
+    model = init_recognizer(cfg, ckpt, device='cpu')
     s['params'] = sum(q.numel() for q in model.parameters())
     t0 = time.perf_counter()
     fig_dir = osp.join(work, 'long_video')

@@ -24,7 +24,7 @@ from bench_model import random_i3d_and_clip
 from mmxai.explainers import build_explainer
 import os; os.environ['MMXAI_NO_PROGRESS'] = '1'
 ap = argparse.ArgumentParser()
-ap.add_argument('--cases', nargs='+', default=['temporal_mask_work', 'lrp'])
+ap.add_argument('--cases', nargs='+', default=['temporal_mask_work', 'lrp', 'loco', 'univariate', 'frame_shapley', 'aosa', 'swag_v'])
 ap.add_argument('--rounds', type=int, default=8)
 ap.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default); 1 makes the CPU-time ratio robust to other jobs')
 args = ap.parse_args()
@@ -60,6 +60,58 @@ cases = {'temporal_mask': ('temporal_mask (10 it) / 10 x fwd+bwd(input grad)', l
          'lrp': ('lrp epsilon / fwd+bwd(input grad)', lambda: lrp.attribute(x, 0), fwd_bwd),
          # the bare pass without weight gradients (parameters frozen, as LRP runs)
          'lrp_frozen': ('lrp epsilon / fwd+bwd(input grad only, parameters frozen)', lambda: lrp.attribute(x, 0), lambda: frozen(fwd_bwd))}
+
+
+def recorded_passes(fn):
+    """The backbone passes ``fn`` makes: (input shape, with autograd)."""
+    calls = []
+    def hook(_m, inp, out):
+        calls.append((tuple(inp[0].shape), bool(out.requires_grad)))
+    h = model.backbone.register_forward_hook(hook)
+    try:
+        fn()
+    finally:
+        h.remove()
+    return calls
+
+
+def replay(calls):
+    """The same passes, bare: backbone + head on ready-made inputs, a
+    backward to the input where the method's pass had autograd."""
+    made = {shape: torch.randn(shape) for shape, _ in calls}
+    def run():
+        with frozen_parameters(model):
+            for shape, grad in calls:
+                if grad:
+                    inp = made[shape].requires_grad_(True)
+                    s = model.cls_head(model.backbone(inp))
+                    torch.autograd.grad(s[:, 0].sum(), inp)
+                    inp.requires_grad_(False)
+                else:
+                    with torch.no_grad():
+                        model.cls_head(model.backbone(made[shape]))
+    return run
+
+
+from mmxai.explainers.gradient_utils import frozen_parameters
+#: the other issue 17 methods at the coverage walk's cheap settings, paired
+#: against a replay of the backbone passes they make (same batch shapes)
+OTHERS = {
+    'loco': dict(segmentation='grid', grid=(2, 4, 4), batch_size=8),
+    'univariate': dict(segmentation='grid', grid=(2, 4, 4), batch_size=8),
+    'frame_shapley': dict(segments=4, batch_size=8),
+    'aosa': dict(mode='approx', window=(2, 16, 16), stride=(2, 16, 16), batch_size=8),
+    'swag_v': dict(segmentation='grid', batch_size=8),
+}
+for key in args.cases:
+    if key in OTHERS:
+        ex = build_explainer(key, model, **OTHERS[key])
+        a = lambda ex=ex: ex.attribute(x, 0)
+        calls = recorded_passes(a)
+        nfwd = sum(sh[0] for sh, g in calls if not g)
+        nbwd = sum(sh[0] for sh, g in calls if g)
+        cases[key] = (f'{key} {OTHERS[key]} / its {len(calls)} backbone passes replayed bare '
+                      f'({nfwd} clips forward, {nbwd} forward+backward)', a, replay(calls))
 for key in args.cases:
     name, a, b = cases[key]
     a(); b()

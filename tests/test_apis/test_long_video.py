@@ -191,11 +191,14 @@ def test_corrupt_frames_fail_their_window_only(files, tmp_path):
         progress=False)
     failed = [w.index for w in tl if not w.ok]
     # window 3 holds the corrupt frames; decord's threaded decoder reads
-    # packets ahead (timing-dependent), so a neighbour may fail with it;
-    # windows away from them and after them are done: the run went on
-    assert 3 in failed and set(failed) <= {1, 2, 3, 4, 5}, [
+    # packets ahead (timing-dependent), so windows before it may fail with
+    # it: windows 1-2 fail in about half the runs with the old batch decode
+    # and with the window-by-window one; window 0 (50 frames before them)
+    # failed in 2 of about 10 runs on loaded cores. The windows after them
+    # are done: the run went on
+    assert 3 in failed and set(failed) <= {0, 1, 2, 3, 4, 5}, [
         (w.index, w.error) for w in tl]
-    assert len(tl) == 8 and tl[0].ok and tl[6].ok and tl[7].ok
+    assert len(tl) == 8 and tl[6].ok and tl[7].ok
     assert 'cannot decode' in tl[3].error
     rows = list(csv.DictReader(open(tmp_path / 'out' / 'timeline.csv')))
     assert rows[3]['status'] == 'failed'

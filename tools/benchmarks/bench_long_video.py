@@ -19,8 +19,8 @@ when given, else in a temporary folder), then
 * ``--paired N``: one child per video that runs ``bare`` and the window
   sweep of each method (``explain_long_video`` with ``outputs=('maps',)``:
   decode, pipeline, explanation, records and maps chunks, no run-level
-  files) on the same windows N rounds, the order alternating each round,
-  and prints each round's ratio method / bare with the median and range.
+  files) on the same windows N rounds after one warm-up round, the order
+  alternating each round, and prints each round's ratio method / bare with the median and range.
 
 Prints one JSON line per run: wall time, windows/s, peak RSS, the stage
 times (decode, pipeline, explain, write, overlay, overlay_decode,
@@ -106,7 +106,7 @@ def paired(model, args, load0) -> None:
     import numpy as np
     methods = [m for m in args.methods if m != 'bare']
     walls = {m: [] for m in ['bare'] + methods}
-    for r in range(args.paired):
+    for r in range(-1, args.paired):  # round -1: warm-up, not counted
         order = ['bare'] + methods
         if r % 2:
             order = order[::-1]
@@ -114,7 +114,8 @@ def paired(model, args, load0) -> None:
             out = osp.join(args.out, f'{m}_{r}')
             t = time.perf_counter()
             n = run_one(model, args, m, out, ('maps',), {})
-            walls[m].append(time.perf_counter() - t)
+            if r >= 0:
+                walls[m].append(time.perf_counter() - t)
             shutil.rmtree(out, ignore_errors=True)
     for m in methods:
         ratio = np.array(walls[m]) / np.array(walls['bare'])

@@ -154,8 +154,11 @@ def executed_children(module: nn.Module, run: Callable[[], object]
         return order
     names = [n for n in order if made.get(n)]
     flat = [t for n in names for t in made[n]]
-    grads = torch.autograd.grad(sum(r.float().sum() for r in result), flat,
-                                allow_unused=True) if flat else []
+    if not flat:
+        return order
+    with torch.enable_grad():  # also when called under no_grad (test loop)
+        total = sum(r.float().sum() for r in result)
+        grads = torch.autograd.grad(total, flat, allow_unused=True)
     used, k = set(), 0
     for n in names:
         g = grads[k:k + len(made[n])]

@@ -165,6 +165,9 @@ def test_default_cascade_follows_what_runs_and_matters():
              for m in model.modules()]
     assert default_cascade(model, torch.randn(1, 1, 4)) == [
         'cls_head', 'backbone.blocks', 'backbone.a']
+    with torch.no_grad():  # as in the toolbox's test loop
+        assert default_cascade(model, torch.randn(1, 1, 4)) == [
+            'cls_head', 'backbone.blocks', 'backbone.a']
     assert [len(m._forward_hooks) + len(m._forward_pre_hooks)
             for m in model.modules()] == hooks
     assert all(p.grad is None and not p.requires_grad

@@ -55,30 +55,14 @@ def freeze_matrix(strength: Tensor) -> Tensor:
     return (prods * first[:, :, None] * causal).transpose(1, 2)
 
 
-def reverse_runs(strength: Sequence[float],
-                 threshold: float = REVERSE_THRESHOLD) -> List[List[int]]:
-    """Maximal runs of consecutive frames with strength above
-    ``threshold`` (the authors' ``find_submasks_from_mask``)."""
-    runs, cur = [], []
-    for j, v in enumerate(strength):
-        if v > threshold:
-            cur.append(j)
-        elif cur:
-            runs.append(cur)
-            cur = []
-    if cur:
-        runs.append(cur)
-    return runs
-
-
 def reverse_partners(strength: Tensor,
                      threshold: float = REVERSE_THRESHOLD
                      ) -> Tuple[Tensor, Tensor]:
     """``[N, T]`` strengths -> ``(partner, src)`` ``[N, T]`` long: the
     frame each frame swaps with under ``'reverse'`` (itself outside runs
     and at an odd run's centre) and the earlier frame of its pair (whose
-    strength blends it). Vectorised :func:`reverse_runs`: a frame ``j`` in
-    the run ``[a, e]`` (maximal, strength above ``threshold``) swaps with
+    strength blends it). The authors' run loop (``find_submasks_from_mask``)
+    vectorised: a frame ``j`` in the run ``[a, e]`` (maximal, strength above ``threshold``) swaps with
     ``a + e - j``; no loop, no host synchronisation. Compared in double
     precision, as the authors' Python floats."""
     on = strength.detach().double() > threshold  # [N, T]

@@ -11,12 +11,27 @@ from mmxai.errors import MMXAIError, UnsupportedModelError
 from mmxai.explainers import TemporalMask, build_explainer
 from mmxai.explainers.temporal_mask import (freeze_matrix, mix_frames,
                                             perturb, reverse_matrix,
-                                            reverse_runs, tv_norm,
-                                            write_temporal_mask)
+                                            tv_norm, write_temporal_mask)
 from mmxai.testing.coverage import ModelSnapshot
 from planted_model import REGION, planted_inputs, planted_model
 
 T0, T1 = REGION[:2]
+
+
+def reverse_runs(strength, threshold=0.1):
+    """The authors' ``find_submasks_from_mask`` written as their loop:
+    maximal runs of consecutive frames with strength above ``threshold``
+    (the reference the vectorised ``reverse_partners`` is checked against)."""
+    runs, cur = [], []
+    for j, v in enumerate(strength):
+        if v > threshold:
+            cur.append(j)
+        elif cur:
+            runs.append(cur)
+            cur = []
+    if cur:
+        runs.append(cur)
+    return runs
 
 
 def frames(values):
@@ -190,17 +205,8 @@ def reference_reverse(clip, s):
     """The authors' ``perturb_sequence(..., 'reverse')`` written out on one
     view ``[C, T, H, W]``: runs above 0.1 found by a loop, each pair
     swapped and blended by its earlier frame's strength."""
-    runs, cur = [], []
-    for j, v in enumerate(s.detach().tolist()):
-        if v > 0.1:
-            cur.append(j)
-        elif cur:
-            runs.append(cur)
-            cur = []
-    if cur:
-        runs.append(cur)
     y = [clip[:, t] for t in range(clip.shape[1])]
-    for run in runs:
+    for run in reverse_runs(s.detach().tolist()):
         for u in range(len(run) // 2):
             a, b = run[u], run[-(u + 1)]
             y[a] = (1 - s[a]) * clip[:, a] + s[a] * clip[:, b]

@@ -6,6 +6,11 @@
         [--out-dir DIR] [--device cpu] [--cfg-options k=v ...]
         [--trust-checkpoint]
 
+A two-stage phase model (frame CNN + CausalMSTCNHead) over a whole video:
+
+    python tools/explain.py CONFIG CHECKPOINT VIDEO --sequence
+        [--times 40m 41m | every:30s | transitions] [--gt PHASE_FILE]
+
 With a CONFIG and CHECKPOINT but no VIDEO, the config's test dataset is
 explained through the Runner (see docs/integration.md), also under
 ``torchrun --nproc_per_node N tools/explain.py CONFIG CKPT --launcher
@@ -154,6 +159,45 @@ def parse_args(argv=None):
                    help='longest side of the stored maps')
     g.add_argument('--no-progress', action='store_true',
                    help='no progress lines (also the methods\' own bars)')
+    q = p.add_argument_group(
+        'phase sequences', 'two-stage phase models (frame CNN + '
+        'CausalMSTCNHead): which moments drive the phase at time t, over '
+        'cached frame features (docs/surgical.md)')
+    q.add_argument('--sequence', action='store_true',
+                   help='temporal attribution over the whole video: '
+                   'importance.npz/csv/png, sequence.json, features/ cache')
+    q.add_argument('--times', nargs='+', default=None,
+                   help="times to explain: 40m 1:30 90 ..., 'every:30s' or "
+                   "'transitions' (default: the predicted phase changes)")
+    q.add_argument('--sequence-methods', nargs='+',
+                   default=['occlusion', 'ig', 'shapley'],
+                   help='occlusion ig shapley (default: all three)')
+    q.add_argument('--context', default='full',
+                   help="'full' (the causal TCN over the whole video, "
+                   "bounded by its receptive field), 'window' (the test "
+                   "pipeline's clip_len) or a number of grid frames")
+    q.add_argument('--baseline', default='mean',
+                   help="what replaces a frame's features: 'mean' (of the "
+                   "context), 'zeros' or a number")
+    q.add_argument('--score', choices=['logit', 'prob'], default='logit',
+                   help='the score of the target at t')
+    q.add_argument('--sample-fps', type=float, default=None,
+                   help="the feature grid's rate (default: the config's)")
+    q.add_argument('--until', choices=['video', 'last'], default='video',
+                   help="features of the whole video, or only up to the "
+                   "last explained time (online)")
+    q.add_argument('--feature-batch', type=int, default=32,
+                   help='grid frames per backbone pass')
+    q.add_argument('--refresh-features', action='store_true',
+                   help='recompute a feature cache made for another '
+                   'video/checkpoint/settings (default: refuse it)')
+    q.add_argument('--ig-steps', type=int, default=32,
+                   help='integrated gradients: steps')
+    q.add_argument('--shapley-players', type=int, default=8,
+                   help='frame Shapley: groups of context frames')
+    q.add_argument('--cams', type=int, default=0,
+                   help='CAMs on the top K frames of each explained time '
+                   '(frames.png)')
     p.add_argument('--traceback', action='store_true',
                    help='show the full traceback on errors')
     p.add_argument('--verbose', action='store_true',
@@ -243,6 +287,42 @@ def run_windows(args, cfg) -> int:
     return 0
 
 
+def run_sequence(args, cfg) -> int:
+    from mmxai.apis import explain_phase_sequence
+    from mmxai.apis.inference import default_out_dir
+    out_dir = args.out_dir or default_out_dir(args.video, 'sequence')
+    times = args.times
+    if times is not None and len(times) == 1 and (
+            times[0] == 'transitions' or times[0].startswith('every')):
+        times = times[0]
+    context = int(args.context) if str(args.context).isdigit() else \
+        args.context
+    baseline = parse_value(args.baseline)
+    res = explain_phase_sequence(
+        cfg, args.video, times=times, methods=args.sequence_methods,
+        target=parse_target(args.target), context=context,
+        baseline=baseline, score=args.score, out_dir=out_dir, gt=args.gt,
+        class_names=args.label_map, sample_fps=args.sample_fps,
+        until=args.until, batch_size=args.feature_batch,
+        refresh_features=args.refresh_features, ig_steps=args.ig_steps,
+        shapley_players=args.shapley_players, cams=args.cams,
+        progress=not args.no_progress, checkpoint=args.checkpoint,
+        device=args.device, trust_checkpoint=args.trust_checkpoint,
+        allow_partial_checkpoint=args.allow_partial_checkpoint)
+    acc = '' if res.accuracy is None else \
+        f', frame accuracy {res.accuracy:.1%}'
+    st = res.settings
+    print(f'phase sequence: {len(res.times)} times explained on '
+          f'{args.video} ({", ".join(st["methods"])}; context '
+          f'{st["context_frames"]} grid frames at {st["grid_fps"]:g} fps; '
+          f'features computed for {res.computed_frames} of '
+          f'{st["explained_until"]} frames, the rest cached{acc}) in '
+          f'{res.timings["total"]:.1f} s')
+    for kind, path in sorted(res.files.items()):
+        print(f'  {kind:8s} {path}')
+    return 0
+
+
 def run_dataset(args, cfg) -> int:
     from mmxai.apis import explain_dataset
     from mmxai.apis.inference import default_out_dir
@@ -283,10 +363,18 @@ def preflight(args):
     pre.check_device_name(args.device)
     pre.check_label_map(args.label_map, num_classes)
     windows = getattr(args, 'windows', False)
-    if windows:
+    sequence = getattr(args, 'sequence', False)
+    if windows and sequence:
+        raise pre.InputError('--windows and --sequence are two modes: give '
+                             'one')
+    if windows or sequence:
         if args.video is None:
-            raise pre.InputError('--windows needs a VIDEO')
+            raise pre.InputError(f'--{"windows" if windows else "sequence"}'
+                                 ' needs a VIDEO')
         pre.check_long_video_options(args)
+    if sequence:
+        check_sequence_options(args, cfg, pre)
+        windows = True  # the target may be 'gt' with --gt
     pre.check_target(parse_target(args.target), num_classes,
                      label=args.label,
                      dataset=args.video is None or bool(windows and args.gt))
@@ -294,6 +382,41 @@ def preflight(args):
     if args.video is None:
         pre.check_annotation_file(cfg, args.split)
     return cfg
+
+
+def check_sequence_options(args, cfg, pre) -> None:
+    """The --sequence flags and the model's head, from the config alone.
+
+    Raises:
+        mmxai.errors.MMXAIError: one line naming the flag (or the head).
+    """
+    head = (cfg.get('model') or {}).get('cls_head') or {}
+    kind = str(head.get('type', '')).split('.')[-1]
+    if kind != 'CausalMSTCNHead':
+        raise pre.ConfigError(
+            f'--sequence explains two-stage phase models whose head is '
+            f'CausalMSTCNHead; this config\'s head is {kind or "missing"} '
+            '(use --windows or the single-clip mode for it)')
+    for m in args.sequence_methods:
+        if m not in ('occlusion', 'ig', 'shapley'):
+            raise pre.InputError(f'--sequence-methods {m!r}: choose from '
+                                 'occlusion ig shapley')
+    c = str(args.context)
+    if c not in ('full', 'window') and not (c.isdigit() and int(c) >= 1):
+        raise pre.InputError(f"--context {c!r}: give 'full', 'window' or a "
+                             'number of grid frames >= 1')
+    for name in ('feature_batch', 'ig_steps', 'shapley_players'):
+        if getattr(args, name) < 1:
+            raise pre.InputError(f'--{name.replace("_", "-")} '
+                                 f'{getattr(args, name)}: give 1 or more')
+    if args.cams < 0:
+        raise pre.InputError(f'--cams {args.cams}: give 0 or more')
+    if args.sample_fps is not None and not args.sample_fps > 0:
+        raise pre.InputError(f'--sample-fps {args.sample_fps}: give a rate '
+                             '> 0')
+    for t in args.times or ():
+        if t != 'transitions' and not t.startswith('every'):
+            pre.parse_time_spec(t, '--times')
 
 
 def _light_loader(root: str):
@@ -374,6 +497,8 @@ def _main(argv=None) -> int:
     try:
         if args.video and args.windows:
             return run_windows(args, cfg)
+        if args.video and args.sequence:
+            return run_sequence(args, cfg)
         return run_video(args, cfg) if args.video else run_dataset(args, cfg)
     except Exception as e:  # noqa: BLE001
         if args.traceback:

@@ -5,8 +5,10 @@ from .inference import VideoExplanation, explain_video
 from .long_video import explain_long_video
 from .model import init_recognizer, resolve_config_path, strip_pretrained
 from .outputs import write_video_outputs
+from .phase_sequence import PhaseSequenceExplanation, explain_phase_sequence
 from .video_input import load_video_sample
 
 __all__ = ['explain_dataset', 'explain_video', 'explain_long_video', 'VideoExplanation', 'init_recognizer',
            'resolve_config_path', 'strip_pretrained', 'write_video_outputs',
-           'load_video_sample', 'compare_methods', 'Comparison']
+           'load_video_sample', 'compare_methods', 'Comparison',
+           'explain_phase_sequence', 'PhaseSequenceExplanation']

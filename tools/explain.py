@@ -105,7 +105,8 @@ def parse_args(argv=None):
                    '<video>_<method>)')
     p.add_argument('--outputs', nargs='+', default=None,
                    help='json npz video gif montage plot (default: all but '
-                   'gif for a video, json npz for a dataset)')
+                   'gif for a video, json npz for a dataset); --sequence: '
+                   'json npz csv png (default: all)')
     p.add_argument('--gif', action='store_true', help='also write a GIF')
     p.add_argument('--per-view-maps', action='store_true',
                    help='maps.npz also holds every view\'s maps (default: '
@@ -306,6 +307,7 @@ def run_sequence(args, cfg) -> int:
         until=args.until, batch_size=args.feature_batch,
         refresh_features=args.refresh_features, ig_steps=args.ig_steps,
         shapley_players=args.shapley_players, cams=args.cams,
+        outputs=args.outputs or ('json', 'npz', 'csv', 'png'),
         progress=not args.no_progress, checkpoint=args.checkpoint,
         device=args.device, trust_checkpoint=args.trust_checkpoint,
         allow_partial_checkpoint=args.allow_partial_checkpoint)
@@ -409,6 +411,11 @@ def check_sequence_options(args, cfg, pre) -> None:
         if getattr(args, name) < 1:
             raise pre.InputError(f'--{name.replace("_", "-")} '
                                  f'{getattr(args, name)}: give 1 or more')
+    bad = [o for o in args.outputs or () if o not in ('json', 'npz', 'csv',
+                                                      'png')]
+    if bad:
+        raise pre.InputError(f'--outputs {" ".join(bad)}: --sequence writes '
+                             'json npz csv png')
     if args.cams < 0:
         raise pre.InputError(f'--cams {args.cams}: give 0 or more')
     if args.sample_fps is not None and not args.sample_fps > 0:

@@ -27,7 +27,8 @@ from typing import Any, Dict, Iterable, List, Optional
 import numpy as np
 
 from ..errors import OutputError
-from ..fileio import atomic_path, json_safe, read_json, write_json
+from ..fileio import (atomic_path, clean_stale, json_safe, read_json,
+                      write_json)
 
 __all__ = ['FeatureCache', 'CACHE_FORMAT']
 
@@ -82,6 +83,7 @@ class FeatureCache:
         self._buf: Dict[int, List[np.ndarray]] = {}
         self._lengths: Dict[int, int] = {}
         os.makedirs(folder, exist_ok=True)
+        clean_stale(folder)  # temporary files of killed runs
         meta = read_json(osp.join(folder, _META))
         stale = glob.glob(osp.join(folder, 'chunk_*.npy'))
         if meta is not None:

@@ -75,11 +75,13 @@ def plot_phase_sequence(path: PathLike, res: Any, dpi: int = 100) -> str:
               extent=(edges_all[0] / 60, edges_all[1] / 60, rib.shape[0], 0))
     ax.set_yticks([])
     ax.set_ylabel(label, rotation=0, ha='right', va='center', fontsize=8)
+    if has_gt:
+        ax.axhline(1, color='w', lw=1.5)
     for j, i in enumerate(shown):
         t = secs[int(res.times[i])] / 60
         ax.axvline(t, color='k', lw=1)
-        ax.text(t, -0.08, str(j + 1), ha='center', va='bottom', fontsize=7,
-                transform=ax.get_xaxis_transform())
+        ax.text(t, 1.02, str(j + 1), ha='center', va='bottom', fontsize=7,
+                fontweight='bold', transform=ax.get_xaxis_transform())
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
         lambda x, _: format_clock(x * 60)))
     ax.tick_params(labelsize=7)
@@ -93,7 +95,7 @@ def plot_phase_sequence(path: PathLike, res: Any, dpi: int = 100) -> str:
         head += f', frame accuracy {acc:.1%}'
     if len(shown) < len(res.times):
         head += f'; {len(shown)} of them drawn'
-    ax.set_title(head, fontsize=9)
+    ax.set_title(head, fontsize=9, pad=12)
     methods = list(res.importance)
     for j, i in enumerate(shown):
         ax = fig.add_subplot(gs[1 + j // ncol, j % ncol])
@@ -126,6 +128,9 @@ def plot_phase_sequence(path: PathLike, res: Any, dpi: int = 100) -> str:
                       interpolation='nearest', extent=(e0, e1, 1.5, 1.3),
                       zorder=0)
         ax.set_xlim(lo, hi)
+        ax.text(lo, 1.15, 'pred ', ha='right', va='center', fontsize=6)
+        if has_gt:
+            ax.text(lo, 1.4, 'gt ', ha='right', va='center', fontsize=6)
         rec = res.records[i]
         gt_txt = '' if rec.get('gt') is None or rec['gt'] < 0 else \
             f', gt {names[rec["gt"]] if rec["gt"] < k else rec["gt"]}'
@@ -150,10 +155,11 @@ def plot_phase_sequence(path: PathLike, res: Any, dpi: int = 100) -> str:
              'context to the target\'s score at t (dashed line), scaled '
              'by its largest |value| (in the legend); ribbons: predicted'
              + (' (lower), ground truth (upper)' if has_gt else '') +
-             '; grey: after t (unseen)', ha='center', va='bottom',
+             '; grey: after t (unseen); x: time (s or m:ss)', ha='center', va='bottom',
              fontsize=7)
-    fig.subplots_adjust(left=0.08, right=0.98, top=0.93 if nrow <= 2 else
-                        0.95, bottom=0.06 if nrow > 2 else 0.1)
+    height = fig.get_size_inches()[1]
+    fig.subplots_adjust(left=0.08, right=0.98, top=1 - 0.95 / height,
+                        bottom=0.5 / height)
     try:
         return _save_png(fig, path, dpi)
     finally:
@@ -187,9 +193,8 @@ def plot_frame_cams(path: PathLike, res: Any, dpi: int = 100) -> str:
             ax.set_title(f't={format_clock(res.frame_inds[t] / fps)} '
                          f'frame {format_clock(res.frame_inds[s] / fps)}\n'
                          f'importance {value:.3g}', fontsize=7)
-    fig.suptitle('CAMs (gradient x activation of the frame CNN, score at t)'
-                 ' on the most important frames of each explained time',
-                 fontsize=9)
+    fig.suptitle('CAMs (gradient x activation, frame CNN, score at t)\non '
+                 'the top frames of each explained time', fontsize=8)
     fig.tight_layout()
     try:
         return _save_png(fig, path, dpi)

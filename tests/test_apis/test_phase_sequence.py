@@ -311,11 +311,13 @@ def test_cli(model, procedure, tmp_path, capsys):
     out = tmp_path / 'cli'
     code = cli.main([CONFIG, ckpt, procedure['video'], '--sequence',
                      '--times', '30s', '--sequence-methods', 'occlusion',
-                     '--out-dir', str(out), '--no-progress'])
+                     '--out-dir', str(out), '--no-progress', '--outputs',
+                     'json', 'csv'])
     err = capsys.readouterr()
     assert code == 0, err.err
     assert 'phase sequence: 1 times explained' in err.out
-    assert (out / 'importance.png').exists()
+    assert sorted(os.listdir(out)) == ['.mmxai-long.lock', 'features',
+                                       'importance.csv', 'sequence.json']
     tsn = osp.join(ROOT, 'configs/surgical/resnet50_frames_cholec80.py')
     code = cli.main([tsn, ckpt, procedure['video'], '--sequence',
                      '--times', '30s'])

@@ -53,7 +53,8 @@ from .feature_cache import FeatureCache
 from ..preflight import check_video_file, parse_time_spec, read_ground_truth
 from ..utils.model_state import preserved_model_state
 from .inference import class_names_of
-from .long_video import VideoStream, WindowInputs, WindowPlan, run_lock
+from .long_video import (VideoStream, WindowInputs, WindowPlan,
+                         _decode_error, run_lock)
 from .video_input import test_pipeline_cfg
 
 __all__ = ['explain_phase_sequence', 'PhaseSequenceExplanation',
@@ -252,7 +253,20 @@ def _fill_cache(model, cfg, stream, cache, todo, interval, batch_size,
         grid = todo[lo:lo + batch_size]
         frames = grid * interval
         t = time.perf_counter()
-        got = stream.get(frames)
+        try:
+            got = stream.get(frames)
+        except Exception as e:  # noqa: BLE001 - decord raises its own
+            stream.reopen()
+            try:  # a fresh reader once: read-ahead errors
+                got = stream.get(frames)
+            except Exception:  # noqa: BLE001
+                raise InputError(
+                    f'{osp.basename(stream.video)}: video frames '
+                    f'{int(frames[0])}..{int(frames[-1])} do not decode '
+                    f'({_decode_error(e)}); the features cached so far are '
+                    'kept: re-encode the video (ffmpeg -i IN -c:v libx264 '
+                    'OUT.mp4) or end the run before them (until=\'last\')'
+                ) from None
         timings['decode'] += time.perf_counter() - t
         t = time.perf_counter()
         sample = inputs.sample(got, frames)

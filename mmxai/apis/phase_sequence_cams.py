@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from ..explainers.sequence_attribution import context_scores
 from .long_video import WindowInputs, WindowPlan
 
@@ -57,6 +58,15 @@ def frame_cams(model, cfg, stream, res: Any, seq: torch.Tensor, span: int,
                                  ctx[:, s - a + 1:]], 1)
                 y = context_scores(head, ctx[None], c, score).sum()
                 g, = torch.autograd.grad(y, feats)
+            want = res.records[i].get('score')
+            y = float(y.detach())
+            if want is not None and abs(y - want) > 1e-3 * max(
+                    1.0, abs(want)):
+                raise ConfigError(
+                    f'CAM of frame {s}: the frame CNN run again gives the '
+                    f'score {y:.4f} at t, the cached features '
+                    f'{want:.4f}; the cache does not match this model '
+                    '(refresh_features=True)')
             cam = F.relu((g * feats).sum(1, keepdim=True)).detach()
             img = sample['inputs'][0].permute(1, 2, 0).cpu().numpy()
             cam = F.interpolate(cam, size=img.shape[:2], mode='bilinear',

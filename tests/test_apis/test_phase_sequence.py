@@ -330,3 +330,63 @@ def test_cli(model, procedure, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith('error: --times') and \
         err.count('\n') == 1
+
+
+def test_shapley_sampled_mode_agrees_with_exact(full, model):
+    """Permutation sampling (efficiency exact) converges to the exact
+    values of the same 8-player game."""
+    from mmxai.explainers.sequence_attribution import (context_baseline,
+                                                       context_shapley)
+    seq = torch.from_numpy(full.cache.read(0, 40))
+    ctx = seq[:, 11:36]
+    base = context_baseline(ctx)
+    exact = context_shapley(model.cls_head, ctx, 3, base, players=8)
+    sampled = context_shapley(model.cls_head, ctx, 3, base, players=8,
+                              max_exact=0, num_samples=400, seed=1)
+    assert exact['exact'] and not sampled['exact']
+    for r in (exact, sampled):
+        assert float(r['player_values'].sum()) == pytest.approx(
+            r['v_all'] - r['v_empty'], abs=1e-9)
+        assert float(r['values'].sum()) == pytest.approx(
+            r['v_all'] - r['v_empty'], abs=1e-9)
+    err = (sampled['player_values'] - exact['player_values']).abs().max()
+    assert float(err) < 0.1 * float(exact['player_values'].abs().max())
+
+
+def test_cams_on_the_top_frames(model, procedure):
+    res = run(model, procedure['video'], times=['33s'], context=8,
+              methods=['occlusion'], cams=2)
+    (maps, ) = res.cams
+    assert [m[0] for m in maps] == res.top_frames(0, 'occlusion', 2).tolist()
+    for s, frame, cam, value in maps:
+        assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8
+        assert cam.shape == (64, 64) and cam.min() >= 0 and cam.max() == 1
+        assert value == res.importance['occlusion'][0, s]
+
+
+def test_feature_cache_chunks(tmp_path):
+    from mmxai.apis.feature_cache import FeatureCache
+    key = dict(video='a', weights='w')
+    c = FeatureCache(str(tmp_path), key, num_frames=10, chunk=4)
+    x = np.arange(30, dtype=np.float32).reshape(10, 3)
+    assert c.missing(0, 6).tolist() == list(range(6))
+    c.add(range(0, 6), x[:6])
+    c.flush()  # chunk 1 holds 2 of its 4 frames
+    c = FeatureCache(str(tmp_path), key, num_frames=10, chunk=4)
+    assert c.missing(0, 10).tolist() == [6, 7, 8, 9]
+    assert c.missing(5, 6).tolist() == []
+    with pytest.raises(OutputError, match='not all computed'):
+        c.read(0, 8)
+    with pytest.raises(ValueError, match='continues at grid frame 6'):
+        c.add([7], x[7:8])
+    c.add(range(6, 10), x[6:])
+    np.testing.assert_array_equal(c.read(0, 10), x.T)
+    np.testing.assert_array_equal(c.read(3, 7), x[3:7].T)
+    with pytest.raises(OutputError, match='video differs'):
+        FeatureCache(str(tmp_path), dict(key, video='b'), 10, chunk=4)
+    with pytest.raises(OutputError, match='chunk differs'):
+        FeatureCache(str(tmp_path), key, 10, chunk=5)
+    c = FeatureCache(str(tmp_path), dict(key, video='b'), 10, chunk=4,
+                     refresh=True)
+    assert c.missing().tolist() == list(range(10))
+    assert sorted(os.listdir(tmp_path)) == ['meta.json']

@@ -139,7 +139,7 @@ def plot_phase_sequence(path: PathLike, res: Any, dpi: int = 100) -> str:
                      fontsize=8)
         ax.tick_params(labelsize=7)
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
-            lambda v, _: format_clock(v) if hi - lo >= 120 else
+            lambda v, _, hi=hi: format_clock(v) if hi >= 120 else
             f'{v:.0f}'))
         ax.set_yticks([-1, 0, 1])
         if j == 0:

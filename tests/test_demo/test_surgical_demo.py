@@ -6,7 +6,10 @@ Checked against what the files must agree on (the video's frame count, the
 safe loader (weights-only, no ``trust_checkpoint``) and the model's own
 contract: an online model names the phase at the last frame of its window.
 """
+import os
 import os.path as osp
+import shlex
+import sys
 
 import numpy as np
 import pytest
@@ -146,3 +149,33 @@ def test_long_video_run_on_the_bundle(model):
         share.append(masks.mean())
     # benchmark (all held-out windows): 0.10 inside vs 0.011 uniform
     assert np.mean(inside) > 3 * np.mean(share), (inside, share)
+
+
+def _make_demo_commands():
+    """The ``tools/explain.py`` command lines of the Makefile's demo
+    recipe (continuation lines joined, ``$(PY)`` dropped)."""
+    with open(osp.join(ROOT, 'Makefile')) as f:
+        text = f.read().replace('\\\n', ' ')
+    recipe = text.split('\ndemo:', 1)[1].split('\n\n', 1)[0]
+    return [shlex.split(ln.split('tools/explain.py', 1)[1])
+            for ln in recipe.splitlines() if 'tools/explain.py' in ln]
+
+
+def test_make_demo_runs_the_bundle():
+    """``make demo``'s surgical command names these files and passes the
+    CLI's own checks (files, config, options, method: no model built)."""
+    sys.path.insert(0, osp.join(ROOT, 'tools'))
+    import explain as cli
+    runs = [a for a in _make_demo_commands() if '--windows' in a]
+    assert len(runs) == 1, _make_demo_commands()
+    args = cli.parse_args(runs[0])
+    assert (osp.join(ROOT, args.config), osp.join(ROOT, args.checkpoint),
+            osp.join(ROOT, args.video), osp.join(ROOT, args.gt)) == (
+                CONFIG, CKPT, VIDEO, PHASE)
+    assert args.method == 'saliency' and args.windows
+    cwd = os.getcwd()
+    try:
+        os.chdir(ROOT)  # the Makefile's paths are relative to the root
+        cli.preflight(args)
+    finally:
+        os.chdir(cwd)

@@ -425,6 +425,7 @@ def explain_long_video(model: Union[nn.Module, str], video: str,
                        outputs: Sequence[str] = ('timeline', 'video', 'html',
                                                  'maps'),
                        overlay_fps: float = 5.0, overlay_size: int = 480,
+                       overlay_timeline: str = 'live',
                        map_size: int = 64, resume: bool = True,
                        progress: bool = True, keep_maps: bool = False,
                        checkpoint: Optional[str] = None,
@@ -456,6 +457,12 @@ def explain_long_video(model: Union[nn.Module, str], video: str,
             always written.
         overlay_fps, overlay_size: the overlay's frame rate and longest
             side; map_size: longest side of the stored maps.
+        overlay_timeline: the overlay's prediction strip: ``'live'``
+            (default: the predictions up to the cursor; the overlay is
+            drawn during the sweep from the frames it decodes, a resumed
+            run draws it in a second pass) or ``'full'`` (the whole
+            video's predictions on every frame: a second pass after the
+            sweep, decoding the video again).
         resume: skip windows whose records exist (same settings).
         progress: the status line on stderr.
         timings: a dict that receives seconds per stage (benchmarks).
@@ -479,6 +486,9 @@ def explain_long_video(model: Union[nn.Module, str], video: str,
         raise InputError(f'batch_size {batch_size}: give 1 or more')
     if views not in ('one', 'crops'):
         raise InputError(f"views {views!r}: give 'one' or 'crops'")
+    if overlay_timeline not in ('live', 'full'):
+        raise InputError(f"overlay_timeline {overlay_timeline!r}: give "
+                         "'live' or 'full'")
     if out_dir is not None:
         check_writable(out_dir)
         if osp.exists(out_dir) and not osp.isdir(out_dir):
@@ -528,13 +538,23 @@ def explain_long_video(model: Union[nn.Module, str], video: str,
         done = _resume_state(out_dir, settings, resume) if out_dir else {}
         for i, rec in done.items():
             tl.windows[i] = rec
-        _run_windows(tl, plan, stream, inputs, explainer, target, gt_frames,
-                     batch_size, out_dir, outputs, map_size, keep_maps,
-                     progress, timings, set(done))
+        overlay = None
+        if out_dir is not None and 'video' in outputs and not done and \
+                overlay_timeline == 'live':  # drawn during the sweep
+            overlay = _Overlay(tl, plan, stream.shape, overlay_fps,
+                               overlay_size, _class_names(tl, num_classes),
+                               timings=timings)
+            overlay.in_sweep = True
+        with overlay or contextlib.nullcontext():
+            _run_windows(tl, plan, stream, inputs, explainer, target,
+                         gt_frames, batch_size, out_dir, outputs, map_size,
+                         keep_maps, progress, timings, set(done), overlay)
         tl.accuracy = tl.frame_accuracy()
         if out_dir is not None:
             _write_run_files(tl, plan, stream, outputs, overlay_fps,
-                             overlay_size, timings)
+                             overlay_size, timings, num_classes,
+                             overlay.paths if overlay else None,
+                             overlay_timeline == 'live')
     timings['total'] = time.perf_counter() - t_start
     return tl
 
@@ -580,7 +600,15 @@ def _batches(todo: List[int], size: int) -> Iterator[List[int]]:
 
 def _run_windows(tl, plan, stream, inputs, explainer, target, gt_frames,
                  batch_size, out_dir, outputs, map_size, keep_maps,
-                 progress, timings, skip) -> None:
+                 progress, timings, skip, overlay=None) -> None:
+    """The sweep, one batch at a time. ``overlay`` (an entered
+    :class:`_Overlay`, fresh runs): after each batch it draws the output
+    frames before the next batch's first window (all the windows covering
+    them are done), from the frames the batch decoded: the sweep decodes
+    the overlay frames inside the batch's windows along with the model's
+    (up to ``OVERLAY_BUFFER_BYTES`` of them at the overlay size); the
+    others (between windows, beyond the buffer) are decoded after the
+    batch."""
     from mmengine.dataset import pseudo_collate
     writer = OutputWriter(['json', 'npz'], LONG_VIDEO_LAYOUT, json_indent=0)
     todo = [i for i in range(len(plan)) if i not in skip]
@@ -590,10 +618,23 @@ def _run_windows(tl, plan, stream, inputs, explainer, target, gt_frames,
     scale = min(1.0, map_size / max(h0, w0))
     map_shape = (max(1, round(h0 * scale)), max(1, round(w0 * scale)))
     n_done = len(skip)
-    for batch in _batches(todo, batch_size):
+    batches = list(_batches(todo, batch_size))
+    for bn, batch in enumerate(batches):
         ok, samples = [], []
+        extra, kept, keep, stop = None, {}, None, 0
+        if overlay is not None:
+            extra, stop = _overlay_frames_of(overlay, plan, batch, batches[
+                bn + 1][0] if bn + 1 < len(batches) else None)
+            t_keep = [0.0]
+
+            def _keep(f, img):
+                t0 = time.perf_counter()
+                kept[f] = overlay.small(img)
+                t_keep[0] += time.perf_counter() - t0
+            keep = _keep
         t = time.perf_counter()
-        for i, frames, error in _window_frames(stream, plan, batch):
+        for i, frames, error in _window_frames(stream, plan, batch, extra,
+                                               keep):
             t1 = time.perf_counter()
             timings['decode'] += t1 - t
             rec = tl.windows[i]
@@ -622,18 +663,44 @@ def _run_windows(tl, plan, stream, inputs, explainer, target, gt_frames,
                           keep_maps)
             frames_seen += sum(len(plan.offsets) for _ in ok)
             timings['write'] += time.perf_counter() - t
+        if overlay is not None:
+            for i in ok:
+                overlay.add(i, tl.memory_maps[i])
         t = time.perf_counter()
         if out_dir is not None:
             for i in batch:
                 _write_window(writer, out_dir, tl, i, bool(
                     {'maps', 'video'} & outputs))
         timings['write'] += time.perf_counter() - t
+        if overlay is not None:
+            t = time.perf_counter()
+            overlay.advance(stop, kept, stream)
+            timings['decode'] -= t_keep[0]  # the resizing is the overlay's
+            timings['overlay'] += time.perf_counter() - t + t_keep[0]
+            del kept
         n_done += len(batch)
         bar.update(n_done, frames_seen, len(skip))
     bar.update(n_done, frames_seen, len(skip), force=True)
 
 
-def _window_frames(stream, plan, batch):
+def _overlay_frames_of(overlay, plan, batch, next_window):
+    """The overlay's output frames drawn after ``batch``: ``overlay.n`` up
+    to ``stop`` (those before ``next_window``'s first frame, or all); and
+    the source frames among them that the batch decodes with its own: those
+    inside the batch's windows, as many as the buffer holds."""
+    src = overlay.src
+    if next_window is None:
+        stop = len(src)
+    else:
+        stop = int(np.searchsorted(src, plan.starts[next_window]))
+    cand = src[overlay.n:stop]
+    starts = plan.starts[batch]
+    k = np.searchsorted(starts, cand, side='right') - 1
+    inside = (k >= 0) & (cand <= starts[np.maximum(k, 0)] + plan.span - 1)
+    return cand[inside][:overlay.buffer_cap], stop
+
+
+def _window_frames(stream, plan, batch, extra=None, keep=None):
     """Yield ``(i, {frame: [H, W, 3]} or None, error)`` for the windows of
     ``batch`` in order, decoding the union of their frames in increasing
     order (each frame once, as one ``get_batch`` over the union would) but
@@ -642,17 +709,35 @@ def _window_frames(stream, plan, batch):
     (a whole batch of 854x480 frames is 8 x 16 x 1.2 MB, twice over while
     decord copies it out). A window whose frames do not decode is retried
     on a fresh reader once, then yielded as failed with the decoder's
-    message (only windows with corrupt frames fail)."""
-    want = np.unique(np.concatenate([plan.frames(i) for i in batch]))
+    message (only windows with corrupt frames fail).
+
+    ``extra`` (sorted frame numbers) are decoded in the same increasing
+    pass and handed to ``keep(frame, image)`` as they come (the overlay's
+    frames); one that fails to decode is just not handed over."""
+    frames_of = [plan.frames(i) for i in batch]
+    extra = np.asarray([] if extra is None else extra, np.int64)
+    model = np.unique(np.concatenate(frames_of))
+    want = np.union1d(model, extra)
+    only_extra = set(np.setdiff1d(extra, model).tolist())
+    extra_set = set(extra.tolist())
     cache: Dict[int, np.ndarray] = {}
     pos = 0
+
+    def decode(chunk):
+        got = stream.get(chunk)
+        for f in [f for f in got if f in extra_set]:
+            keep(f, got[f])
+            if f in only_extra:
+                del got[f]
+        cache.update(got)
+
     for n, i in enumerate(batch):
-        need = plan.frames(i)
+        need = frames_of[n]
         k = int(np.searchsorted(want, need.max(), side='right'))
         if k > pos:
             chunk, pos = want[pos:k], k
             try:
-                cache.update(stream.get(chunk))
+                decode(chunk)
             except Exception:  # noqa: BLE001 - decord raises its own errors
                 stream.reopen()
         error = None
@@ -668,9 +753,16 @@ def _window_frames(stream, plan, batch):
         yield i, (None if error else {int(f): cache[int(f)] for f in need}
                   ), error
         if n + 1 < len(batch):
-            first = int(plan.frames(batch[n + 1]).min())
+            first = int(frames_of[n + 1].min())
             for f in [f for f in cache if f < first]:
                 del cache[f]
+    cache.clear()
+    if pos < len(want):  # extra frames after the last window's
+        try:
+            decode(want[pos:])
+        except Exception:  # noqa: BLE001 - decoded again by the overlay
+            stream.reopen()
+        cache.clear()
 
 
 def _fill_records(tl, exp, ok, inputs, shape, map_shape, keep_maps):
@@ -722,18 +814,26 @@ def _write_window(writer, out_dir, tl, i, with_maps):
 
 
 # ------------------------------------------------------- run-level files
+def _class_names(tl, num_classes: int) -> List[str]:
+    """One display name per class (the overlay's and the viewer's)."""
+    k = len(tl.class_names) if tl.class_names else num_classes
+    return [tl.label(c) for c in range(k)]
+
+
 def _write_run_files(tl, plan, stream, outputs, overlay_fps, overlay_size,
-                     timings) -> None:
+                     timings, num_classes, overlay_files=None,
+                     live=True) -> None:
     from ..visualization.timeline import class_colors, plot_timeline
     from ..visualization.timeline_viewer import viewer_html
     out = tl.out_dir
-    k = len(tl.class_names) if tl.class_names else max(
-        [c for w in tl for c, _ in w.topk] + [0]) + 1
-    names = [tl.label(c) for c in range(k)]
+    names = _class_names(tl, num_classes)
+    k = len(names)
     t = time.perf_counter()
-    if 'video' in outputs:
+    if overlay_files is not None:  # drawn during the sweep
+        tl.files.update(overlay_files)
+    elif 'video' in outputs:
         files = _write_overlay(tl, plan, stream, overlay_fps, overlay_size,
-                               names, timings)
+                               names, timings, live=live)
         tl.files.update(files)
     timings['overlay'] += time.perf_counter() - t
     t = time.perf_counter()
@@ -797,123 +897,238 @@ def _write_run_files(tl, plan, stream, outputs, overlay_fps, overlay_size,
     timings['timeline'] += time.perf_counter() - t
 
 
+#: At most this many bytes of overlay-size frames are kept by the sweep for
+#: the overlay frames it draws after each batch; frames beyond it are decoded
+#: again after the batch (a few chunks of 16).
+OVERLAY_BUFFER_BYTES = 64 * 2**20
+_OVERLAY_CHUNK = 16
+
+
+class _Overlay:
+    """``overlay.mp4`` and ``plain.mp4`` over ``start .. end``, drawn one
+    output frame at a time, in order.
+
+    Output frame ``n`` shows source frame ``src[n] = round(start + n * fps /
+    overlay_fps)`` resized to the overlay size (bilinear); its heat map is
+    the mean over the windows whose span covers the frame of each window's
+    map at that frame (linear
+    between the window's two nearest sampled frames); a label panel (the
+    covering window whose centre is nearest: its top class and probability,
+    the explained class) and a timeline strip with a cursor below the frame.
+    The strip's prediction row is ``live`` (default) up to the cursor (each
+    column in the colour of the prediction at its time once the cursor has
+    passed it, grey ahead of it), so a frame depends only on the windows
+    that start at or before it and can be drawn while the sweep goes on;
+    ``live=False`` draws the whole video's predictions on every frame
+    (only possible after the sweep: the second pass). The ground-truth row
+    is always whole. Windows enter with :meth:`add` (their maps) before the
+    first frame they cover is drawn."""
+
+    def __init__(self, tl, plan, shape, overlay_fps, overlay_size, names,
+                 live: bool = True, timings: Optional[dict] = None) -> None:
+        from ..visualization.timeline import class_colors, ribbon_image
+        self.tl, self.plan, self.names, self.live = tl, plan, names, live
+        self.timings = {} if timings is None else timings
+        h0, w0 = shape
+        scale = overlay_size / max(h0, w0)  # small videos are enlarged
+        self.ow = ow = max(2, int(round(w0 * scale / 2)) * 2)
+        self.oh = oh = max(2, int(round(h0 * scale / 2)) * 2)
+        fps = tl.fps
+        step = fps / overlay_fps if overlay_fps and overlay_fps < fps else 1.0
+        self.out_fps = fps / step
+        src = np.arange(plan.start, plan.end - 1e-9, step)
+        src = np.round(src).astype(np.int64)
+        self.src = src[src < plan.end]
+        self.colors = class_colors(len(names))
+        self.strip_h, self.panel_h = 10, 36
+        n = max(1, len(self.src))
+        # ribbon_image's column rule: column c shows output frame cols[c]
+        self.cols = np.minimum((np.arange(ow) + 0.5) * n / ow,
+                               n - 1).astype(int)
+        if live:
+            from ..visualization.timeline import NO_DATA
+            strip = np.empty((self.strip_h, ow, 3), np.uint8)
+            strip[:] = NO_DATA
+        else:
+            strip = ribbon_image(tl.frame_predictions(self.src), ow,
+                                 self.strip_h, self.colors)
+        if tl.gt is not None:
+            strip = np.concatenate([strip, ribbon_image(
+                tl.gt[self.src], ow, self.strip_h, self.colors)])
+        self.strip = strip
+        self.height = oh + self.panel_h + strip.shape[0]
+        self.buffer_cap = max(1, OVERLAY_BUFFER_BYTES // (oh * ow * 3))
+        self.active: Dict[int, dict] = {}
+        self.n = 0  # the next output frame
+        self._filled = 0  # live strip: columns drawn so far
+        out = tl.out_dir
+        self.paths = dict(video=osp.join(out, TIMELINE_FILES['video']),
+                          plain=osp.join(out, TIMELINE_FILES['plain']))
+        self._stack = None
+        self.in_sweep = False  # drawn during the sweep (timings)
+
+    def __enter__(self) -> '_Overlay':
+        from ..visualization.timeline import StreamVideoWriter
+        stack = contextlib.ExitStack()
+        with stack:
+            tmp_v = stack.enter_context(atomic_path(self.paths['video']))
+            tmp_p = stack.enter_context(atomic_path(self.paths['plain']))
+            size = (self.height, self.ow)
+            self.wv = stack.enter_context(
+                StreamVideoWriter(tmp_v, self.out_fps, size))
+            self.wp = stack.enter_context(
+                StreamVideoWriter(tmp_p, self.out_fps, size))
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        stack, self._stack = self._stack, None
+        t = time.perf_counter()
+        stack.__exit__(*exc)  # writers close (or abort), files replace
+        dt = time.perf_counter() - t
+        self._add_time('overlay_encode', dt)
+        if self.in_sweep:  # else the second pass is timed as a whole
+            self._add_time('overlay', dt)
+        if exc[0] is None:
+            s = self.tl.settings
+            s['overlay_codec'] = self.wv.codec
+            s['overlay_fps'] = self.out_fps
+            s['overlay_size'] = [self.height, self.ow]
+            s['overlay_timeline'] = 'live' if self.live else 'full'
+
+    def small(self, frame: np.ndarray) -> np.ndarray:
+        """A decoded frame at the overlay's size."""
+        if frame.shape[:2] == (self.oh, self.ow):
+            return frame
+        import cv2  # bilinear: 0.7 ms a 854x480 frame, INTER_AREA 11 ms
+        return cv2.resize(frame, (self.ow, self.oh),
+                          interpolation=cv2.INTER_LINEAR)
+
+    def add(self, i: int, arrays: dict) -> None:
+        """Window ``i``'s maps (a successful window), before it is drawn."""
+        self.active[i] = arrays
+
+    def draw(self, frame: np.ndarray) -> None:
+        """Output frame ``self.n`` from its source frame (overlay size)."""
+        from .. import visualization as vis
+        from ..visualization.timeline import (draw_cursor_strip,
+                                              draw_text_panel, format_clock)
+        tl, plan, names = self.tl, self.plan, self.names
+        n, f = self.n, int(self.src[self.n])
+        for i in [i for i in self.active if tl[i].end_frame < f]:
+            del self.active[i]
+        heat, valid, signed, near = _heat_at(tl, self.active, f,
+                                             (self.oh, self.ow))
+        if heat is not None:
+            shown = vis.overlay_heatmap(frame[None], heat[None], alpha=0.5,
+                                        valid_mask=valid[None],
+                                        signed=signed)[0]
+        else:
+            shown = frame
+        if near is not None:
+            w = tl[near]
+            lines = [f'{format_clock(f / tl.fps)}  pred '
+                     f'{names[w.pred]} {w.pred_prob:.2f}',
+                     f'{tl.settings["method"]}: {names[w.target]} '
+                     f'p={w.target_prob:.2f}']
+        else:
+            lines = [f'{format_clock(f / tl.fps)}  no window', '']
+        if self.live:  # the columns whose time the cursor has reached
+            k = int(np.searchsorted(self.cols, n, side='right'))
+            if k > self._filled:
+                from ..visualization.timeline import NO_DATA
+                pred = tl[near].pred if near is not None else -1
+                self.strip[:self.strip_h, self._filled:k] = NO_DATA \
+                    if pred < 0 else self.colors[
+                        min(pred, len(self.colors) - 1)]
+                self._filled = k
+        panel = draw_text_panel(self.ow, self.panel_h, lines)
+        pos = (f - plan.start) / max(1, plan.end - 1 - plan.start)
+        cur = draw_cursor_strip(self.strip, pos)
+        t = time.perf_counter()
+        self.wv.write(np.concatenate([panel, shown, cur]))
+        self.wp.write(np.concatenate([panel, frame, cur]))
+        self._add_time('overlay_encode', time.perf_counter() - t)
+        self.n += 1
+
+    def advance(self, stop: int, frames: Dict[int, np.ndarray],
+                stream: 'VideoStream') -> None:
+        """Draw output frames ``self.n .. stop - 1``: from ``frames`` (overlay
+        size, by source frame; taken out as drawn) or decoded from
+        ``stream`` (full size, in chunks of 16)."""
+        while self.n < stop:
+            group = [int(f) for f in self.src[self.n:min(
+                stop, self.n + _OVERLAY_CHUNK)]]
+            need = [f for f in group if f not in frames]
+            if need:
+                t = time.perf_counter()
+                for f, img in _decode_or_black(stream, need, (
+                        stream.shape[0], stream.shape[1])).items():
+                    frames[f] = self.small(img)
+                self._add_time('overlay_decode', time.perf_counter() - t)
+            for f in group:
+                self.draw(frames.pop(f))
+
+    def _add_time(self, key: str, dt: float) -> None:
+        self.timings[key] = self.timings.get(key, 0.0) + dt
+
+
+def _decode_or_black(reader, idx, shape) -> Dict[int, np.ndarray]:
+    """``reader.get(idx)``; where that fails, frame by frame on a fresh
+    reader, a black frame for each frame that does not decode."""
+    try:
+        return reader.get(idx)
+    except Exception:  # noqa: BLE001 - corrupt frames
+        reader.reopen()
+    got = {}
+    for f in idx:
+        try:
+            got.update(reader.get([f]))
+        except Exception:  # noqa: BLE001
+            got[int(f)] = np.zeros((shape[0], shape[1], 3), np.uint8)
+            reader.reopen()
+    return got
+
+
 def _write_overlay(tl, plan, stream, overlay_fps, overlay_size, names,
-                   timings: Optional[dict] = None) -> Dict[str, str]:
-    """``overlay.mp4`` and ``plain.mp4`` over ``start .. end``: each output
-    frame shows source frame ``round(start + k * fps / overlay_fps)``; its
-    heat map is the mean over the windows whose span covers the frame of
-    each window's map at that frame (linear between the window's two
-    nearest sampled frames); a label panel (the covering window nearest in
-    time: its top class and probability, the explained class) and a
-    timeline strip with a cursor below the frame. ``timings`` receives
-    ``overlay_decode`` and ``overlay_encode`` (seconds in the second
-    decode and in the two writers)."""
-    from .. import visualization as vis
-    from ..visualization.timeline import (StreamVideoWriter,
-                                          draw_cursor_strip, draw_text_panel,
-                                          format_clock, ribbon_image,
-                                          class_colors)
-    out = tl.out_dir
-    h0, w0 = stream.shape
-    scale = overlay_size / max(h0, w0)  # small videos are enlarged
-    ow = max(2, int(round(w0 * scale / 2)) * 2)
-    oh = max(2, int(round(h0 * scale / 2)) * 2)
-    fps = tl.fps
-    step = fps / overlay_fps if overlay_fps and overlay_fps < fps else 1.0
-    out_fps = fps / step
-    src = np.arange(plan.start, plan.end - 1e-9, step)
-    src = np.round(src).astype(np.int64)
-    src = src[src < plan.end]
-    colors = class_colors(len(names))
-    fpred = tl.frame_predictions(src)
-    strip_h, panel_h = 10, 36
-    strip = ribbon_image(fpred, ow, strip_h, colors)
-    if tl.gt is not None:
-        strip = np.concatenate([strip, ribbon_image(tl.gt[src], ow, strip_h,
-                                                    colors)])
-    height = oh + panel_h + strip.shape[0]
-    reader = VideoStream(stream.video, width=ow, height=oh, check=False)
-    active: Dict[int, dict] = {}
+                   timings: Optional[dict] = None, live: bool = True,
+                   decoder_scale: bool = True) -> Dict[str, str]:
+    """The overlay as a second pass after the sweep (``overlay_timeline=
+    'full'``, or a resumed run, whose finished windows' frames were not
+    decoded in this process): decodes ``start .. end`` again and reads the
+    maps chunks back. ``decoder_scale``: decord scales the frames while
+    decoding (less to convert; its scaler's pixels differ from
+    :meth:`_Overlay.small`'s by a few levels), else full-size frames are
+    resized as the sweep resizes them (the same frames as the overlay drawn
+    during the sweep). ``timings`` receives ``overlay_decode`` and
+    ``overlay_encode``."""
+    ov = _Overlay(tl, plan, stream.shape, overlay_fps, overlay_size, names,
+                  live=live, timings=timings)
+    if decoder_scale:
+        reader = VideoStream(stream.video, width=ov.ow, height=ov.oh,
+                             check=False)
+        shape, chunk = (ov.oh, ov.ow), 64
+    else:
+        reader, shape, chunk = VideoStream(stream.video, check=False), \
+            stream.shape, _OVERLAY_CHUNK
     win_order = sorted(range(len(tl)), key=lambda i: tl[i].start_frame)
     nxt = 0
-    signed_any = False
-    paths = {}
-    vid_path = osp.join(out, TIMELINE_FILES['video'])
-    plain_path = osp.join(out, TIMELINE_FILES['plain'])
-    chunk = 64
-    with atomic_path(vid_path) as tmp_v, atomic_path(plain_path) as tmp_p:
-        with StreamVideoWriter(tmp_v, out_fps, (height, ow)) as wv, \
-                StreamVideoWriter(tmp_p, out_fps, (height, ow)) as wp:
-            for c0 in range(0, len(src), chunk):
-                idx = src[c0:c0 + chunk]
-                t_dec = time.perf_counter()
-                try:
-                    got = reader.get(idx)
-                except Exception:  # noqa: BLE001 - corrupt frames
-                    reader.reopen()
-                    got = {}
-                    for f in idx:
-                        try:
-                            got.update(reader.get([f]))
-                        except Exception:  # noqa: BLE001
-                            got[int(f)] = np.zeros((oh, ow, 3), np.uint8)
-                            reader.reopen()
-                t_dec = time.perf_counter() - t_dec
-                t_enc = 0.0
-                for j, f in enumerate(idx):
-                    f = int(f)
-                    while nxt < len(win_order) and \
-                            tl[win_order[nxt]].start_frame <= f:
-                        i = win_order[nxt]
-                        if tl[i].ok:
-                            active[i] = tl.maps(i)
-                        nxt += 1
-                    for i in [i for i in active if tl[i].end_frame < f]:
-                        del active[i]
-                    frame = got[f]
-                    if frame.shape[:2] != (oh, ow):
-                        import cv2
-                        frame = cv2.resize(frame, (ow, oh))
-                    heat, valid, signed, near = _heat_at(tl, active, f,
-                                                         (oh, ow))
-                    signed_any |= signed
-                    if heat is not None:
-                        shown = vis.overlay_heatmap(
-                            frame[None], heat[None], alpha=0.5,
-                            valid_mask=valid[None], signed=signed)[0]
-                    else:
-                        shown = frame
-                    if near is not None:
-                        w = tl[near]
-                        lines = [f'{format_clock(f / fps)}  pred '
-                                 f'{names[w.pred]} {w.pred_prob:.2f}',
-                                 f'{tl.settings["method"]}: '
-                                 f'{names[w.target]} '
-                                 f'p={w.target_prob:.2f}']
-                    else:
-                        lines = [f'{format_clock(f / fps)}  no window',
-                                 '']
-                    panel = draw_text_panel(ow, panel_h, lines)
-                    pos = (f - plan.start) / max(1, plan.end - 1 -
-                                                 plan.start)
-                    cur = draw_cursor_strip(strip, pos)
-                    t = time.perf_counter()
-                    wv.write(np.concatenate([panel, shown, cur]))
-                    wp.write(np.concatenate([panel, frame, cur]))
-                    t_enc += time.perf_counter() - t
-                del got
-                if timings is not None:
-                    timings['overlay_decode'] = timings.get(
-                        'overlay_decode', 0.0) + t_dec
-                    timings['overlay_encode'] = timings.get(
-                        'overlay_encode', 0.0) + t_enc
-            codec = wv.codec
-    paths['video'] = vid_path
-    paths['plain'] = plain_path
-    tl.settings['overlay_codec'] = codec
-    tl.settings['overlay_fps'] = out_fps
-    tl.settings['overlay_size'] = [height, ow]
-    return paths
+    with ov:
+        for c0 in range(0, len(ov.src), chunk):
+            idx = [int(f) for f in ov.src[c0:c0 + chunk]]
+            t = time.perf_counter()
+            got = _decode_or_black(reader, idx, shape)
+            ov._add_time('overlay_decode', time.perf_counter() - t)
+            for f in idx:
+                while nxt < len(win_order) and \
+                        tl[win_order[nxt]].start_frame <= f:
+                    i = win_order[nxt]
+                    if tl[i].ok:
+                        ov.add(i, tl.maps(i))
+                    nxt += 1
+                ov.draw(ov.small(got.pop(f)))
+            del got
+    return dict(ov.paths)
 
 
 def _heat_at(tl, active, f, size):

@@ -9,7 +9,7 @@ import numpy as np
 from mmxai.errors import InputError
 
 from .colormap import (CmapLike, as_map, as_rgb_frames, colorize,
-                       resolve_scale, to_numpy)
+                       colormap_lut, resolve_scale, to_numpy)
 
 
 def resize_maps(maps: Any, size: Tuple[int, int]) -> np.ndarray:
@@ -103,13 +103,23 @@ def overlay_heatmap(frames: Any,
         raise InputError(f'alpha must be in [0, 1], got {alpha}')
     m, signed, cmap = resolve_scale(maps, signed, cmap)
     f, m, single = _prepare(frames, m)
-    heat = colorize(m, cmap, signed=signed).astype(np.float32)
-    # signed: the weight follows |map|, so where the evidence is 0 the
-    # frame shows as it is (a uniform blend washes it out with the neutral
-    # colour)
-    a = alpha * np.abs(m)[..., None].astype(np.float32) if signed else alpha
-    out = (1.0 - a) * f.astype(np.float32) + a * heat
-    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    if not signed and float(alpha) == 0.5:
+        # the numbers of the general case below, in integers (about 5x
+        # faster; the long-video overlay draws every output frame):
+        # rint((f + c) / 2) rounds half to even, q + (s & q & 1)
+        idx = np.rint(np.clip(m, 0.0, 1.0) * 255.0).astype(np.uint8)
+        s = f.astype(np.uint16) + np.take(colormap_lut(cmap), idx, axis=0)
+        q = s >> 1
+        out = (q + (s & q & 1)).astype(np.uint8)
+    else:
+        heat = colorize(m, cmap, signed=signed).astype(np.float32)
+        # signed: the weight follows |map|, so where the evidence is 0 the
+        # frame shows as it is (a uniform blend washes it out with the
+        # neutral colour)
+        a = alpha * np.abs(m)[..., None].astype(np.float32) if signed \
+            else alpha
+        out = (1.0 - a) * f.astype(np.float32) + a * heat
+        out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     if valid_mask is not None:
         v = _prepare_mask(valid_mask, *f.shape[:3])
         out = np.where(v[..., None], out, f)

@@ -16,6 +16,11 @@ when given, else in a temporary folder), then
   inference over the same windows (decode + pipeline + forward, no
   explanation, no files), any other name a method run through
   ``explain_long_video`` with ``--outputs``;
+* ``--paired-overlay N``: one child per video that runs each method with
+  ``--outputs`` (default all) twice a round, the overlay drawn during the
+  sweep (``overlay_timeline='live'``) and as a second pass decoding the
+  video again (``'full'``), N rounds after one warm-up round, the order
+  alternating; prints the walls, the overlay's share of each and the ratio;
 * ``--paired N``: one child per video that runs ``bare`` and the window
   sweep of each method (``explain_long_video`` with ``outputs=('maps',)``:
   decode, pipeline, explanation, records and maps chunks, no run-level
@@ -67,7 +72,8 @@ def build_model(name: str, device: str):
     return init_recognizer(TSM_CONFIG, None, device=device)  # random weights
 
 
-def run_one(model, args, method, out, outputs, timings) -> int:
+def run_one(model, args, method, out, outputs, timings,
+            overlay_timeline='live') -> int:
     from mmxai.apis import explain_long_video
     if method == 'bare':
         return bare_inference(model, args.video, args.batch_size, timings,
@@ -75,7 +81,8 @@ def run_one(model, args, method, out, outputs, timings) -> int:
     tl = explain_long_video(model, args.video, method=method, out_dir=out,
                             batch_size=args.batch_size, progress=False,
                             timings=timings, stride=args.stride,
-                            outputs=outputs, resume=False)
+                            outputs=outputs, resume=False,
+                            overlay_timeline=overlay_timeline)
     return len(tl)
 
 
@@ -83,6 +90,8 @@ def child(args) -> None:
     import mmxai  # noqa: F401
     model = build_model(args.model, args.device)
     load0 = os.getloadavg()
+    if args.paired_overlay:
+        return paired_overlay(model, args, load0)
     if args.paired:
         return paired(model, args, load0)
     timings = {}
@@ -127,6 +136,51 @@ def paired(model, args, load0) -> None:
             ratios=[round(x, 3) for x in ratio],
             median=round(float(np.median(ratio)), 3),
             range=[round(float(ratio.min()), 3), round(float(ratio.max()), 3)],
+            load_before=[round(x, 2) for x in load0],
+            load_after=[round(x, 2) for x in os.getloadavg()])), flush=True)
+
+
+def paired_overlay(model, args, load0) -> None:
+    """Each method's run with the overlay drawn in the sweep ('live') and
+    as a second pass ('full'), alternating, in one process."""
+    import numpy as np
+    for m in [m for m in args.methods if m != 'bare']:
+        res = {'live': [], 'full': []}
+        for r in range(-1, args.paired_overlay):  # -1: warm-up
+            order = ['live', 'full'] if r % 2 == 0 else ['full', 'live']
+            for mode in order:
+                out = osp.join(args.out, f'{m}_{mode}_{r}')
+                tim = {}
+                t = time.perf_counter()
+                n = run_one(model, args, m, out, args.outputs, tim, mode)
+                wall = time.perf_counter() - t
+                shutil.rmtree(out, ignore_errors=True)
+                if r >= 0:
+                    res[mode].append(dict(wall=wall, **tim))
+        live = np.array([x['wall'] for x in res['live']])
+        full = np.array([x['wall'] for x in res['full']])
+        ratio = live / full
+
+        def med(mode, key):
+            return round(float(np.median([x.get(key, 0.0)
+                                          for x in res[mode]])), 2)
+        keys = ('decode', 'explain', 'overlay', 'overlay_decode',
+                'overlay_encode', 'timeline')
+        print(json.dumps(dict(
+            paired_overlay=m, model=args.model, minutes=args.minutes,
+            stride=args.stride, batch_size=args.batch_size, windows=n,
+            outputs=args.outputs, rounds=args.paired_overlay,
+            live_s=[round(x, 1) for x in live],
+            full_s=[round(x, 1) for x in full],
+            ratios=[round(x, 3) for x in ratio],
+            median=round(float(np.median(ratio)), 3),
+            range=[round(float(ratio.min()), 3), round(float(ratio.max()), 3)],
+            overlay_share_live=[round(x['overlay'] / x['wall'], 3)
+                                for x in res['live']],
+            overlay_share_full=[round(x['overlay'] / x['wall'], 3)
+                                for x in res['full']],
+            median_stages_live={k: med('live', k) for k in keys},
+            median_stages_full={k: med('full', k) for k in keys},
             load_before=[round(x, 2) for x in load0],
             load_after=[round(x, 2) for x in os.getloadavg()])), flush=True)
 
@@ -176,6 +230,8 @@ def main() -> None:
     p.add_argument('--outputs', nargs='+',
                    default=['timeline', 'video', 'html', 'maps'])
     p.add_argument('--paired', type=int, default=0, metavar='ROUNDS')
+    p.add_argument('--paired-overlay', type=int, default=0,
+                   metavar='ROUNDS')
     p.add_argument('--video-dir', help='keep (and reuse) the videos here')
     p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--video', help=argparse.SUPPRESS)
@@ -190,7 +246,8 @@ def main() -> None:
         os.makedirs(vdir, exist_ok=True)
         for minutes in args.minutes:
             video = make_video(osp.join(vdir, f'{minutes:g}min.mp4'), minutes)
-            cases = ['paired'] if args.paired else args.methods
+            cases = ['paired'] if args.paired or args.paired_overlay \
+                else args.methods
             for method in cases:
                 out = osp.join(tmp, f'out_{minutes:g}_{method}')
                 cmd = [sys.executable, osp.abspath(__file__), '--child',
@@ -198,6 +255,7 @@ def main() -> None:
                        '--model', args.model, '--device', args.device,
                        '--batch-size', str(args.batch_size), '--minutes',
                        str(minutes), '--paired', str(args.paired),
+                       '--paired-overlay', str(args.paired_overlay),
                        '--methods', *args.methods, '--outputs', *args.outputs]
                 if args.stride:
                     cmd += ['--stride', args.stride]

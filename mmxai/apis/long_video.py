@@ -41,8 +41,8 @@ from torch import nn
 from ..datasets.phase_labels import frame_ground_truth
 from ..errors import ConfigError, InputError, OutputError, TargetError
 from ..explainers import BaseExplainer, build_explainer
-from ..fileio import atomic_path, check_writable, json_safe, read_json, \
-    read_label_map, write_json
+from ..fileio import atomic_path, check_writable, clean_stale, json_safe, \
+    read_json, read_label_map, write_json
 from ..outputs import (LONG_VIDEO_LAYOUT, OutputWriter, RankOutputs,
                        TIMELINE_FILES, Timeline, WindowRecord)
 from ..outputs.timeline import write_timeline_csv, write_timeline_json
@@ -535,6 +535,8 @@ def explain_long_video(model: Union[nn.Module, str], video: str,
     lock = run_lock(out_dir) if out_dir is not None else \
         contextlib.nullcontext()
     with lock:
+        if out_dir is not None:  # temporary files of a killed run (the
+            clean_stale(out_dir)  # overlay's, drawn during the sweep)
         done = _resume_state(out_dir, settings, resume) if out_dir else {}
         for i, rec in done.items():
             tl.windows[i] = rec

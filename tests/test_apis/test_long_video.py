@@ -127,7 +127,7 @@ def test_resume_after_sigkill(files, tmp_path):
     cmd = [sys.executable, osp.join(ROOT, 'tools', 'explain.py'),
            files['config'], files['ckpt'], video, '--windows', '--out-dir',
            str(out), '--batch-size', '1', '--no-progress', '--outputs',
-           'timeline', 'maps']
+           'timeline', 'maps', 'video', '--overlay-size', '48']
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     rec_dir = out / 'windows'
@@ -144,9 +144,16 @@ def test_resume_after_sigkill(files, tmp_path):
               for n in os.listdir(rec_dir) if n.endswith('.json')}
     assert 3 <= len(before) < 25, 'killed too late to test resuming'
     assert not (out / 'timeline.json').exists()
+    # the overlay being drawn during the sweep: its temporary files
+    assert [n for n in os.listdir(out) if n.startswith('.overlay.mp4.')]
     tl = explain_long_video(files['model'], video, out_dir=str(out),
-                            outputs=('timeline', 'maps'), progress=False)
+                            outputs=('timeline', 'maps', 'video'),
+                            overlay_size=48, progress=False)
     assert len(tl) == 25 and all(w.ok for w in tl)
+    # the killed run's temporary files are gone; the overlay (a second
+    # pass: the finished windows' frames were decoded by the dead run)
+    assert not [n for n in os.listdir(out) if '.tmp' in n]
+    assert (out / 'overlay.mp4').is_file()
     for n, t in before.items():  # finished windows were not redone
         assert os.stat(rec_dir / n).st_mtime_ns == t
     assert len(os.listdir(rec_dir)) == 25

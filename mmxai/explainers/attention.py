@@ -46,6 +46,7 @@ from .attention_windows import (WINDOWED_BACKBONES, merge_geometry,
                                 propagate_windowed, swin_block_geometry)
 from .attribution import Attribution
 from .base import BaseExplainer
+from .gradient_utils import frozen_parameters
 from .targets import TargetSpec, pred_basis, resolve_targets
 
 SUPPORTED_BACKBONES = ('TimeSformer', 'VisionTransformer')
@@ -64,9 +65,26 @@ class AttentionCall:
     meta: Optional[Dict[str, Any]] = None
 
 
-def _mha_probs_forward(m: nn.MultiheadAttention, args, kwargs):
+def _identity(t: Tensor) -> Tensor:
+    return t
+
+
+def as_leaf(t: Tensor) -> Tensor:
+    """``t`` computed without a graph (parameters frozen, inputs not
+    requiring grad) as a leaf that requires grad, so that the graph of a
+    backward starts there; ``t`` itself otherwise (no grad mode, or
+    already on a graph)."""
+    if torch.is_grad_enabled() and t.is_floating_point() and \
+            not t.requires_grad:
+        return t.detach().requires_grad_(True)
+    return t
+
+
+def _mha_probs_forward(m: nn.MultiheadAttention, args, kwargs,
+                       leaf: Callable[[Tensor], Tensor] = _identity):
     """``nn.MultiheadAttention`` recomputed so that the per-head
-    probabilities are used downstream. Returns ``(output, probs)``."""
+    probabilities are used downstream (``leaf`` applied to them first).
+    Returns ``(output, probs)``."""
     names = ('query', 'key', 'value')
     q, k, v = [args[i] if i < len(args) else kwargs[n]
                for i, n in enumerate(names)]
@@ -94,7 +112,7 @@ def _mha_probs_forward(m: nn.MultiheadAttention, args, kwargs):
                                          dim).transpose(0, 1)
     qh, kh, vh = split(q, wq, bq), split(k, wk, bk), split(v, wv, bv)
     attn = torch.softmax((qh * dim ** -0.5) @ kh.transpose(1, 2), dim=-1)
-    probs = attn.view(batch, heads, length, -1)
+    probs = leaf(attn.view(batch, heads, length, -1))
     out = probs.reshape(batch * heads, length, -1) @ vh
     out = out.transpose(0, 1).reshape(length, batch, embed)
     out = F.linear(out, m.out_proj.weight, m.out_proj.bias)
@@ -103,12 +121,22 @@ def _mha_probs_forward(m: nn.MultiheadAttention, args, kwargs):
     return out, probs
 
 
+def _leaf_output(out: Tensor, leaf: Callable[[Tensor], Tensor]
+                 ) -> Tuple[Tensor, Optional[Tensor]]:
+    """A module output through ``leaf``: ``(recorded, replacement)``; the
+    forward goes on with a copy of a new leaf (``replacement``; ``None``:
+    ``out`` unchanged), so later in-place ops never touch the leaf."""
+    rec = leaf(out)
+    return rec, (None if rec is out else rec.clone())
+
+
 def _swin_hooks(backbone: nn.Module, calls: List[AttentionCall],
-                structural: bool, reduce: Callable[[Tensor], Tensor]
-                ) -> list:
+                structural: bool, reduce: Callable[[Tensor], Tensor],
+                leaf: Callable[[Tensor], Tensor] = _identity) -> list:
     """Hooks on Video Swin: each ``SwinTransformerBlock3D`` call's geometry
     (pre-hook on the block), its window probabilities (output of
-    ``attn.attn_drop``), and, if ``structural``, each ``PatchMerging``."""
+    ``attn.attn_drop``, through ``leaf``), and, if ``structural``, each
+    ``PatchMerging``."""
     handles = []
     pending: Dict[nn.Module, Dict[str, Any]] = {}
     for m in backbone.modules():
@@ -118,8 +146,10 @@ def _swin_hooks(backbone: nn.Module, calls: List[AttentionCall],
                 pending[mod_attn] = swin_block_geometry(mod, args[0].shape)
 
             def post(mod, args, out, mod_attn=m.attn):
-                calls.append(AttentionCall('window', reduce(out),
+                rec, out = _leaf_output(out, leaf)
+                calls.append(AttentionCall('window', reduce(rec),
                                            pending.get(mod_attn)))
+                return out
             handles.append(m.register_forward_pre_hook(pre))
             handles.append(m.attn.attn_drop.register_forward_hook(post))
         elif name == 'PatchMerging' and structural:
@@ -159,7 +189,9 @@ def _uniformer_hooks(backbone: nn.Module, calls: List[AttentionCall]
 
 
 def _uniformerv2_hooks(backbone: nn.Module, calls: List[AttentionCall],
-                       reduce: Callable[[Tensor], Tensor]) -> list:
+                       reduce: Callable[[Tensor], Tensor],
+                       leaf: Callable[[Tensor], Tensor] = _identity
+                       ) -> list:
     """Structural hooks on UniFormerV2: ``Local_MHRA`` (``local_t``) and
     ``dpe`` convolutions with their geometry, and each decoder
     ``Extractor`` recomputed with its cross-attention exposed
@@ -183,7 +215,7 @@ def _uniformerv2_hooks(backbone: nn.Module, calls: List[AttentionCall],
         add(conv, 'dpe', conv)
 
     def dec_hook(mod, args, output):
-        out, aff = extractor_forward(mod, *args)
+        out, aff = extractor_forward(mod, *(leaf(a) for a in args))
         calls.append(AttentionCall('decoder', reduce(aff)))
         return out
     for dec in tr.dec:
@@ -192,10 +224,12 @@ def _uniformerv2_hooks(backbone: nn.Module, calls: List[AttentionCall],
 
 
 def _mvit_hooks(backbone: nn.Module, calls: List[AttentionCall],
-                reduce: Callable[[Tensor], Tensor]) -> list:
+                reduce: Callable[[Tensor], Tensor],
+                leaf: Callable[[Tensor], Tensor] = _identity) -> list:
     """Hooks on MViT: each ``MultiScaleAttention`` recomputed with its
     probabilities exposed (used downstream), recorded as ``kind='pooled'``
-    with the block's pooling geometry (``attention_pooling``)."""
+    with the block's pooling geometry (``attention_pooling``); ``leaf``
+    applies to the attention's input tokens."""
     handles = []
     for blk in backbone.modules():
         if type(blk).__name__ != 'MultiScaleBlock' or \
@@ -206,7 +240,8 @@ def _mvit_hooks(backbone: nn.Module, calls: List[AttentionCall],
         def hook(mod, args, kwargs, output, blk=blk):
             x = args[0] if args else kwargs['x']
             in_size = args[1] if len(args) > 1 else kwargs['in_size']
-            out, probs, kv_shape = mvit_attention_forward(mod, x, in_size)
+            out, probs, kv_shape = mvit_attention_forward(mod, leaf(x),
+                                                          in_size)
             meta = mvit_block_geometry(blk, in_size)
             if tuple(meta['kv']['out_size']) != tuple(kv_shape) or tuple(
                     meta['q']['out_size']) != tuple(out[1]):
@@ -221,17 +256,24 @@ def _mvit_hooks(backbone: nn.Module, calls: List[AttentionCall],
 
 @contextlib.contextmanager
 def record_attention(backbone: nn.Module, structural: bool = False,
-                     head_reduce: Optional[Callable[[Tensor], Tensor]] = None
-                     ) -> Iterator[List[AttentionCall]]:
+                     head_reduce: Optional[Callable[[Tensor], Tensor]] = None,
+                     leaves: bool = False) -> Iterator[List[AttentionCall]]:
     """Record every attention call of ``backbone`` during forwards inside
     the block (in call order). Hooks are removed on exit.
 
     ``structural``: also record the token-mixing steps between attentions
     that an operator product needs (Swin's patch merging). ``head_reduce``:
     applied to each ``[M, h, L, S]`` as it is recorded (e.g. the head mean,
-    so that rollout keeps one ``[M, L, S]`` per call)."""
+    so that rollout keeps one ``[M, L, S]`` per call). ``leaves``: an
+    attention computed without a graph (parameters frozen, the input not
+    requiring grad: the first call) is recorded as a leaf that requires
+    grad (MViT, UniFormerV2's decoders: its input tokens), so the graph of a
+    backward to the attention starts at the first attention and the layers
+    below it keep nothing (:func:`as_leaf`); the gradients w.r.t. every
+    recorded attention are those of a graph from the input."""
     calls: List[AttentionCall] = []
     reduce = head_reduce if head_reduce is not None else (lambda p: p)
+    leaf = as_leaf if leaves else _identity
     handles = []
     kinds: Dict[nn.Module, str] = {}
     for parent in backbone.modules():
@@ -240,23 +282,27 @@ def record_attention(backbone: nn.Module, structural: bool = False,
                                            nn.MultiheadAttention):
             kinds[parent.attn] = kind
     try:
-        handles.extend(_swin_hooks(backbone, calls, structural, reduce))
-        handles.extend(_mvit_hooks(backbone, calls, reduce))
+        handles.extend(_swin_hooks(backbone, calls, structural, reduce,
+                                   leaf))
+        handles.extend(_mvit_hooks(backbone, calls, reduce, leaf))
         if structural:
             handles.extend(_uniformer_hooks(backbone, calls))
-            handles.extend(_uniformerv2_hooks(backbone, calls, reduce))
+            handles.extend(_uniformerv2_hooks(backbone, calls, reduce,
+                                              leaf))
         for m in backbone.modules():
             if isinstance(m, nn.MultiheadAttention):
                 def hook(mod, args, kwargs, output, kind=kinds.get(m, 'full')):
-                    out, probs = _mha_probs_forward(mod, args, kwargs)
+                    out, probs = _mha_probs_forward(mod, args, kwargs, leaf)
                     calls.append(AttentionCall(kind, reduce(probs)))
                     return out, probs.mean(1)
                 handles.append(m.register_forward_hook(hook, with_kwargs=True))
             elif type(m).__name__ == 'Attention' and isinstance(
                     getattr(m, 'attn_drop', None), nn.Module):  # VideoMAE
-                handles.append(m.attn_drop.register_forward_hook(
-                    lambda mod, args, out: calls.append(
-                        AttentionCall('full', reduce(out)))))
+                def drop_hook(mod, args, out):
+                    rec, out = _leaf_output(out, leaf)
+                    calls.append(AttentionCall('full', reduce(rec)))
+                    return out
+                handles.append(m.attn_drop.register_forward_hook(drop_hook))
         yield calls
     finally:
         for h in handles:
@@ -292,8 +338,15 @@ def apply_operator(r: Tensor, kind: str, mat: Tensor, patches: int,
 
 class _AttentionExplainer(BaseExplainer):
     """Shared layout logic: which token row to start from, how to read the
-    resulting row as a ``[B, V, t, h, w]`` grid."""
+    resulting row as a ``[B, V, t, h, w]`` grid.
+
+    Views are separable (:attr:`BaseExplainer.views_separable`): the
+    backbone attends within one view (its tokens), the head averages the
+    views' scores, so a view's attention, its gradient ``dS/dA_v = 1/V
+    ds_v/dA_v`` and its map do not depend on the other views; views run in
+    passes of ``max_views_per_pass`` with maps equal to one pass."""
     reports_probs = True
+    views_separable = True
 
     def __init__(self, model: nn.Module, **kwargs):
         super().__init__(model, **kwargs)
@@ -491,7 +544,9 @@ class AttentionRollout(_AttentionExplainer):
     """Attention rollout: ``C = prod_b rownorm(mean_heads A_b + I)``, map =
     the cls token's row of ``C`` over patch tokens (VideoMAE, no cls: the
     mean over token rows, as its head mean-pools). One forward pass, no
-    gradients, not class specific (the target only selects the score)."""
+    gradients, not class specific (the target only selects the score).
+    Memory is counted at a kept graph per view (an upper bound: the
+    head-averaged attention of every call is kept)."""
 
     def settings(self) -> Dict[str, Any]:
         return dict(head_fusion='mean', residual='rownorm(A + I)')
@@ -525,7 +580,8 @@ class AttentionRelevance(_AttentionExplainer):
     ``R = I``; per attention call ``A_bar = mean_h ReLU(dS_c/dA * A)``,
     ``R <- R + A_bar R``; map = ``R[cls, patches]`` (VideoMAE: the column
     mean of ``R - I``). TimeSformer's divided attention contributes a
-    temporal then a spatial operator per block. One forward + one backward.
+    temporal then a spatial operator per block. One forward + one backward
+    from the score to the first attention (the graph starts there).
     """
 
     def settings(self) -> Dict[str, Any]:
@@ -538,19 +594,22 @@ class AttentionRelevance(_AttentionExplainer):
             raise UnsupportedModelError(
                 f'{self.name} needs the recorded attention in the autograd '
                 'graph; with_cp (checkpointing) recomputes it')
+        # the graph starts at the first attention (parameters frozen, the
+        # input without grad, the first attention a leaf): the layers
+        # below keep no activations for the backward
         with record_attention(self.model.backbone,
                               structural=self.windowed or self.local or
-                              self.decoder) as calls, \
-                torch.enable_grad():
-            x = inputs.detach().clone().requires_grad_(True)
-            scores, probs = self.adapter.scores_and_probs(x)
+                              self.decoder, leaves=True) as calls, \
+                frozen_parameters(self.model), torch.enable_grad():
+            scores, probs = self.adapter.scores_and_probs(inputs.detach())
             targets = resolve_targets(target, scores, data_samples,
                                       pred_basis(self.adapter, probs))
             self._probs = probs.detach()
             objective = scores.gather(1, targets.view(-1, 1)).sum()
             attn = [c for c in calls if c.probs is not None]
-            grads = torch.autograd.grad(objective, [c.probs for c in attn],
-                                        allow_unused=True)
+            grads = torch.autograd.grad(
+                objective, [c.probs for c in attn], allow_unused=True) \
+                if objective.requires_grad else [None] * len(attn)
         weighted = {}
         for call, grad in zip(attn, grads):
             a = call.probs.detach().float()

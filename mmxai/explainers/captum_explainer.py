@@ -12,6 +12,7 @@ from ..utils.layers import get_layer
 from .attribution import Attribution
 from .base import BaseExplainer
 from .gradient_utils import REDUCTIONS, frozen_parameters, reduce_channels
+from .memory import fitting
 from .options import SCORES, check_choice
 from .targets import TargetSpec
 
@@ -59,6 +60,36 @@ def out_of_place_modules(model: nn.Module) -> Iterator[nn.Module]:
                 delattr(m, k)
 
 
+#: Deterministic algorithms whose attribution of a view depends only on that
+#: view once the score is the views' average ``S = 1/V sum_v s_v`` (each
+#: view's gradient is ``1/V ds_v/dx_v``; layer rows are views): explained
+#: in view passes (``max_views_per_pass``) equal to one pass. Not here:
+#: random draws shaped like the input (``NoiseTunnel``, ``GradientShap``,
+#: ``LayerGradientShap``: the draws would depend on the passes), features
+#: or samples that may span views (``FeatureAblation``,
+#: ``ShapleyValueSampling``, ``FeaturePermutation``, ``Lime``,
+#: ``KernelShap``), ``Neuron*`` (the neuron index is into a layer output
+#: whose rows are the views of the pass) and ``Occlusion`` with windows or
+#: strides across more than one view (or frame, 2D) on the view axis.
+VIEW_SEPARABLE = ('Saliency', 'InputXGradient', 'IntegratedGradients',
+                  'DeepLift', 'DeepLiftShap', 'GuidedBackprop',
+                  'Deconvolution', 'GuidedGradCam', 'LayerGradCam',
+                  'LayerDeepLift', 'LayerIntegratedGradients',
+                  'LayerGradientXActivation', 'LayerActivation',
+                  'Occlusion')
+
+
+def _one_on_view_axis(value) -> bool:
+    """An ``Occlusion`` window / stride of extent 1 on the input's view
+    axis (3D ``[V, C, T, H, W]``; 2D ``[V*T, C, H, W]``: one frame)."""
+    if value is None:
+        return True
+    if isinstance(value, int):
+        return value == 1
+    return isinstance(value, (tuple, list)) and bool(value) and \
+        value[0] == 1
+
+
 def _first_param(cls) -> str:
     return next(iter(list(inspect.signature(cls.__init__).parameters)[1:]),
                 '')
@@ -90,6 +121,18 @@ class CaptumExplainer(BaseExplainer):
     (:func:`out_of_place_modules`, restored after, also on failure). Which
     algorithms work, and why the others do not: ``docs/methods.md``.
 
+    Memory: the algorithms of :data:`VIEW_SEPARABLE` explain the views in
+    passes of ``max_views_per_pass`` (results equal one pass; tensor
+    options with the input's view axis, e.g. ``baselines``, are cut to the
+    pass's views); the others get all views in one call (their own
+    ``internal_batch_size`` / ``perturbations_per_eval`` bound them).
+    Algorithms taking ``internal_batch_size`` (``IntegratedGradients``,
+    ``LayerIntegratedGradients``): here it counts steps per forward and
+    sample (Captum's counts steps x samples; the same for one sample),
+    default ``n_steps`` (all steps, as Captum), lowered by the memory
+    budget when one view per pass does not fit and halved on
+    out-of-memory errors.
+
     Example: ``dict(type='CaptumExplainer', algorithm='IntegratedGradients',
     n_steps=32)``.
     """
@@ -102,10 +145,13 @@ class CaptumExplainer(BaseExplainer):
                  reduction: str = 'sum', init_kwargs: Optional[dict] = None,
                  adapter: Optional[dict] = None,
                  frames_per_view: Optional[int] = None,
+                 max_views_per_pass: Optional[int] =
+                 BaseExplainer.DEFAULT_VIEWS_PER_PASS,
                  max_memory=None, normalize: str = 'joint',
                  **attribute_kwargs):
         super().__init__(model, adapter=adapter,
                          frames_per_view=frames_per_view,
+                         max_views_per_pass=max_views_per_pass,
                          max_memory=max_memory, normalize=normalize)
         import captum.attr as cattr
         check_choice('score', score, SCORES)
@@ -140,6 +186,21 @@ class CaptumExplainer(BaseExplainer):
         params = inspect.signature(self.captum.attribute).parameters
         self._takes_target = 'target' in params or any(
             p.kind is p.VAR_KEYWORD for p in params.values())  # NoiseTunnel
+        kw = self.attribute_kwargs
+        #: an instance setting (the algorithm decides; see VIEW_SEPARABLE)
+        self.views_separable = self.algorithm in VIEW_SEPARABLE and (
+            self.algorithm != 'Occlusion' or (
+                _one_on_view_axis(kw.get('sliding_window_shapes')) and
+                _one_on_view_axis(kw.get('strides', 1))))
+        if 'internal_batch_size' in params:
+            # steps per forward and sample (Captum's internal_batch_size
+            # counts steps x samples): the memory budget lowers it
+            # (BaseExplainer.batch_attr); default all steps, as Captum's
+            steps = kw.get('n_steps', params['n_steps'].default
+                           if 'n_steps' in params else 1)
+            self.batch_attr = 'internal_batch_size'
+            self.internal_batch_size = kw.pop('internal_batch_size',
+                                              None) or int(steps)
 
     def _make(self, cattr, cls, layer: Optional[str], init: dict):
         """Build Captum's ``cls`` on the score function (a module where the
@@ -159,6 +220,8 @@ class CaptumExplainer(BaseExplainer):
     def settings(self) -> Dict[str, Any]:
         kw = {k: v for k, v in self.attribute_kwargs.items()
               if isinstance(v, (int, float, str, bool, list, tuple))}
+        if self.batch_attr is not None:
+            kw['internal_batch_size'] = self.internal_batch_size
         return dict(algorithm=self.algorithm, layer=self.layer,
                     score=self.score, reduction=self.reduction, **kw)
 
@@ -170,15 +233,76 @@ class CaptumExplainer(BaseExplainer):
             return self.adapter.probs(inputs.contiguous())
         return self.adapter.scores(inputs.contiguous())
 
-    def _guided_gradcam_attr(self, inputs: Tensor, targets: Tensor
-                             ) -> Tensor:
+    def _pass_kwargs(self, inputs: Tensor) -> Dict[str, Any]:
+        """``attribute_kwargs`` for ``inputs``; in a pass of views
+        ``[a, b)`` (:attr:`_chunk`) tensors with the input's view axis
+        (dim 1 of ``V * r`` rows, e.g. ``baselines [1|N, V, C, T, H, W]``
+        or 2D ``[1|N, V*T, C, H, W]``) are cut to rows ``[a r, b r)``;
+        dim 1 of size 1 broadcasts. Other tensors: one line."""
+        kw = dict(self.attribute_kwargs)
+        if self.batch_attr is not None:  # Captum counts steps x samples
+            kw['internal_batch_size'] = self.internal_batch_size * \
+                inputs.shape[0]
+        chunk = self._chunk
+        if chunk is None:
+            return kw
+        views = chunk.stop - chunk.start
+        r = inputs.shape[1] // views
+        full = chunk.video.shape[1] * r
+
+        def cut(key, v):
+            if isinstance(v, (tuple, list)):
+                return type(v)(cut(key, t) for t in v)
+            if not isinstance(v, Tensor) or v.dim() < 2 or v.shape[1] == 1:
+                return v
+            if v.dim() == inputs.dim() and v.shape[1] == full:
+                return v[:, chunk.start * r:chunk.stop * r]
+            raise MMXAIError(
+                f'captum: option {key} {tuple(v.shape)} has no view axis '
+                f'of {full} rows to cut into view passes; explain in one '
+                'pass (max_views_per_pass=None)')
+        return {k: cut(k, v) for k, v in kw.items()}
+
+    def _plan(self, video: Tensor, toolbox_chunk: Optional[int]) -> None:
+        """The base class's plan; an algorithm whose views do not split
+        gets (and reports) every view in one call."""
+        super()._plan(video, toolbox_chunk)
+        if not self.views_separable:
+            plan = self.last_memory_plan
+            self._views_per_pass = plan['views_per_pass'] = int(
+                video.shape[1])
+            if self.batch_attr is not None and plan['view_graph_bytes']:
+                # (NeuronIntegratedGradients) a step holds every view
+                steps = fitting(plan['budget'], plan['view_graph_bytes'] *
+                                video.shape[0] * video.shape[1],
+                                self.internal_batch_size)
+                self.internal_batch_size = plan['batch_size'] = steps
+
+    def _attribute_in_view_chunks(self, video: Tensor, chunk: int,
+                                  target: TargetSpec,
+                                  data_samples: Optional[Sequence]
+                                  ) -> Attribution:
+        """The base class's view passes; ``extras['attributions']``, kept
+        per pass as ``[B, V_c, r, ...]``, back in Captum's layout (the
+        model's input, or the layer's ``[B*V*r, ...]`` rows)."""
+        result = super()._attribute_in_view_chunks(video, chunk, target,
+                                                   data_samples)
+        attr = result.extras['attributions']
+        b, v, r = attr.shape[:3]
+        result.extras['attributions'] = attr.reshape(
+            b * v * r, *attr.shape[3:]) if self._layer_output else \
+            attr.reshape(b, v * r, *attr.shape[3:])
+        return result
+
+    def _guided_gradcam_attr(self, inputs: Tensor, targets: Tensor,
+                             kw: Dict[str, Any]) -> Tensor:
         """Captum's ``GuidedGradCam`` (guided backprop x the layer's
         Grad-CAM at input resolution), with the Grad-CAM map brought to the
         input through the adapter (views, folded time) and upsampled
         trilinearly like mmxai's CAMs: Captum's own interpolation assumes
         layer and input share the layout ``[N, C, *spatial]``, which video
         inputs ``[B, V, C, T, H, W]`` do not (it returns an empty tensor)."""
-        kw = dict(self.attribute_kwargs)
+        kw = dict(kw)
         kw.pop('interpolate_mode', None)
         x = inputs.detach().clone()
         cam = self.captum.grad_cam.attribute(
@@ -197,14 +321,14 @@ class CaptumExplainer(BaseExplainer):
             inputs, target, data_samples)
         modules = out_of_place_modules(self.model) if self._hooks_modules \
             else contextlib.nullcontext()
+        kw = self._pass_kwargs(inputs)
         with frozen_parameters(self.model), torch.enable_grad(), modules:
             if self._guided_gradcam:
-                attr = self._guided_gradcam_attr(inputs, targets)
+                attr = self._guided_gradcam_attr(inputs, targets, kw)
             else:
                 x = inputs.detach().clone()
                 if self._layer_output:  # LayerDeepLift hooks the layer's
                     x.requires_grad_(True)  # output: it must need grads
-                kw = dict(self.attribute_kwargs)
                 if self._takes_target:  # not LayerActivation, Neuron*
                     kw['target'] = targets
                 attr = self.captum.attribute(x, **kw)
@@ -220,5 +344,10 @@ class CaptumExplainer(BaseExplainer):
             cam = reduce_channels(grid.float(), self.reduction)
             raw = self.adapter.upsample(cam, self.layer, inputs)
             layer_maps = {self.layer: raw}
+        if self._chunk is not None:  # [B, V_c, r, ...] to join by view
+            b, views = raw.shape[:2]
+            attr = attr.reshape(b, views, -1, *attr.shape[1:]) \
+                if self._layer_output else \
+                attr.reshape(b, views, -1, *attr.shape[2:])
         return Attribution(raw, scores, targets, layer_maps=layer_maps,
                            extras={'attributions': attr}, probs=probs)

@@ -70,6 +70,7 @@ from .attention_pooling import POOLED_BACKBONES
 from .attention_windows import WINDOWED_BACKBONES
 from .attribution import Attribution
 from .base import BaseExplainer
+from .gradient_utils import frozen_parameters
 from .targets import TargetSpec, pred_basis, resolve_targets
 
 #: Backbones with global attention over a fixed token set and a readout
@@ -199,17 +200,19 @@ class _Segment:
 
 class BlockRecorder:
     """Records, for every backbone forward inside the ``with`` block, each
-    block's attention calls (via :func:`record_attention`) and output
-    tokens. ``segments``: one :class:`_Segment` per backbone forward."""
+    block's attention calls (via :func:`record_attention`, with its
+    ``leaves``) and output tokens. ``segments``: one :class:`_Segment` per
+    backbone forward."""
 
-    def __init__(self, backbone: nn.Module):
+    def __init__(self, backbone: nn.Module, leaves: bool = False):
         self.backbone = backbone
+        self.leaves = leaves
         self.segments: List[_Segment] = []
         self._handles = []
         self._start = 0
 
     def __enter__(self) -> 'BlockRecorder':
-        self._ctx = record_attention(self.backbone)
+        self._ctx = record_attention(self.backbone, leaves=self.leaves)
         self.calls = self._ctx.__enter__()
         self._handles.append(self.backbone.register_forward_pre_hook(
             lambda m, a: self.segments.append(_Segment())))
@@ -412,13 +415,14 @@ def hierarchical_legrad(explainer: 'LeGrad', inputs: Tensor,
     bb = explainer.model.backbone
     b, v, _, _, _ = explainer.adapter.input_shape(inputs)
     starts: List[int] = []
-    with record_attention(bb, structural=True) as calls, \
-            torch.enable_grad():
+    # the graph starts at the first attention (frozen parameters, a leaf)
+    with record_attention(bb, structural=True, leaves=True) as calls, \
+            frozen_parameters(explainer.model), torch.enable_grad():
         hook = bb.register_forward_pre_hook(
             lambda m, a: starts.append(len(calls)))
         try:
-            x = inputs.detach().clone().requires_grad_(True)
-            scores, probs = explainer.adapter.scores_and_probs(x)
+            scores, probs = explainer.adapter.scores_and_probs(
+                inputs.detach())
         finally:
             hook.remove()
         targets = resolve_targets(target, scores, data_samples,
@@ -481,6 +485,12 @@ class LeGrad(BaseExplainer):
     """
     reports_probs = True
     callable_targets = False
+    #: views in passes (``max_views_per_pass``): a view's tokens, its
+    #: attention and ``ds_l / dA_l`` do not depend on the other views once
+    #: each pass's scores are weighed by its share of the views
+    views_separable = True
+    #: per-sample ``[B, len(layers)]`` scores: the passes' shares add up
+    additive_extras = ('layer_scores',)
 
     def __init__(self, model: nn.Module, start_layer: int = 0, **kwargs):
         super().__init__(model, **kwargs)
@@ -517,9 +527,11 @@ class LeGrad(BaseExplainer):
         lay = token_layout(self, inputs)
         readout = _readout(bb, lay)
         b, v, _, _, _ = self.adapter.input_shape(inputs)
-        with BlockRecorder(bb) as rec, torch.enable_grad():
-            x = inputs.detach().clone().requires_grad_(True)
-            scores, probs = self.adapter.scores_and_probs(x)
+        # the graph starts at the first attention (frozen parameters, the
+        # input without grad, the first attention a leaf)
+        with BlockRecorder(bb, leaves=True) as rec, \
+                frozen_parameters(self.model), torch.enable_grad():
+            scores, probs = self.adapter.scores_and_probs(inputs.detach())
             targets = resolve_targets(target, scores, data_samples,
                                       pred_basis(self.adapter, probs))
             grid, layer_scores = self._layers_map(rec.segments, readout,
@@ -545,6 +557,11 @@ class LeGrad(BaseExplainer):
             raise UnsupportedModelError(
                 f'{self.name}: the backbone ran on {sum(rows)} views, not '
                 f'{b * v}; cannot pair its blocks with the batch')
+        # in a pass of n_c of V views, s_l weighed by n_c / V: gradients and
+        # scores as in one pass (the adapter's scores are weighed so too)
+        chunk = self._chunk
+        share = 1.0 if chunk is None else \
+            (chunk.stop - chunk.start) / chunk.video.shape[1]
         total, per_layer = 0, []
         for li in self.layers:
             calls = [seg.calls[li] for seg in segments]
@@ -552,7 +569,7 @@ class LeGrad(BaseExplainer):
                 raise UnsupportedModelError(
                     f'{self.name}: block {li} recorded no attention')
             tokens = torch.cat([seg.tokens[li] for seg in segments])
-            s = average_view_scores(head, head(readout(tokens)), b)
+            s = average_view_scores(head, head(readout(tokens)), b) * share
             s_c = s.gather(1, targets.view(-1, 1))
             per_layer.append(s_c.detach())
             flat = [c for seg_calls in calls for c in seg_calls]

@@ -106,6 +106,9 @@ class STAA(BaseExplainer):
     """
     reports_probs = True
     memory_kind = 'forward'
+    #: a view's attention and map do not depend on the other views: views
+    #: in passes of ``max_views_per_pass`` equal one pass
+    views_separable = True
 
     def __init__(self, model: nn.Module, layer: int = -1,
                  threshold: Optional[float] = None, focus: float = 1.0,

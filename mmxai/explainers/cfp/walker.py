@@ -1,6 +1,7 @@
 """The Class Feature Pyramid back-step (:class:`Walker`): per sample, the
 class's kernel graph over the recorded activations, and a tube per node."""
 import contextlib
+import copy
 import gc
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -79,11 +80,28 @@ class Walker:
         return self._grids[key]
 
     def alpha(self, layer: str) -> Tensor:
-        """``[B, C_in]`` global average of ``layer``'s input per sample."""
+        """``[B, C_in]`` global average of ``layer``'s input per sample
+        (over views and positions, summed in float64: view passes sum the
+        same numbers, :func:`channel_sums`). Preset in ``_alphas`` when the
+        views were recorded in passes."""
         if layer not in self._alphas:
-            g = self.grid(layer)
-            self._alphas[layer] = g.transpose(1, 2).flatten(2).mean(-1).float()
+            g = self.grid(layer)  # [B, V, C, t, h, w]
+            total = g.sum(dim=(1, 3, 4, 5), dtype=torch.float64)
+            self._alphas[layer] = (total / g[0, :, 0].numel()).float()
         return self._alphas[layer]
+
+    def for_views(self, rec: Optional[Recorder], inputs: Optional[Tensor]
+                  ) -> 'Walker':
+        """This walker's graphs (rows, levels, alphas, kernels, producers)
+        over the activations of another forward ``rec`` of ``inputs`` (a
+        pass of other views of the same samples): :meth:`tubes` of those
+        views. ``None``: a walker holding no activations."""
+        other = copy.copy(self)
+        other.rec, other.inputs, other._grids = rec, inputs, {}
+        other.head_parts = [] if rec is None else (
+            list(rec.head_in[0]) if isinstance(rec.head_in[0], (tuple, list))
+            else [rec.head_in[0]])
+        return other
 
     def kappa(self, layer: str) -> Tensor:
         """``[C_out, C_in/groups]`` kernels averaged over their extent

@@ -107,6 +107,98 @@ def test_max_location_names_where_the_peak_is():
     assert bs.max_location(near, pm, dm, ev, tolerance=2.0) == 'elsewhere'
 
 
+def test_max_location_previous_instrument_place():
+    pm = np.zeros((2, 64, 64), bool)
+    dm = np.zeros((2, 64, 64), bool)
+    pm[0, 40:49, 5:14] = True                  # the previous instrument
+    pm[1, 5:14, 28:37] = True                  # the target's instrument
+    ev = np.array([False, True])
+    maps = np.zeros((2, 64, 64), np.float32)
+    maps[1, 44, 9] = 1                         # where the previous one was
+    prev = pm[~ev].any(0)
+    assert bs.max_location(maps, pm, dm, ev, prev_place=prev) == \
+        'previous instrument place'
+    assert bs.max_location(maps, pm, dm, ev) == 'elsewhere'
+
+
+def test_sign_split_by_hand():
+    ev = np.array([False, False, True, True])
+    pos = np.array([1.0, 0.0, 2.0, 1.0])
+    neg = np.array([2.0, 1.0, 0.0, 1.0])
+    s = bs.sign_split(pos, neg, ev)
+    assert s['pos_prev'] == 1 / 4 and s['neg_prev'] == 3 / 4
+    assert s['neg_of_prev'] == 3 / 4
+    assert np.isnan(bs.sign_split(pos, 0 * neg, ev)['neg_prev'])
+
+
+def test_positive_part_keeps_the_signed_maximum():
+    import torch
+    from types import SimpleNamespace
+    rng = np.random.default_rng(0)
+    raw = torch.as_tensor(rng.normal(size=(2, 1, 3, 8, 8)),
+                          dtype=torch.float32)
+
+    class Fake:
+        def attribute(self, inputs, target='pred', data_samples=None):
+            return SimpleNamespace(raw_maps=raw.clone(), maps=None,
+                                   settings={'normalize': 'joint'})
+    f = Fake()
+    pp = bs.PositivePart(f)
+    exp = f.attribute(None)                    # the wrapped method
+    assert (exp.raw_maps >= 0).all() and pp.signed == 2
+    for b in range(2):
+        assert exp.maps[b].flatten().argmax() == raw[b].flatten().argmax()
+        pos, neg = pp.records[b]
+        np.testing.assert_allclose(pos, raw[b, 0].clamp_min(0).sum((1, 2)),
+                                   rtol=1e-6)
+        np.testing.assert_allclose(neg, (-raw[b, 0]).clamp_min(0).sum((1, 2)),
+                                   rtol=1e-6)
+    assert float(exp.maps.max()) == 1.0 and float(exp.maps.min()) == 0.0
+
+
+def test_fade_region_only_touches_the_mask_in_the_chosen_frames():
+    import torch
+    x = torch.ones(1, 3, 3, 8, 8)
+    masks = np.zeros((3, 8, 8), bool)
+    masks[:, 2:4, 2:4] = True
+    out = bs.fade_region(x, np.array([False, True, False]), masks, grow=0)
+    assert out[0, 1][:, 2:4, 2:4].abs().sum() == 0
+    assert out.sum() == x.sum() - 3 * 4 and x.min() == 1  # input untouched
+    grown = bs.fade_region(x, np.array([True, False, False]), masks, grow=1)
+    # a 2x2 square grown 1 px by the cross element: 12 px
+    assert (grown[0, 0, 0] == 0).sum() == 12
+
+
+def test_method_spec_budgets_and_layers():
+    assert bs.method_spec('gradcam:backbone.layer1') == (
+        'gradcam', dict(target_layers=['backbone.layer1']))
+    assert bs.method_spec('captum:InputXGradient') == (
+        'captum', dict(algorithm='InputXGradient'))
+    assert bs.method_spec('integrated_gradients') == (
+        'integrated_gradients', dict(n_steps=8))
+    assert bs.method_spec('saliency') == ('saliency', {})
+    from mmxai.explainers.builder import method_names
+    names = set(method_names())
+    for m in bs.METHODS + bs.MORE_METHODS:
+        assert bs.method_spec(m)[0] in names, m
+
+
+def test_goals_name_the_maps_that_lose_to_random():
+    e = dict(spatial={'a': dict(pointing=0.9), 'b': dict(pointing=0.01),
+                      'random': dict(pointing=0.05)},
+             di={'a': dict(deletion=0.3, insertion=0.8),
+                 'b': dict(deletion=0.7, insertion=0.9),
+                 'random': dict(deletion=0.6, insertion=0.7)})
+    assert bs.beats_random(e, 'a') == dict(pointing=True, deletion=True,
+                                           insertion=True)
+    assert bs.beats_random(e, 'b') == dict(pointing=False, deletion=False,
+                                           insertion=True)
+    res = dict(settings=dict(seed=0, fresh_seed=1, methods=['a', 'b']),
+               explain=dict(test=e, fresh=e))
+    row = bs.goal_lines(res)[4]
+    assert row == '| 0 (held out) | a 0.900 | b | b | none |'
+
+
 def test_split_keeps_the_held_out_numbers():
     assert bs.split_ids(8, 4) == (list(range(1, 9)), [9, 10, 11, 12])
     tr, te = bs.split_ids(24, 4)

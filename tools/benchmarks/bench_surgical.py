@@ -12,7 +12,10 @@ measured against known evidence, on generated surgical procedures.
 3. tests it with ``mmxai.PhaseMetric`` (Runner.test) on the held-out and the
    fresh-seed procedures;
 4. explains every held-out procedure with the long-video mode
-   (``explain_long_video``, one 8 s window per second, each method) and
+   (``explain_long_video``, an 8 s window every ``--stride``, each method
+   of ``--methods``: :data:`METHODS` by default, :data:`MORE_METHODS`
+   ready; signed maps scored on their positive part, :class:`PositivePart`)
+   and
    scores the maps against the generator's masks (``score_*`` below): the
    pointing game and energy on the phase instrument's mask, temporal
    grounding in windows that straddle a phase transition (spatial map mass
@@ -20,9 +23,19 @@ measured against known evidence, on generated surgical procedures.
    deletion / insertion; the same scores for a random map and a centre map;
 5. writes ``docs/surgical_benchmark.md`` and its figure (``--doc``).
 
-    python tools/benchmarks/bench_surgical.py            # ~30 min, 2 shared
-                                                         # cores (17 training)
+    python tools/benchmarks/bench_surgical.py            # 2 shared cores:
+        # ~17 min training + ~30 min for the 9 default methods at --stride 4s
+        # on idle cores (estimated from the per-method seconds in the doc);
+        # --stride 8s halves the explanations
     python tools/benchmarks/bench_surgical.py --smoke    # ~2 min
+    # on loaded cores, the seeds in parallel, then the doc:
+    python tools/benchmarks/bench_surgical.py --explain-only test \
+        --checkpoint C &
+    python tools/benchmarks/bench_surgical.py --explain-only fresh \
+        --checkpoint C &
+    python tools/benchmarks/bench_surgical.py --probe --checkpoint C &
+    wait; python tools/benchmarks/bench_surgical.py --merge --checkpoint C \
+        --phase-from OLD/results.json --doc docs/surgical_benchmark.md
 """
 import argparse
 import json
@@ -46,9 +59,28 @@ DI_STEPS = 8
 #: training takes the first ``--train`` other numbers (1-8, then 13, 14, ...),
 #: so more training procedures never change the test procedures.
 FIRST_TEST = 9
+#: The methods of the default run (``name:layer`` names a CAM's layer,
+#: ``captum:ALG`` a Captum algorithm); the many-pass ones at modest budgets
+#: (:data:`BUDGETS`).
+METHODS = ['gradcam', 'gradcam:backbone.layer1', 'gradcam++', 'xgradcam',
+           'layercam', 'hirescam', 'saliency', 'captum:InputXGradient',
+           'integrated_gradients']
+#: Also ready for ``--methods`` (left out of the default run for its time on
+#: 2 shared cores): SmoothGrad (8 forward+backward per window), Guided
+#: Backprop, occlusion (32 forwards) and RISE (64 forwards).
+MORE_METHODS = ['layercam:backbone.layer1', 'captum:GuidedBackprop',
+                'smoothgrad', 'occlusion', 'rise']
+#: Modest budgets of the methods that run many passes per window.
+BUDGETS = {
+    'integrated_gradients': dict(n_steps=8),     # 8 forward+backward
+    'smoothgrad': dict(n_samples=8),             # 8 forward+backward
+    # 2 x 4 x 4 = 32 occluded clips: 4 frames x 16 x 16 px, no overlap
+    'occlusion': dict(window=(4, 16, 16), stride=(4, 16, 16)),
+    # 64 masks of a 4 x 8 x 8 cell grid
+    'rise': dict(num_masks=64, cells=(4, 8, 8)),
+}
 FULL = dict(train=24, test=4, duration=90.0, epochs=6, di_windows=3,
-            stride='4s', methods=['gradcam', 'gradcam:backbone.layer1',
-                                  'saliency'])
+            stride='4s', methods=METHODS)
 SMOKE = dict(train=2, test=1, duration=40.0, epochs=1, di_windows=1,
              stride='4s', methods=['gradcam'])
 
@@ -91,25 +123,31 @@ def ranges(ids) -> str:
 
 
 #: Where a window map's maximum can land (:func:`max_location`).
-MAX_PLACES = ('instrument', 'distractor', 'other phase frame', 'elsewhere')
+MAX_PLACES = ('instrument', 'distractor', 'other phase frame',
+              'previous instrument place', 'elsewhere')
 
 
 def max_location(maps, phase_masks, distractor_masks, ev_frames,
-                 tolerance: float = TOLERANCE) -> str:
+                 tolerance: float = TOLERANCE, prev_place=None) -> str:
     """Where the window map's global maximum (``[T, H, W]``; the frame of
     the first maximum, the mean position of that frame's maxima) lands:
     ``'other phase frame'`` (a frame not of the target phase), else within
     ``tolerance`` px of the phase ``'instrument'`` (``phase_masks`` of that
     frame), else of a ``'distractor'`` (another phase's instrument lying
-    still), else ``'elsewhere'`` (tissue)."""
+    still), else of ``prev_place`` (bool ``[H, W]``: where the previous
+    phase's instrument was in the window's other frames; ``'previous
+    instrument place'``, now tissue), else ``'elsewhere'`` (tissue)."""
     maps = np.asarray(maps, np.float32)
     t = int(maps.reshape(len(maps), -1).max(1).argmax())
     if not np.asarray(ev_frames, bool)[t]:
         return 'other phase frame'
     ys, xs = np.nonzero(maps[t] == maps[t].max())
     y, x = ys.mean(), xs.mean()
-    for place, m in (('instrument', phase_masks[t]),
-                     ('distractor', distractor_masks[t])):
+    cands = [('instrument', phase_masks[t]),
+             ('distractor', distractor_masks[t])]
+    if prev_place is not None:
+        cands.append(('previous instrument place', prev_place))
+    for place, m in cands:
         my, mx = np.nonzero(m)
         if len(my) and np.min((my - y) ** 2 + (mx - x) ** 2) <= tolerance**2:
             return place
@@ -169,6 +207,22 @@ def score_temporal(importance, frames) -> dict:
                 chance=float(frames.mean()))
 
 
+def sign_split(pos, neg, frames) -> dict:
+    """Where a raw map's signed mass lies in a straddling window (``pos``,
+    ``neg`` ``[T]``: its positive and negative mass per frame; ``frames``
+    bool ``[T]``: the target phase's): ``pos_prev`` / ``neg_prev`` the
+    shares of the positive / negative mass in the previous phase's frames,
+    ``neg_of_prev`` the negative part of the mass in those frames (0.5: as
+    much against the target as for it); NaN where a total is 0."""
+    pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
+    prev = ~np.asarray(frames, bool)
+    share = lambda a, b: float(a / b) if b > 0 else float('nan')  # noqa
+    return dict(pos_prev=share(pos[prev].sum(), pos.sum()),
+                neg_prev=share(neg[prev].sum(), neg.sum()),
+                neg_of_prev=share(neg[prev].sum(),
+                                  pos[prev].sum() + neg[prev].sum()))
+
+
 def baseline_maps(shape, seed: int):
     """``{'random': uniform noise, 'centre': a centred Gaussian}``."""
     import torch
@@ -179,11 +233,14 @@ def baseline_maps(shape, seed: int):
 
 
 def mean_dicts(rows) -> dict:
+    """Per key, the mean over ``rows`` of its non-NaN values (NaN if
+    none)."""
     acc = defaultdict(list)
     for r in rows:
         for k, v in r.items():
             acc[k].append(v)
-    return {k: float(np.mean(v)) for k, v in acc.items()}
+    return {k: float(np.nanmean(v)) if np.isfinite(v).any() else
+            float('nan') for k, v in acc.items()}
 
 
 # ------------------------------------------------------------ steps
@@ -244,13 +301,64 @@ def model_inputs(frames_u8: np.ndarray, inds):
 
 
 def method_spec(name: str):
-    """``'gradcam:backbone.layer3'`` -> ``('gradcam', {target_layers})``."""
+    """``'gradcam:backbone.layer3'`` -> ``('gradcam', {target_layers})``,
+    ``'captum:InputXGradient'`` -> ``('captum', {algorithm})``; the
+    many-pass methods get their :data:`BUDGETS`."""
     if ':' in name:
-        m, layer = name.split(':', 1)
-        return m, dict(target_layers=[layer])
-    if name == 'integrated_gradients':
-        return name, dict(n_steps=16)
-    return name, {}
+        m, arg = name.split(':', 1)
+        if m == 'captum':
+            return m, dict(algorithm=arg)
+        return m, dict(target_layers=[arg])
+    return name, dict(BUDGETS.get(name, {}))
+
+
+class PositivePart:
+    """Wraps an explainer's ``attribute`` so that its maps are the positive
+    part ``max(M, 0)`` of the raw map ``M`` (re-normalised as the method
+    normalises), and records, per explained window, the positive and the
+    negative mass per frame (``records``: ``(pos [T], neg [T])``).
+
+    Why: the long-video mode stores a *signed* map as drawn, clipped at
+    the 99th percentile of ``|M|`` (``signed_scale``), so about 1 % of its
+    pixels tie at +-1 and the pointing game's maximum would be a tie. The
+    positive part has the signed map's own maximum (where any value is
+    positive) and the same positive mass (what ``energy`` and the
+    temporal scores read); deletion ranks its negative cells as ties at 0
+    instead of by size (they come last either way). Unsigned maps are
+    unchanged."""
+
+    def __init__(self, explainer) -> None:
+        self.records = []
+        self.signed = 0
+        self._attribute = explainer.attribute
+        explainer.attribute = self.attribute
+
+    def attribute(self, inputs, target='pred', data_samples=None):
+        from mmxai.explainers.explanation import normalize_maps
+        exp = self._attribute(inputs, target, data_samples)
+        raw = exp.raw_maps.detach().float()
+        pos = raw.clamp_min(0)
+        neg = (-raw).clamp_min(0)
+        for b in range(raw.shape[0]):
+            self.records.append((pos[b].sum((0, 2, 3)).numpy(),
+                                 neg[b].sum((0, 2, 3)).numpy()))
+        if bool((raw < 0).any()):
+            self.signed += int((neg.flatten(1).sum(1) > 0).sum())
+            exp.raw_maps = pos.to(exp.raw_maps.dtype)
+            exp.maps = normalize_maps(
+                exp.raw_maps, exp.settings.get('normalize', 'joint'))
+        return exp
+
+
+def build_method(model, name: str):
+    """The explainer of benchmark method ``name`` (:func:`method_spec`),
+    its progress bar off, wrapped in :class:`PositivePart`."""
+    from mmxai.explainers.builder import build_explainer
+    meth, opts = method_spec(name)
+    exp = build_explainer(meth, model, **opts)
+    if hasattr(exp, 'progress'):
+        exp.progress = False
+    return exp, PositivePart(exp)
 
 
 def explain_procedures(model, test_root, test_ids, methods, di_windows,
@@ -265,6 +373,8 @@ def explain_procedures(model, test_root, test_ids, methods, di_windows,
                               feature_occlusion)
     spatial = defaultdict(list)
     places = defaultdict(lambda: defaultdict(list))
+    signs = defaultdict(lambda: defaultdict(list))
+    built = {m: build_method(model, m) for m in methods}
     temporal = defaultdict(list)
     di = defaultdict(lambda: defaultdict(list))
     preds = {}
@@ -281,19 +391,25 @@ def explain_procedures(model, test_root, test_ids, methods, di_windows,
         pmask, phase = masks_npz['phase_mask'], masks_npz['phase']
         dmask = masks_npz['distractor_mask']
         frames_u8 = decode(video)
-        tls = {}
+        tls, masses = {}, {}
         for m in methods:
-            meth, opts = method_spec(m)
             t0 = time.perf_counter()
             out_dir = osp.join(fig_dir, f'{name}_{m.replace(":", "_")}') \
                 if fig_dir and n == 0 and m == methods[0] else None
+            explainer, pp = built[m]
+            pp.records.clear()
             tls[m] = explain_long_video(
-                model, video, method=meth, stride=stride, batch_size=8,
+                model, video, method=explainer, stride=stride, batch_size=8,
                 gt=gt_file, class_names=list(CHOLEC80_PHASES),
                 out_dir=out_dir, keep_maps=True, progress=False,
                 outputs=('timeline', 'maps') if out_dir else (), map_size=64,
-                resume=False, **opts)
+                resume=False)
             times[m] = times.get(m, 0.0) + time.perf_counter() - t0
+            ok_ids = [i for i, w in enumerate(tls[m].windows) if w.ok]
+            if len(ok_ids) != len(pp.records):
+                raise RuntimeError(f'{m}: {len(pp.records)} records for '
+                                   f'{len(ok_ids)} windows')
+            masses[m] = dict(zip(ok_ids, pp.records))
         tl = tls[methods[0]]
         # predictions at each window's last model frame (online)
         last = np.array([w.frame_inds[-1] for w in tl.windows])
@@ -322,8 +438,10 @@ def explain_procedures(model, test_root, test_ids, methods, di_windows,
                     raise RuntimeError(f'{key}: map {maps.shape} vs mask '
                                        f'{shape}')
                 spatial[key].append(score_spatial(maps, masks))
-                where = max_location(maps, pmask[inds], dmask[inds],
-                                     ev_frames)
+                where = max_location(
+                    maps, pmask[inds], dmask[inds], ev_frames,
+                    prev_place=pmask[inds][~ev_frames].any(0)
+                    if straddles else None)
                 for wk in ('all', 'straddle' if straddles else 'within'):
                     places[key][wk].append(where)
                 if straddles:
@@ -338,6 +456,9 @@ def explain_procedures(model, test_root, test_ids, methods, di_windows,
                             batch_size=DI_STEPS + 1)
                         di[key][mode].append(float(auc[0]))
             if straddles:
+                for m in methods:
+                    signs[m]['rows'].append(sign_split(*masses[m][i],
+                                                       ev_frames))
                 fs = FeatureSequence(model, inputs)
                 t = len(inds) - 1
                 occ = feature_occlusion(fs, t, target).numpy()
@@ -360,6 +481,9 @@ def explain_procedures(model, test_root, test_ids, methods, di_windows,
                                  for pl in MAX_PLACES} | dict(n=len(v))
                             for wk, v in d.items()}
                         for k, d in places.items()},
+                signs={k: mean_dicts(d['rows']) for k, d in signs.items()
+                       if d['rows']},
+                signed_windows={m: built[m][1].signed for m in methods},
                 spatial_n=len(spatial[methods[0]]),
                 temporal={k: mean_dicts(v) for k, v in temporal.items()},
                 temporal_n=len(temporal[methods[0]]),
@@ -369,6 +493,87 @@ def explain_procedures(model, test_root, test_ids, methods, di_windows,
                 windows=windows_total, windows_correct=windows_ok,
                 window_accuracy=windows_ok / max(1, windows_total),
                 seconds=times), preds, keyframes
+
+
+def fade_region(inputs, frames, masks, grow: int = 2):
+    """``inputs`` ``[1, T, 3, H, W]`` with the pixels of ``masks`` (bool
+    ``[T, H, W]``, grown by ``grow`` px) set to the mean colour (0 after
+    normalisation) in the frames ``frames`` (bool ``[T]``)."""
+    import scipy.ndimage as nd
+    import torch
+    out = inputs.detach().clone()
+    for k in np.flatnonzero(frames):
+        m = nd.binary_dilation(masks[k], iterations=grow) if grow else \
+            masks[k]
+        out[0, k][:, torch.from_numpy(m)] = 0.0
+    return out
+
+
+def transition_probe(model, test_root, test_ids, stride='4s', log=print):
+    """Is the previous phase's instrument evidence for the target at a
+    transition? On each rightly predicted window that straddles one: the
+    target's probability ``p``, with the previous phase's instrument faded
+    in the earlier frames (``p_prev_faded``) and with the target phase's
+    instrument faded in its own frames (``p_target_faded``); where the
+    plain gradient's maximum (``saliency``'s map) lands, and the sign of
+    Input x Gradient there. Grouped by that place."""
+    import torch
+    from mmxai.apis import explain_long_video
+    from mmxai.datasets.phase_labels import CHOLEC80_PHASES
+
+    def prob(x, t):
+        with torch.no_grad():
+            feats, kw = model.extract_feat(x, test_mode=True)
+            return float(model.cls_head(feats, **kw).softmax(-1)[0, t])
+    rows = []
+    for vid in test_ids:
+        name = f'video{vid:02d}'
+        video = osp.join(test_root, 'videos', name + '.mp4')
+        z = np.load(osp.join(test_root, 'masks', name + '-masks.npz'))
+        pmask, phase, dmask = z['phase_mask'], z['phase'], \
+            z['distractor_mask']
+        frames_u8 = decode(video)
+        tl = explain_long_video(
+            model, video, method='gradcam', stride=stride, batch_size=8,
+            class_names=list(CHOLEC80_PHASES), progress=False, outputs=(),
+            resume=False)
+        for w in tl.windows:
+            inds = np.asarray(w.frame_inds)
+            if not (w.ok and w.pred == phase[inds[-1]]):
+                continue
+            tgt = int(w.pred)
+            masks, ev = window_evidence(pmask, phase, inds, tgt)
+            if not 0 < ev.sum() < len(ev):
+                continue
+            x = model_inputs(frames_u8, inds).requires_grad_(True)
+            with torch.enable_grad():
+                feats, kw = model.extract_feat(x, test_mode=True)
+                score = model.cls_head(feats, **kw)[0, tgt]
+                g, = torch.autograd.grad(score, x)
+            g = g[0]
+            sal = g.abs().amax(1).numpy()
+            ixg = (g * x[0].detach()).sum(1).numpy()
+            where = max_location(sal, pmask[inds], dmask[inds], ev,
+                                 prev_place=pmask[inds][~ev].any(0))
+            t = int(sal.reshape(len(sal), -1).max(1).argmax())
+            yx = np.unravel_index(int(sal[t].argmax()), sal[t].shape)
+            x = x.detach()
+            rows.append(dict(
+                where=where, ixg_positive=float(ixg[t][yx] > 0),
+                p=prob(x, tgt),
+                p_prev_faded=prob(fade_region(x, ~ev, pmask[inds]), tgt),
+                p_target_faded=prob(fade_region(x, ev, pmask[inds]), tgt)))
+        log(f'  probe {name}: {len(rows)} straddling windows so far')
+    out = {}
+    for place in ('all',) + MAX_PLACES:
+        r = [q for q in rows if place == 'all' or q['where'] == place]
+        if r:
+            out[place] = dict(mean_dicts([{k: v for k, v in q.items()
+                                           if k != 'where'} for q in r]),
+                              n=len(r),
+                              prev_fade_raises=float(np.mean(
+                                  [q['p_prev_faded'] > q['p'] for q in r])))
+    return out
 
 
 # ------------------------------------------------------------ figure
@@ -448,6 +653,130 @@ def fmt(v, nd=3):
         else f'{v:.{nd}f}'
 
 
+#: Why some maps lose to the random map (written from the evidence of the
+#: tables of a run; :func:`goal_lines` prints it under the goals).
+NOTES = """\
+**Why the transitions cost pointing (evidence: the transition probe above
+and the maxima tables).** Inside a phase `saliency` points at the phase
+instrument in about 0.9 of the windows; on windows that straddle a
+transition its maximum misses more often. It is not that the gradient's
+magnitude marks *negative* evidence of the previous phase: where the
+plain gradient peaks, Input x Gradient is positive in about 0.9 of the
+straddling windows (0.83 and 1.0 of those whose maximum is in a previous
+phase frame, seeds 0 and 1), and fading the previous phase's instrument in
+the earlier frames *lowers* the target's probability (0.91 -> 0.82 at seed
+0, 0.91 -> 0.80 at seed 1; it rises in 19 % and 8 % of the windows only).
+The model uses the previous phase's instrument as evidence *for* the next
+phase (the phases come in order; the causal TCN reads the 8 s window's
+sequence). And in the windows where the maximum misses, fading the target
+phase's own instrument barely moves the probability (0.88 -> 0.87,
+0.92 -> 0.92, 0.88 -> 0.88 in the 'other phase frame', 'distractor' and
+'elsewhere' rows at seed 0), while it drops it to 0.16 where the maximum is
+on the instrument: in those windows the model does not use the instrument
+the pointing game asks for, so a faithful map cannot point at it, and
+sign-aware or positive-part maps do not change that (the signed-mass table:
+the previous phase's frames hold positive mass). The pointing game is kept
+as the issue defines it (the phase-defining instrument's mask); reaching
+0.9 over all windows needs a model that relies on the current instrument at
+transitions (e.g. trained with the earlier frames of a window dropped at
+random), not another scoring rule.
+
+**Why Grad-CAM, Grad-CAM++ and XGrad-CAM on the last stage lose to the
+random map.** They weight each channel of `backbone.layer2` by one number
+per window (the mean gradient, or its alpha / activation-weighted
+versions). The head does not pool those channels globally: it keeps the
+8x8 grid (`spatial_pool='grid'`, a 1x1 convolution per cell, then the TCN
+over the 1024 cell features), so the gradient of a channel has a different
+size and sign in every cell, and one weight per channel mixes the phase
+instrument's cell with every other place where the channel fires (the
+distractors, the previous instrument, tissue texture). Their maps follow
+the activations, not the head's use of them: their maxima land on tissue
+or in the previous phase's frames (maxima tables), and deleting by them
+removes what the head ignores. The element-wise members of the family on
+the same layer and the same gradients (HiResCAM: `ReLU(sum_k g_k A_k)`,
+Layer-CAM: `ReLU(sum_k ReLU(g_k) A_k)`) keep each cell's own weight and do
+beat the random map, which locates the failure in the channel averaging
+(a global-average-pooling assumption), not in the layer."""
+
+
+def beats_random(e: dict, k: str) -> dict:
+    """Per score (pointing: higher, deletion: lower, insertion: higher),
+    whether map ``k`` beats the random map of the same windows (None when
+    either is missing)."""
+    sp, di = e['spatial'], e['di']
+    out = {}
+    for score, src, sign in (('pointing', sp, 1), ('deletion', di, -1),
+                             ('insertion', di, 1)):
+        a = src.get(k, {}).get(score)
+        b = src.get('random', {}).get(score)
+        out[score] = None if a is None or b is None else sign * (a - b) > 0
+    return out
+
+
+def probe_lines(res: dict) -> list:
+    """The transition probe's table (:func:`transition_probe`)."""
+    pr = res.get('probe')
+    if not pr:
+        return []
+    s = res['settings']
+    lines = ['## At the transitions: what the model uses', '',
+             'The transition probe (`transition_probe`; the straddling, '
+             'rightly predicted windows at a window every '
+             f"{pr.get('stride', '4s')}): the target's probability `p`, "
+             "with the previous phase's instrument faded to the mean "
+             'colour (grown 2 px) in the earlier frames, and with the '
+             "target phase's instrument faded in its own frames; rows by "
+             'where the plain gradient\'s maximum (`saliency`) lands, with '
+             'the share of those maxima where Input x Gradient is positive '
+             '(a sign-aware map keeps them).', '',
+             '| seed | saliency max at | windows | p | p, previous '
+             'instrument faded | share where that fade raises p | p, '
+             'target instrument faded | Input x Gradient > 0 there |',
+             '|---|---|---|---|---|---|---|---|']
+    for key, label in (('test', f"{s['seed']}"),
+                       ('fresh', f"{s['fresh_seed']} (fresh)")):
+        for place, r in pr.get(key, {}).items():
+            lines.append(
+                f"| {label} | {place} | {r['n']} | {fmt(r['p'])} | "
+                f"{fmt(r['p_prev_faded'])} | {fmt(r['prev_fade_raises'])} | "
+                f"{fmt(r['p_target_faded'])} | {fmt(r['ixg_positive'])} |")
+    return lines + ['']
+
+
+def goal_lines(res: dict) -> list:
+    """The issue's explanation goals, per seed: the best pointing, and
+    which maps do not beat the random map on pointing, deletion or
+    insertion."""
+    s = res['settings']
+    lines = ['## Goals (issue 15)', '',
+             "| seed | best pointing (4.3 px) | maps not better than "
+             'random on pointing | on deletion | on insertion |',
+             '|---|---|---|---|---|']
+    for key, label in (('test', f"{s['seed']} (held out)"),
+                       ('fresh', f"{s['fresh_seed']} (fresh)")):
+        e = res['explain'][key]
+        ms = [m for m in s['methods'] if m in e['spatial']]
+        if not ms:
+            continue
+        best = max(ms, key=lambda m: e['spatial'][m]['pointing'])
+        lose = {sc: [m for m in ms if beats_random(e, m)[sc] is False]
+                for sc in ('pointing', 'deletion', 'insertion')}
+        lines.append(
+            f"| {label} | {best} {fmt(e['spatial'][best]['pointing'])} | "
+            + ' | '.join(', '.join(lose[sc]) or 'none' for sc in
+                         ('pointing', 'deletion', 'insertion')) + ' |')
+    lines += ['']
+    if NOTES:
+        lines += [NOTES, '']
+    return lines
+
+
+def ch_of(e: dict) -> float:
+    """The temporal chance level of an ``explain`` result (share of the
+    target phase's frames in the straddling windows)."""
+    return next(iter(e['temporal'].values()), {}).get('chance', float('nan'))
+
+
 def write_doc(path: str, res: dict, fig_rel: str, cmd: str) -> None:
     s = res['settings']
     lines = [
@@ -461,6 +790,19 @@ def write_doc(path: str, res: dict, fig_rel: str, cmd: str) -> None:
         cmd,
         '```',
         '',
+        (f"Machine: {s['machine']}. A split run (`--explain-only` per "
+         'seed in parallel, then `--merge`), for the load of the shared '
+         'cores (load average '
+         f"{s.get('load')} at the end): explanations and scoring "
+         + ', '.join(f"seed {s['seed'] if k == 'test' else s['fresh_seed']}"
+                     f" {v:.0f} s" for k, v in s['explain_split'].items())
+         + ' (two processes at once, all methods); the phase metrics are '
+         "those of the last full run's `Runner.test` of the same checkpoint "
+         'on the same procedures (`--phase-from`; generation '
+         f"{s['gen_s']:.0f} s, Runner tests {s['test_s']:.0f} s on idle "
+         'cores), the checkpoint trained in '
+         f"{s.get('train_given') or 0:.0f} s.") if s.get('explain_split')
+        else
         f"Machine: {s['machine']}. Total time {s['total_s'] / 60:.1f} min "
         f"(generation {s['gen_s']:.0f} s, "
         + (f"training {s['train_s']:.0f} s, " if 'train_given' not in s else
@@ -468,7 +810,10 @@ def write_doc(path: str, res: dict, fig_rel: str, cmd: str) -> None:
            'it took ' + (f"{s['train_given']:.0f} s" if s['train_given']
                          else 'an unrecorded time') + '), ')
         + f"Runner tests {s['test_s']:.0f} s, explanations and scoring "
-        f"{s['explain_s']:.0f} s).",
+        f"{s['explain_s']:.0f} s"
+        + (f", transition probe {s['probe_s']:.0f} s" if 'probe_s' in s
+           else '') + ').' + (f" Load average at the end: {s['load']}."
+                              if s.get('load') else ''),
         '',
         '## Setting',
         '',
@@ -512,6 +857,12 @@ def write_doc(path: str, res: dict, fig_rel: str, cmd: str) -> None:
         '(the evidence of a wrong class is not known). Evidence of a '
         "window: the target phase's instrument mask in the frames of that "
         'phase.',
+        '* **Methods** (`--methods`; a CAM\'s layer after `:`, default '
+        "the backbone's last stage `backbone.layer2`, 8x8 cells; "
+        '`captum:ALG` a Captum algorithm through `CaptumExplainer`): '
+        + ', '.join(f'`{m}`' + (' (' + ', '.join(
+            f'{k}={v}' for k, v in method_spec(m)[1].items()) + ')'
+            if m in BUDGETS else '') for m in s['methods']) + '.',
         '',
         '## Phase recognition (held-out procedures)',
         '',
@@ -571,7 +922,10 @@ def write_doc(path: str, res: dict, fig_rel: str, cmd: str) -> None:
                       'the target phase, `straddle`: a transition inside; '
                       "'other phase frame': the maximum is in a frame of the "
                       "previous phase, 'distractor': within 4.3 px of "
-                      "another phase's instrument lying still, 'elsewhere': "
+                      "another phase's instrument lying still, 'previous "
+                      "instrument place': within 4.3 px of where the "
+                      "previous phase's instrument was in the window's "
+                      "earlier frames (tissue now), 'elsewhere': other "
                       'tissue):', '',
                       '| map | windows | ' + ' | '.join(MAX_PLACES) + ' |',
                       '|---|---|' + '---|' * len(MAX_PLACES)]
@@ -581,6 +935,26 @@ def write_doc(path: str, res: dict, fig_rel: str, cmd: str) -> None:
                     if d:
                         lines.append(f"| {k} ({wk}) | {d['n']} | " + ' | '.join(
                             fmt(d[x]) for x in MAX_PLACES) + ' |')
+        sg = {k: v for k, v in e.get('signs', {}).items()
+              if e.get('signed_windows', {}).get(k)}
+        if sg:
+            lines += ['', 'Signed maps on the straddling windows (the raw '
+                      "map's mass per frame, before the positive part is "
+                      "taken): the share of its positive and of its "
+                      "negative mass in the previous phase's frames, and "
+                      'the negative part of the mass in those frames (0.5: '
+                      'as much against the target as for it; previous-'
+                      'phase frames are '
+                      f"{fmt(1 - ch_of(e))} of these windows' frames):", '',
+                      '| map | signed windows | positive mass in previous '
+                      'phase | negative mass in previous phase | negative '
+                      'part of the previous phase\'s mass |',
+                      '|---|---|---|---|---|']
+            for k, v in sg.items():
+                lines.append(f"| {k} | {e['signed_windows'][k]} | "
+                             f"{fmt(v.get('pos_prev'))} | "
+                             f"{fmt(v.get('neg_prev'))} | "
+                             f"{fmt(v.get('neg_of_prev'))} |")
         ch = next(iter(e['temporal'].values()), {}).get('chance')
         lines += ['', f"Temporal chance level (share of the target phase's "
                       f"frames in those windows): {fmt(ch)}. Mask volume "
@@ -589,6 +963,8 @@ def write_doc(path: str, res: dict, fig_rel: str, cmd: str) -> None:
                   f"Seconds per method (all procedures, long-video mode): "
                   + ', '.join(f'{k} {v:.0f}' for k, v in
                               e['seconds'].items()) + '.', '']
+    lines += probe_lines(res)
+    lines += goal_lines(res)
     lines += [
         '## Figure',
         '',
@@ -620,6 +996,18 @@ def write_doc(path: str, res: dict, fig_rel: str, cmd: str) -> None:
         "mean colour (`fade`), AUC of the target's softmax probability.",
         '* `random`: uniform noise per window; `centre`: a Gaussian at the '
         'frame centre (the instruments work on a ring around it).',
+        '* Signed maps (Input x Gradient, Guided Backprop, Integrated '
+        'Gradients summed over colour channels, occlusion\'s score drops) '
+        'are scored on their positive part `max(M, 0)` '
+        '(`PositivePart` in the script): the long-video mode stores a '
+        'signed map as drawn, clipped at the 99th percentile of |M|, where '
+        'about 1 % of the pixels tie at the top and the maximum is not '
+        'defined. The positive part has the signed map\'s own maximum and '
+        'positive mass, so pointing, energy and the temporal scores are '
+        'those of the signed map; deletion / insertion rank its negative '
+        'cells as ties at 0 (last). Unsigned maps (CAMs after their ReLU, '
+        '`saliency` = max over colour of |gradient|, SmoothGrad, RISE) '
+        'are scored as they are.',
         '',
         'Tests: `tests/test_tools/test_bench_surgical.py` (planted maps; '
         'the smallest end-to-end run is `sweep`-marked).',
@@ -627,6 +1015,101 @@ def write_doc(path: str, res: dict, fig_rel: str, cmd: str) -> None:
     ]
     with open(path, 'w') as f:
         f.write('\n'.join(lines))
+
+
+# ------------------------------------------------------------ split runs
+def _command(argv) -> str:
+    return ('python tools/benchmarks/bench_surgical.py ' + ' '.join(
+        argv if argv is not None else sys.argv[1:])).strip()
+
+
+def explain_one(args, s, work, argv) -> dict:
+    """Step 4 for one seed (``--explain-only``): ``explain_<key>.json`` and,
+    for the held-out seed, the figure's data (``figure_data.pkl``)."""
+    import pickle
+
+    import torch
+    from mmxai.apis import init_recognizer
+    key = args.explain_only
+    seed = args.seed if key == 'test' else args.fresh_seed
+    root = osp.join(work, f'procedures_seed{args.seed}')
+    r = osp.join(work, f'procedures_seed{seed}')
+    train_ids, test_ids = split_ids(s['train'], s['test'])
+    cfg = load_cfg(root, train_ids, test_ids, s['epochs'],
+                   osp.join(work, 'train'), args.spatial_pool)
+    model = init_recognizer(cfg, args.checkpoint, device='cpu')
+    t0 = time.perf_counter()
+    e, pr, kf = explain_procedures(
+        model, r, test_ids, s['methods'], s['di_windows'], seed,
+        s['stride'], fig_dir=osp.join(work, 'long_video')
+        if key == 'test' else None)
+    e['mask_share'] = float(np.mean([np.load(osp.join(
+        r, 'masks', f'video{v:02d}-masks.npz'))['phase_mask'].mean()
+        for v in test_ids]))
+    out = dict(explain=e, seconds=time.perf_counter() - t0,
+               params=sum(q.numel() for q in model.parameters()),
+               load=' '.join(f'{v:.1f}' for v in os.getloadavg()),
+               command=_command(argv), torch=torch.__version__)
+    with open(osp.join(work, f'explain_{key}.json'), 'w') as f:
+        json.dump(out, f, indent=1)
+    if key == 'test':
+        with open(osp.join(work, 'figure_data.pkl'), 'wb') as f:
+            pickle.dump((pr, kf), f)
+    print(f"explained seed {seed} in {out['seconds']:.0f} s", flush=True)
+    return out
+
+
+def merge(args, s, work, argv, probe_file) -> dict:
+    """``--merge``: the two ``--explain-only`` runs, the probe and the phase
+    metrics of ``--phase-from`` -> results.json, the figure, ``--doc``."""
+    import pickle
+    parts = {}
+    for key in ('test', 'fresh'):
+        with open(osp.join(work, f'explain_{key}.json')) as f:
+            parts[key] = json.load(f)
+    with open(args.phase_from) as f:
+        old = json.load(f)
+    train_ids, test_ids = split_ids(s['train'], s['test'])
+    o = old['settings']
+    ckpt = args.checkpoint
+    s.update(train_ids=train_ids, test_ids=test_ids,
+             params=parts['test']['params'],
+             ckpt_mb=osp.getsize(ckpt) / 2**20, train_s=0.0,
+             train_given=args.train_seconds, gen_s=o.get('gen_s', 0.0),
+             test_s=o.get('test_s', 0.0),
+             explain_s=max(p['seconds'] for p in parts.values()),
+             explain_split={k: p['seconds'] for k, p in parts.items()},
+             load=parts['fresh']['load'],
+             machine=f"{os.cpu_count()} CPU cores (shared), torch "
+             f"{parts['test']['torch']}, no GPU",
+             command='\n'.join([parts['test']['command'] + ' &',
+                                 parts['fresh']['command'] + ' &',
+                                 '{probe}', 'wait', _command(argv)]))
+    s['total_s'] = s['explain_s'] + s['gen_s'] + s['test_s']
+    res = dict(settings=s, phase=old['phase'],
+               explain={k: p['explain'] for k, p in parts.items()},
+               checkpoint=ckpt)
+    probe_cmd = ''
+    if osp.isfile(probe_file):
+        with open(probe_file) as f:
+            res['probe'] = json.load(f)
+        probe_cmd = res['probe'].get('command', '') + ' &'
+    s['command'] = s['command'].replace('{probe}\n', probe_cmd + '\n'
+                                        if probe_cmd else '')
+    with open(osp.join(work, 'results.json'), 'w') as f:
+        json.dump(res, f, indent=1)
+    with open(osp.join(work, 'figure_data.pkl'), 'rb') as f:
+        preds, keys = pickle.load(f)
+    fig = osp.join(work, 'surgical_benchmark.png')
+    draw_figure(fig, preds, keys, s['methods'])
+    if args.doc:
+        import shutil
+        fig_dir_doc = osp.join(osp.dirname(osp.abspath(args.doc)), 'figures')
+        os.makedirs(fig_dir_doc, exist_ok=True)
+        shutil.copy(fig, osp.join(fig_dir_doc, 'surgical_benchmark.png'))
+        write_doc(args.doc, res, 'figures/surgical_benchmark.png',
+                  s['command'])
+    return res
 
 
 # ------------------------------------------------------------ main
@@ -651,6 +1134,24 @@ def main(argv=None) -> dict:
     p.add_argument('--train-seconds', type=float,
                    help='with --checkpoint: the training time of the run '
                    'that made it (reported in the doc as such)')
+    p.add_argument('--probe', action='store_true',
+                   help='only the transition probe (transition_probe) on '
+                   "the work dir's procedures and --checkpoint; its "
+                   'results go to transition_probe.json, which the doc '
+                   'reports')
+    p.add_argument('--explain-only', choices=('test', 'fresh'),
+                   help='only step 4 for one seed (the held-out or the '
+                   'fresh one) with --checkpoint, on the procedures of the '
+                   "work dir; writes explain_<seed>.json there (run both "
+                   'at once, then --merge)')
+    p.add_argument('--merge', action='store_true',
+                   help='write results.json, the figure and --doc from '
+                   'explain_test.json, explain_fresh.json, '
+                   'transition_probe.json and the phase metrics of '
+                   '--phase-from')
+    p.add_argument('--phase-from', help='with --merge: a results.json whose '
+                   'phase metrics (Runner.test of the same checkpoint on '
+                   'the same procedures) are reported')
     p.add_argument('--report-only', action='store_true',
                    help="rewrite --doc from the work dir's results.json")
     p.add_argument('--doc', help='write this markdown page (and its figure '
@@ -671,9 +1172,34 @@ def main(argv=None) -> dict:
     import mmxai  # noqa: F401  (registers the dataset, head, metric)
     work = osp.abspath(args.work_dir)
     os.makedirs(work, exist_ok=True)
+    probe_file = osp.join(work, 'transition_probe.json')
+    if args.probe:
+        from mmxai.apis import init_recognizer
+        root = osp.join(work, f'procedures_seed{args.seed}')
+        fresh_root = osp.join(work, f'procedures_seed{args.fresh_seed}')
+        _, test_ids = split_ids(s['train'], s['test'])
+        cfg = load_cfg(root, [1], test_ids, s['epochs'],
+                       osp.join(work, 'train'), args.spatial_pool)
+        model = init_recognizer(cfg, args.checkpoint, device='cpu')
+        probe = dict(stride=s['stride'], command=(
+            'python tools/benchmarks/bench_surgical.py ' + ' '.join(
+                argv if argv is not None else sys.argv[1:])).strip())
+        for key, r in (('test', root), ('fresh', fresh_root)):
+            probe[key] = transition_probe(model, r, test_ids, s['stride'])
+        with open(probe_file, 'w') as f:
+            json.dump(probe, f, indent=1)
+        print(json.dumps(probe, indent=1))
+        return probe
+    if args.explain_only:
+        return explain_one(args, s, work, argv)
+    if args.merge:
+        return merge(args, s, work, argv, probe_file)
     if args.report_only:
         with open(osp.join(work, 'results.json')) as f:
             res = json.load(f)
+        if osp.isfile(probe_file):
+            with open(probe_file) as f:
+                res['probe'] = json.load(f)
         write_doc(args.doc, res, 'figures/surgical_benchmark.png',
                   res['settings'].get('command', ''))
         return res
@@ -731,12 +1257,21 @@ def main(argv=None) -> dict:
         if key == 'test':
             preds, keys = pr, kf
     s['explain_s'] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    probe = dict(stride='4s')
+    for key, r in (('test', root), ('fresh', fresh_root)):
+        probe[key] = transition_probe(model, r, test_ids, '4s', log=log)
+    with open(probe_file, 'w') as f:
+        json.dump(probe, f, indent=1)
+    s['probe_s'] = time.perf_counter() - t0
     s['total_s'] = time.perf_counter() - t_all
+    s['load'] = ' '.join(f'{v:.1f}' for v in os.getloadavg())
     s['machine'] = (f'{os.cpu_count()} CPU cores (shared), torch '
                     f'{torch.__version__}, no GPU')
     s['command'] = ('python tools/benchmarks/bench_surgical.py ' + ' '.join(
         argv if argv is not None else sys.argv[1:])).strip()
-    res = dict(settings=s, phase=phase, explain=explain, checkpoint=ckpt)
+    res = dict(settings=s, phase=phase, explain=explain, checkpoint=ckpt,
+               probe=probe)
     with open(osp.join(work, 'results.json'), 'w') as f:
         json.dump(res, f, indent=1)
     fig = osp.join(work, 'surgical_benchmark.png')

@@ -18,7 +18,13 @@ model input built from the config's own test pipeline parameters:
   pipeline replaced by its centre crop); ``views='crops'`` keeps the
   pipeline's crops (ThreeCrop, TenCrop);
 * everything after the pipeline's decode step (resize, crop, format,
-  pack) is the config's own.
+  pack) is the config's own;
+* a window's prediction is about its centre (offline models) or, for an
+  online model, about the last frame it sees (``label_at='last'``: the
+  config's dataset says ``label_at='last'``, as mmxai's phase datasets do,
+  or the head is the causal ``CausalMSTCNHead``); each frame takes the
+  prediction of the covering window whose label frame is nearest, in the
+  frame accuracy, the ribbons, the overlay and the viewer.
 
 Frames are decoded with decord in window order, one batch of windows at a
 time (``batch_size`` windows go through the model together), so memory
@@ -33,7 +39,8 @@ import os
 import os.path as osp
 import sys
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import (Any, Dict, Iterator, List, Optional, Sequence, Tuple,
+                    Union)
 
 import numpy as np
 from torch import nn
@@ -71,7 +78,8 @@ class WindowPlan:
     frames, the model seeing frames ``start + offsets``."""
 
     def __init__(self, starts, span, offsets, rule, sampler, fps,
-                 num_frames, stride, start, end, views):
+                 num_frames, stride, start, end, views,
+                 label_at: str = 'centre'):
         self.starts = np.asarray(starts, np.int64)
         self.span = int(span)
         self.offsets = np.asarray(offsets, np.int64)
@@ -82,6 +90,7 @@ class WindowPlan:
         self.stride = int(stride)
         self.start, self.end = int(start), int(end)
         self.views = views
+        self.label_at = label_at
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -93,15 +102,48 @@ class WindowPlan:
         s = int(self.starts[i])
         e = s + self.span - 1
         fps = self.fps or 1.0
+        inds = [int(f) for f in self.frames(i)]
         return WindowRecord(index=i, start_frame=s, end_frame=e,
                             start_s=s / fps, end_s=(e + 1) / fps,
-                            frame_inds=[int(f) for f in self.frames(i)])
+                            frame_inds=inds, label_frame=inds[-1]
+                            if self.label_at == 'last' else None)
 
     def describe(self) -> dict:
         return dict(rule=self.rule, sampler=self.sampler, span=self.span,
                     stride=self.stride, offsets=self.offsets.tolist(),
                     start=self.start, end=self.end, views=self.views,
-                    windows=len(self))
+                    windows=len(self), label_at=self.label_at)
+
+
+def label_position(model: nn.Module, cfg: Any) -> str:
+    """``'last'`` where the model is online (its prediction is about the
+    last frame it sees: the config's test/val dataset has
+    ``label_at='last'``, or the head is ``CausalMSTCNHead``), else
+    ``'centre'``."""
+    for key in ('test_dataloader', 'val_dataloader'):
+        ds = ((cfg.get(key) if cfg is not None else None) or {}).get(
+            'dataset') or {}
+        at = ds.get('label_at') if hasattr(ds, 'get') else None
+        if at is not None:
+            return 'last' if at == 'last' else 'centre'
+    head = getattr(model, 'cls_head', None)
+    if head is not None and type(head).__name__ == 'CausalMSTCNHead':
+        return 'last'
+    return 'centre'
+
+
+def _ribbon_spans(tl: Timeline) -> List[Tuple[float, float]]:
+    """Per window, the stretch of time whose frames take its prediction
+    (``[start_s, end_s]`` clipped to halfway to its neighbours' label
+    times, the frame rule of :meth:`Timeline.frame_predictions`)."""
+    at = [w.at_s for w in tl]
+    out = []
+    for k, w in enumerate(tl):
+        a = w.start_s if k == 0 else max(w.start_s, (at[k - 1] + at[k]) / 2)
+        b = w.end_s if k + 1 == len(at) else min(w.end_s,
+                                                 (at[k] + at[k + 1]) / 2)
+        out.append((a, max(a, b)))
+    return out
 
 
 def _sampler(pipeline: list) -> dict:
@@ -117,7 +159,8 @@ def _sampler(pipeline: list) -> dict:
 def plan_windows(pipeline: list, num_frames: int, fps: float,
                  stride: Any = None, window_span: Any = None,
                  start: Any = None, end: Any = None,
-                 views: str = 'one') -> WindowPlan:
+                 views: str = 'one', label_at: str = 'centre'
+                 ) -> WindowPlan:
     """The windows of a video of ``num_frames`` at ``fps`` (the module's
     rule). ``stride``/``window_span``/``start``/``end``: seconds, or
     strings such as ``'48f'``, ``'2s'``, ``'1:30'``.
@@ -190,7 +233,7 @@ def plan_windows(pipeline: list, num_frames: int, fps: float,
     if starts[-1] + span < e0:
         starts.append(e0 - span)
     return WindowPlan(starts, span, offsets, rule, kind, fps_, num_frames,
-                      step, s0, e0, views)
+                      step, s0, e0, views, label_at)
 
 
 # --------------------------------------------------------------- decoding
@@ -433,6 +476,7 @@ def explain_long_video(model: Union[nn.Module, str], video: str,
                        cfg_options: Optional[dict] = None,
                        allow_partial_checkpoint: bool = False,
                        timings: Optional[dict] = None,
+                       label_at: Optional[str] = None,
                        **options) -> Timeline:
     """Explain a recognizer moment by moment over a whole video.
 
@@ -466,6 +510,9 @@ def explain_long_video(model: Union[nn.Module, str], video: str,
         resume: skip windows whose records exist (same settings).
         progress: the status line on stderr.
         timings: a dict that receives seconds per stage (benchmarks).
+        label_at: ``'last'`` (online: a window's prediction is about the
+            last frame it sees) or ``'centre'``; None (default) reads it
+            from the config (:func:`label_position`).
     Returns:
         :class:`~mmxai.outputs.Timeline`.
     Raises:
@@ -486,6 +533,9 @@ def explain_long_video(model: Union[nn.Module, str], video: str,
         raise InputError(f'batch_size {batch_size}: give 1 or more')
     if views not in ('one', 'crops'):
         raise InputError(f"views {views!r}: give 'one' or 'crops'")
+    if label_at not in (None, 'last', 'centre'):
+        raise InputError(f"label_at {label_at!r}: give 'last' (online) or "
+                         "'centre'")
     if overlay_timeline not in ('live', 'full'):
         raise InputError(f"overlay_timeline {overlay_timeline!r}: give "
                          "'live' or 'full'")
@@ -508,7 +558,8 @@ def explain_long_video(model: Union[nn.Module, str], video: str,
         allow_partial_checkpoint=allow_partial_checkpoint)
     pipeline = test_pipeline_cfg(cfg)
     plan = plan_windows(pipeline, stream.num_frames, stream.fps, stride,
-                        window_span, start, end, views)
+                        window_span, start, end, views,
+                        label_at or label_position(model, cfg))
     explainer = method if isinstance(method, BaseExplainer) else \
         build_explainer(method, model, **options)
     num_classes = explainer.adapter.num_classes
@@ -644,7 +695,7 @@ def _run_windows(tl, plan, stream, inputs, explainer, target, gt_frames,
                 rec.status, rec.error = 'failed', error
             else:
                 rec.gt = None if gt_frames is None else int(
-                    gt_frames[(rec.start_frame + rec.end_frame) // 2])
+                    gt_frames[int(rec.at_frame)])
                 samples.append(inputs.sample(frames, plan.frames(i),
                                              rec.gt if rec.gt is not None
                                              else -1))
@@ -842,7 +893,7 @@ def _write_run_files(tl, plan, stream, outputs, overlay_fps, overlay_size,
     tl.files['records'] = osp.join(out, osp.dirname(LONG_VIDEO_LAYOUT.json))
     if 'timeline' in outputs:
         ok = [w for w in tl]
-        times = np.array([w.centre_s for w in ok])
+        times = np.array([w.at_s for w in ok])
         pred = np.array([w.pred if w.ok else -1 for w in ok])
         conf = np.array([w.target_prob if w.ok else 0.0 for w in ok])
         imp = np.array([w.evidence if w.ok else 0.0 for w in ok])
@@ -856,7 +907,7 @@ def _write_run_files(tl, plan, stream, outputs, overlay_fps, overlay_size,
             names, gt=gt, gt_times=gt_t,
             title=f'{osp.basename(stream.video)}: '
             f'{tl.settings["method"]}, {len(tl)} windows of '
-            f'{plan.span} frames every {plan.stride}', accuracy=tl.accuracy,
+            f'{plan.span} frames every {plan.stride} frames', accuracy=tl.accuracy,
             window_s=plan.span / (plan.fps or 25.0))
         tl.files['csv'] = write_timeline_csv(
             osp.join(out, TIMELINE_FILES['csv']), tl)
@@ -882,12 +933,13 @@ def _write_run_files(tl, plan, stream, outputs, overlay_fps, overlay_size,
             accuracy=tl.accuracy, shown_classes=shown[:30],
             codec=tl.settings.get('overlay_codec'),
             windows=[dict(start_s=round(w.start_s, 3),
-                          end_s=round(w.end_s, 3),
+                          end_s=round(w.end_s, 3), at_s=round(w.at_s, 3),
+                          ribbon_s=[round(a, 3), round(b, 3)],
                           pred=w.pred if w.ok else -1,
                           prob=round(w.target_prob, 4) if w.ok else 0,
                           importance=round(w.evidence, 6),
                           topk=[[c, round(p, 4)] for c, p in w.topk])
-                     for w in tl])
+                     for w, (a, b) in zip(tl, _ribbon_spans(tl))])
         path = osp.join(out, TIMELINE_FILES['html'])
         with atomic_path(path) as tmp:
             with open(tmp, 'w') as f:
@@ -1143,7 +1195,7 @@ def _heat_at(tl, active, f, size):
         w = tl[i]
         if not w.start_frame <= f <= w.end_frame:
             continue
-        d = abs(f - (w.start_frame + w.end_frame) / 2)
+        d = abs(f - w.at_frame)
         if d < best:
             near, best = i, d
         inds = arr['frame_inds']

@@ -50,6 +50,8 @@ class WindowRecord:
     Frames ``start_frame .. end_frame`` (inclusive) are the window's span;
     ``frame_inds`` the frames the model saw. ``status`` is ``'ok'`` or
     ``'failed'`` (``error`` says why: e.g. corrupt frames).
+    ``label_frame``: the frame the prediction refers to when it is not the
+    span's centre (online models, labelled at their last frame).
     """
     index: int
     start_frame: int
@@ -68,6 +70,26 @@ class WindowRecord:
     mass: List[float] = field(default_factory=list)
     evidence: float = 0.0
     gt: Optional[int] = None
+    label_frame: Optional[int] = None
+
+    @property
+    def at_frame(self) -> float:
+        """The frame the window's prediction is about: ``label_frame``
+        (an online model's last seen frame) or, when unset, the span's
+        centre (offline)."""
+        if self.label_frame is not None:
+            return float(self.label_frame)
+        return (self.start_frame + self.end_frame) / 2
+
+    @property
+    def at_s(self) -> float:
+        """:attr:`at_frame` in seconds (the centre of that frame's time
+        for a label frame, as ``start_s``/``end_s`` bound frames)."""
+        if self.label_frame is None:
+            return self.centre_s
+        n = self.end_frame + 1 - self.start_frame
+        per = (self.end_s - self.start_s) / max(1, n)
+        return self.start_s + (self.label_frame - self.start_frame + 0.5) * per
 
     @property
     def ok(self) -> bool:
@@ -154,7 +176,8 @@ class Timeline:
     def frame_predictions(self, frames: Optional[np.ndarray] = None
                           ) -> np.ndarray:
         """Predicted class of each frame (``-1`` where no successful window
-        covers it): that of the covering window whose centre is nearest."""
+        covers it): that of the covering window whose :attr:`at_frame`
+        (its label frame; the centre for offline models) is nearest."""
         n = self.num_frames
         frames = np.arange(n) if frames is None else np.asarray(frames)
         out = np.full(len(frames), -1, np.int64)
@@ -166,7 +189,7 @@ class Timeline:
             hi = np.searchsorted(frames, w.end_frame, side='right')
             if hi <= lo:
                 continue
-            d = np.abs(frames[lo:hi] - (w.start_frame + w.end_frame) / 2)
+            d = np.abs(frames[lo:hi] - w.at_frame)
             better = d < best[lo:hi]
             out[lo:hi][better] = w.pred
             best[lo:hi][better] = d[better]
@@ -199,7 +222,7 @@ class Timeline:
 
 
 CSV_COLUMNS = ['index', 'status', 'start_frame', 'end_frame', 'start_s',
-               'end_s', 'pred', 'pred_label', 'pred_prob', 'target',
+               'end_s', 'label_frame', 'pred', 'pred_label', 'pred_prob', 'target',
                'target_label', 'target_prob', 'target_score', 'evidence',
                'gt_label', 'topk', 'mass', 'error']
 
@@ -211,7 +234,8 @@ def window_rows(tl: Timeline) -> List[Dict[str, Any]]:
         rows.append(dict(
             index=w.index, status=w.status, start_frame=w.start_frame,
             end_frame=w.end_frame, start_s=round(w.start_s, 3),
-            end_s=round(w.end_s, 3), pred=w.pred, pred_label=tl.label(w.pred),
+            end_s=round(w.end_s, 3), label_frame=round(w.at_frame, 1),
+            pred=w.pred, pred_label=tl.label(w.pred),
             pred_prob=_r(w.pred_prob), target=w.target,
             target_label=tl.label(w.target), target_prob=_r(w.target_prob),
             target_score=_r(w.target_score), evidence=_r(w.evidence, 6),

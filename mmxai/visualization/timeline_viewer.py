@@ -54,7 +54,8 @@ function draw(){
   ctx.fillStyle = '#222'; ctx.fillRect(0, 0, w, h);
   const rows = D.gt ? 3 : 2, rh = h / rows;
   for (const win of W){
-    const x0 = xOf(win.start_s), x1 = Math.max(x0 + 1, xOf(win.end_s));
+    const r = win.ribbon_s || [win.start_s, win.end_s];
+    const x0 = xOf(r[0]), x1 = Math.max(x0 + 1, xOf(r[1]));
     ctx.globalAlpha = win.pred < 0 ? 1 : 0.35 + 0.65 * win.prob;
     ctx.fillStyle = rgb(win.pred); ctx.fillRect(x0, 0, x1 - x0, rh - 2);
     ctx.globalAlpha = 1;
@@ -75,7 +76,8 @@ function windowAt(t){
   let best = null, bd = Infinity;
   for (const win of W){
     if (win.pred < 0) continue;
-    const c = (win.start_s + win.end_s) / 2, d = Math.abs(c - t);
+    const c = win.at_s !== undefined ? win.at_s : (win.start_s + win.end_s) / 2;
+    const d = Math.abs(c - t);
     if (t >= win.start_s && t <= win.end_s && d < bd){ best = win; bd = d; }
   }
   return best;
@@ -135,7 +137,9 @@ def viewer_html(data: Dict[str, Any]) -> str:
     """The page for ``data``: ``title``, ``video`` / ``plain_video``
     (relative paths), ``t0``/``t1`` (seconds), ``classes``, ``colors``
     (``[K][3]``), ``windows`` (``start_s``, ``end_s``, ``pred``, ``prob``,
-    ``importance``, ``topk`` ``[[class, p]]``), ``max_importance``, ``gt``
+    ``importance``, ``topk`` ``[[class, p]]``; optional ``at_s``, the time
+    the prediction is about, default the centre, and ``ribbon_s``
+    ``[a, b]``, the stretch its ribbon colours, default the span), ``max_importance``, ``gt``
     (``[[start_s, end_s, class]]`` or None), ``accuracy``,
     ``shown_classes``."""
     text = json.dumps(data, separators=(',', ':'))

@@ -134,6 +134,9 @@ def check_motion(model, n: int = 40, seed: int = 123) -> tuple:
     return right, flipped, n
 
 
+#: demo/README.md from this heading on is kept when the README is rewritten.
+KEPT_FROM = '# Surgical demo'
+
 README = """# mmxai demo artefacts
 
 Rebuilt by `.venv/bin/python tools/make_demo.py` (from the repository root;
@@ -216,7 +219,14 @@ def main() -> int:
                         label=np.int64(clip['label']))
     pred = int(clip['score'].argmax())
     T, S = clip['frames'].shape[:2]
-    with open(osp.join(args.out_dir, 'README.md'), 'w') as f:
+    readme = osp.join(args.out_dir, 'README.md')
+    kept = ''  # the sections this script does not make (the surgical demo)
+    if osp.isfile(readme):
+        with open(readme) as f:
+            text = f.read()
+        at = text.find(KEPT_FROM)
+        kept = '' if at < 0 else '\n' + text[at:]
+    with open(readme, 'w') as f:
         f.write(README.format(
             train_s=train_s, train_cpu=train_cpu, threads=torch.get_num_threads(),
             size_kb=osp.getsize(ckpt_path) / 1024, T=T, S=S,
@@ -227,7 +237,7 @@ def main() -> int:
             epochs=cfg.train_cfg.max_epochs,
             n_train=args.train_per_class * len(CLASSES),
             n_test=args.test_per_class * len(CLASSES), acc=acc,
-            right=right, flipped=flipped, n_chk=n_chk))
+            right=right, flipped=flipped, n_chk=n_chk) + kept)
     print(f'[make_demo] wrote {ckpt_path} ({osp.getsize(ckpt_path) / 1024:.0f} KB), '
           f'{args.out_dir}/demo.mp4 (label {CLASSES[clip["label"]]}, '
           f'p={clip["score"].max():.3f}), demo_gt.npz, README.md', flush=True)

@@ -16,8 +16,9 @@ from .attribution import Attribution
 from .builder import method_name
 from .explanation import NORMALIZATIONS, Explanation, normalize_maps
 from .memory import (ViewCost, available_memory, default_budget, fitting,
-                     format_bytes, is_out_of_memory, memory_plan_dict,
-                     parse_memory, probe_view_cost, release_memory)
+                     format_bytes, inference_memory, is_out_of_memory,
+                     memory_plan_dict, parse_memory, probe_view_cost,
+                     release_memory)
 from .options import check_choice
 from .targets import (TargetFunction, TargetOutputAdapter, TargetSpec,
                       check_score_kind, describe_target, is_pred,
@@ -295,6 +296,10 @@ class BaseExplainer:
         if budget is not None and ((cap > 1 and uses_views) or
                                    (batch or 1) > 1):
             cost = self._view_cost(video)
+            if cost is not None and self.max_memory is None:
+                # by default no more than the toolbox's own inference
+                budget = default_budget(video.device, inference_memory(
+                    cost, min(num, toolbox_chunk or num), video.shape[0]))
         views = cap
         if cost is not None:
             unit = cost.graph if self.memory_kind == 'graph' \

@@ -13,9 +13,15 @@ module, ``a`` = the sum of their output bytes, ``m`` = the largest:
   input.
 
 A pass of ``n`` views (or ``n`` perturbed clips of one view) is estimated at
-``n`` times that. The budget is ``max_memory`` or, by default, half of the
+``n`` times that. The budget is ``max_memory`` or, by default, what the
+toolbox's own inference of the same input holds, ``B x V x forward`` (its
+one gradient-free pass of every view of every sample, or of its
+``max_testing_views``: :func:`inference_memory`), at most half of the
 available RAM (``MemAvailable``) on CPU and 80% of the free device memory
-(``torch.cuda.mem_get_info``) on CUDA, taken when ``attribute`` starts.
+(``torch.cuda.mem_get_info``) on CUDA, taken when ``attribute`` starts. A
+pass is never smaller than one view with batch 1, so a method whose one
+view needs more than that (a gradient through the whole network) exceeds
+the reference by that view's excess only.
 """
 import gc
 import re
@@ -73,13 +79,17 @@ def available_memory(device: torch.device) -> Optional[int]:
     return None
 
 
-def default_budget(device: torch.device) -> Optional[int]:
-    """The budget when ``max_memory`` is not given (module docstring)."""
+def default_budget(device: torch.device,
+                   reference: Optional[int] = None) -> Optional[int]:
+    """The budget when ``max_memory`` is not given: the machine's share
+    (module docstring), at most ``reference`` (the toolbox's inference
+    memory, :func:`inference_memory`) when given."""
     free = available_memory(device)
     if free is None:
-        return None
+        return reference
     share = CUDA_SHARE if device.type == 'cuda' else CPU_SHARE
-    return int(free * share)
+    budget = int(free * share)
+    return budget if reference is None else min(budget, int(reference))
 
 
 @dataclass(frozen=True)
@@ -120,6 +130,13 @@ def probe_view_cost(adapter, video: Tensor) -> ViewCost:
     largest = max(sizes, default=inp)
     return ViewCost(forward=2 * largest + inp,
                     graph=sum(sizes) + 2 * largest + 2 * inp)
+
+
+def inference_memory(cost: ViewCost, views: int, samples: int = 1) -> int:
+    """Working memory of the toolbox's own inference of ``samples`` x
+    ``views`` views in one gradient-free pass (``views``: all of them, or
+    the config's ``max_testing_views``): ``samples x views x forward``."""
+    return int(samples) * max(1, int(views)) * cost.forward
 
 
 def fitting(budget: Optional[int], unit: int, cap: int) -> int:

@@ -199,13 +199,38 @@ def test_memory_budget_sets_views_and_batches(models):
         if hasattr(small, 'batch_size'):
             assert plan['batch_size'] == 1 and small.batch_size == 8
         assert_same(ref, got)
-    # the default: a share of the machine's available memory
-    exp = make('gradcam', model, max_views_per_pass=None)
-    exp.attribute(x, 'pred')
-    assert exp.last_memory_plan['budget'] > 0
-    assert exp.last_memory_plan['views_per_pass'] == 3
     with pytest.raises(MMXAIError, match='max_memory'):
         build_explainer('gradcam', model, max_memory='lots')
+
+
+def test_default_budget_is_the_toolboxs_inference_memory(models):
+    """Without ``max_memory`` the budget is what the toolbox's one
+    gradient-free pass of all B x V views holds (B V forward), so RISE's
+    batch of 8 perturbed clips shrinks to B V = 6 rows per forward, the
+    CAM's views per pass follow, and the results stay those of one pass."""
+    model = models[False]
+    x = inputs(model, False, views=3)['inputs']  # B = 2 samples, V = 3
+    opts = dict(num_masks=16, cells=(2, 2, 2), batch_size=8,
+                progress=False)
+    ref = make('rise', model, max_views_per_pass=None, max_memory='64G',
+               **opts).attribute(x, 'pred')
+    exp = make('rise', model, **opts)
+    rows, handle = rows_seen(model)
+    try:
+        got = exp.attribute(x, 'pred')
+    finally:
+        handle.remove()
+    plan = exp.last_memory_plan
+    assert plan['budget'] == 2 * 3 * plan['view_forward_bytes']
+    assert plan['batch_size'] == 6 and exp.batch_size == 8
+    assert max(rows) == 6  # never more rows than the toolbox's pass
+    assert_same(ref, got)
+    cam = make('gradcam', model, max_views_per_pass=None)
+    cam.attribute(x, 'pred')
+    plan = cam.last_memory_plan
+    assert plan['budget'] == 2 * 3 * plan['view_forward_bytes']
+    assert plan['views_per_pass'] == max(1, min(
+        3, plan['budget'] // (2 * plan['view_graph_bytes'])))
 
 
 class _OOMAbove:
@@ -252,8 +277,10 @@ def test_out_of_memory_halves_the_chunk_and_retries(models, method, opts):
     model.backbone.conv1.conv.weight.requires_grad_(False)
     before = model_state(model)
     oom = _OOMAbove(model, 1)
+    # a budget far above the tiny model's needs: the plan starts at every
+    # view and full batches, which the simulated device then refuses
     explainer = make(method, model, max_views_per_pass=None,
-                                progress=False, **opts)
+                     max_memory='64G', progress=False, **opts)
     try:
         got = explainer.attribute(x, 'pred')
         assert oom.raised > 0

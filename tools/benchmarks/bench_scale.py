@@ -11,6 +11,14 @@ i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_kinetics400-rgb.py
 ``--num-clips N`` sets the test pipeline's ``SampleFrames(num_clips=N)`` (the
 1x3 / 10x3 / 20x3 views of the memory-flatness check); ``--max-memory 4G``
 passes a budget to the explainers; ``--cases`` picks cases by name.
+
+The issue-13 table, every model of :data:`MODELS` with the table's cases
+(:data:`TABLE_CASES`), one fresh interpreter per case, JSON lines appended to
+``--out`` and the markdown table written to ``--markdown``:
+
+    python tools/benchmarks/bench_scale.py --models all \
+        --out work_dirs/bench_scale/table.jsonl \
+        --markdown work_dirs/bench_scale/table.md
 """
 import argparse
 import json
@@ -26,6 +34,14 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
 
 CASES = {
     'toolbox inference': dict(kind='inference'),
+    # the default plan: DEFAULT_VIEWS_PER_PASS and the default budget
+    'gradcam': dict(kind='explain', method='gradcam'),
+    'saliency_tubes': dict(kind='explain', method='saliency_tubes'),
+    'integrated_gradients (16 steps, default plan)': dict(
+        kind='explain', method='integrated_gradients',
+        options=dict(n_steps=16)),
+    'rise (256 masks, default plan)': dict(
+        kind='explain', method='rise', options=dict(num_masks=256)),
     'gradcam (one pass)': dict(kind='explain', method='gradcam',
                                max_views_per_pass=0),
     'gradcam (8 views per pass)': dict(kind='explain', method='gradcam',
@@ -41,6 +57,42 @@ CASES = {
                              max_views_per_pass=8,
                              options=dict(num_masks=256)),
 }
+
+
+#: The issue's nine models: MMAction2 configs, default test pipelines.
+MODELS = {
+    'I3D-R50': 'mmaction::recognition/i3d/'
+               'i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_kinetics400-rgb.py',
+    'TSN-R50': 'mmaction::recognition/tsn/'
+               'tsn_imagenet-pretrained-r50_8xb32-1x1x8-100e_kinetics400-rgb.py',
+    'TSM-R50': 'mmaction::recognition/tsm/'
+               'tsm_imagenet-pretrained-r50_8xb16-1x1x8-50e_kinetics400-rgb.py',
+    'SlowFast-R50': 'mmaction::recognition/slowfast/'
+                    'slowfast_r50_8xb8-8x8x1-256e_kinetics400-rgb.py',
+    'X3D-S': 'mmaction::recognition/x3d/'
+             'x3d_s_13x6x1_facebook-kinetics400-rgb.py',
+    'Video Swin-T': 'mmaction::recognition/swin/swin-tiny-p244-w877_in1k-pre_'
+                    '8xb8-amp-32x2x1-30e_kinetics400-rgb.py',
+    'TimeSformer': 'mmaction::recognition/timesformer/'
+                   'timesformer_divST_8xb8-8x32x1-15e_kinetics400-rgb.py',
+    'VideoMAE-B': 'mmaction::recognition/videomae/'
+                  'vit-base-p16_videomae-k400-pre_16x4x1_kinetics-400.py',
+    'UniFormerV2-B': 'mmaction::recognition/uniformerv2/'
+                     'uniformerv2-base-p16-res224_clip_8xb32-u8_'
+                     'kinetics400-rgb.py',
+}
+
+#: The cases of the nine-model table (default memory plan).
+TABLE_CASES = ('toolbox inference', 'gradcam', 'saliency_tubes')
+
+
+def load_average() -> str:
+    """``/proc/loadavg``'s 1, 5 and 15 minute averages."""
+    try:
+        with open('/proc/loadavg') as f:
+            return ' '.join(f.read().split()[:3])
+    except OSError:
+        return '?'
 
 
 def load_config(config: str, num_clips=None):
@@ -85,73 +137,207 @@ def run_case(config: str, video: str, case: dict, num_clips=None,
     torch.set_num_threads(int(os.environ.get('BENCH_THREADS', '2')))
     import mmxai  # noqa: F401
     from mmxai.apis import explain_video, init_recognizer
-    model = init_recognizer(load_config(config, num_clips), None)
+    cfg = load_config(config, num_clips)
+    model = init_recognizer(cfg, None)
+    load = load_average()
     start = time.perf_counter()
+    plan = None
     if case['kind'] == 'inference':
         from mmaction.apis import inference_recognizer
         with torch.no_grad():
             inference_recognizer(model, video)
-        views = None
+        seconds = time.perf_counter() - start
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        views = count_views(model, cfg, video)  # after the peak is read
     else:
         opts = dict(case.get('options', {}))
         if max_memory:
             opts['max_memory'] = max_memory
-        res = explain_video(model, video, method=case['method'],
-                            max_views_per_pass=case['max_views_per_pass'],
-                            **opts)
+        if 'max_views_per_pass' in case:
+            opts['max_views_per_pass'] = case['max_views_per_pass']
+        res = explain_video(model, video, method=case['method'], **opts)
+        seconds = time.perf_counter() - start
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         views = int(res.explanation.maps.shape[1])
-    return dict(seconds=round(time.perf_counter() - start, 1),
-                peak_rss_gb=round(resource.getrusage(
-                    resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-                views=views)
+        plan = getattr(res.explainer, 'last_memory_plan', None)
+    return dict(seconds=round(seconds, 1), peak_rss_gb=round(peak / 2**20, 2),
+                views=views, load_average=load,
+                load_average_end=load_average(), memory_plan=plan)
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--config', required=True)
-    p.add_argument('--video', default='work_dirs/bench_scale/video_640x360.mp4')
-    p.add_argument('--cases', nargs='+', default=list(CASES))
-    p.add_argument('--case', default=None, help=argparse.SUPPRESS)
-    p.add_argument('--out', default=None, help='append a JSON line here')
-    p.add_argument('--num-clips', type=int, default=None,
-                   help="the test pipeline's SampleFrames num_clips")
-    p.add_argument('--max-memory', default=None,
-                   help='memory budget for the explainers, e.g. 4G')
-    args = p.parse_args()
-    if args.case:
-        print(json.dumps(run_case(args.config, args.video, CASES[args.case],
-                                  args.num_clips, args.max_memory)))
-        return 0
-    os.makedirs(osp.dirname(args.video), exist_ok=True)
-    make_video(args.video)
+def count_views(model, cfg, video: str) -> int:
+    """Views (clips x crops) of ``cfg``'s test pipeline on ``video``."""
+    from mmxai.adapters import build_adapter
+    from mmxai.apis.video_input import load_video_sample
+    sample = load_video_sample(video, cfg)
+    raw = sample.data['inputs'][0].unsqueeze(0)
+    return int(build_adapter(model).to_video(raw).shape[1])
+
+
+def run_cases(config: str, video: str, names, num_clips=None,
+              max_memory=None, timeout=None, label=None) -> dict:
+    """Each case of ``names`` in a fresh interpreter: name -> its result
+    (or ``error``)."""
     rows = {}
-    for name in args.cases:
-        extra = [] if not args.num_clips else [
-            '--num-clips', str(args.num_clips)]
-        if args.max_memory:
-            extra += ['--max-memory', args.max_memory]
-        proc = subprocess.run([sys.executable, __file__, '--config',
-                               args.config, '--video', args.video, '--case',
-                               name] + extra, capture_output=True, text=True)
+    for name in names:
+        extra = [] if not num_clips else ['--num-clips', str(num_clips)]
+        if max_memory:
+            extra += ['--max-memory', max_memory]
+        try:
+            proc = subprocess.run(
+                [sys.executable, __file__, '--config', config, '--video',
+                 video, '--case', name] + extra, capture_output=True,
+                text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            rows[name] = dict(error=f'not finished in {timeout} s',
+                              returncode=None)
+            print(f'{label or ""} {name:36s} {rows[name]}', flush=True)
+            continue
         last = proc.stdout.strip().splitlines()[-1:] or ['']
         try:
             rows[name] = json.loads(last[0])
         except ValueError:
-            if proc.returncode < 0:
-                err = (f'killed by signal {-proc.returncode} (out of memory '
-                       'on this machine?)')
+            if proc.returncode == -9:
+                err = 'killed by signal 9 (out of memory on this machine?)'
+            elif proc.returncode < 0:
+                err = f'killed by signal {-proc.returncode}'
             else:
                 lines = [ln for ln in proc.stderr.strip().splitlines()
                          if 'warn' not in ln.lower()]
                 err = (lines or ['?'])[-1]
-            rows[name] = dict(error=err[:200], returncode=proc.returncode)
-        print(f'{name:36s} {rows[name]}', flush=True)
-    if args.out:
-        with open(args.out, 'a') as f:
-            f.write(json.dumps(dict(config=args.config,
-                                    num_clips=args.num_clips,
-                                    max_memory=args.max_memory,
-                                    rows=rows)) + '\n')
+            rows[name] = dict(error=err[:300], returncode=proc.returncode)
+        print(f'{label or ""} {name:36s} {rows[name]}', flush=True)
+    return rows
+
+
+def plan_text(plan) -> str:
+    """``views per pass / batch (budget)`` of a memory plan."""
+    if not plan:
+        return '-'
+    text = str(plan.get('views_per_pass', '-'))
+    if plan.get('batch_size') is not None:
+        text += f" / {plan['batch_size']}"
+    if plan.get('budget'):
+        text += f" ({plan['budget'] / 2**30:.2f} GB)"
+    return text
+
+
+def markdown_table(records) -> str:
+    """One row per (model, views, case): peak, time, time per view and the
+    ratio to the toolbox's peak of the same model and views."""
+    out = ['| model | views | case | peak RSS | time | time per view | '
+           'vs toolbox peak | views per pass / batch (budget) | '
+           'load average (start -> end) |',
+           '|---|---|---|---|---|---|---|---|---|']
+    for rec in records:
+        rows = rec['rows']
+        base = rows.get('toolbox inference', {}).get('peak_rss_gb')
+        views = next((r['views'] for r in rows.values()
+                      if r.get('views')), None)
+        for name, r in rows.items():
+            if 'error' in r:
+                out.append(f"| {rec['model']} | {views or '?'} | {name} | "
+                           f"failed: `{r['error']}` | | | | | |")
+                continue
+            ratio = f"{r['peak_rss_gb'] / base:.2f}x" if base else '-'
+            per = f"{r['seconds'] / views:.2f} s" if views else '-'
+            plan = plan_text(r.get('memory_plan'))
+            out.append(f"| {rec['model']} | {views or '?'} | {name} | "
+                       f"{r['peak_rss_gb']:.2f} GB | {r['seconds']:.1f} s | "
+                       f"{per} | {ratio} | {plan} | "
+                       f"{r.get('load_average', '?')} -> "
+                       f"{r.get('load_average_end', '?')} |")
+    return '\n'.join(out) + '\n'
+
+
+def merge_records(paths) -> list:
+    """Records of JSON-lines files merged by (model, num_clips): later
+    runs of a case replace earlier ones, cases keep their first order."""
+    merged = {}
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                rec = json.loads(line)
+                key = (rec.get('model') or rec.get('config'),
+                       rec.get('num_clips'))
+                if key not in merged:
+                    merged[key] = dict(rec, model=key[0], rows={})
+                merged[key]['rows'].update(rec['rows'])
+    for rec in merged.values():  # the toolbox's row first
+        rows = rec['rows']
+        rec['rows'] = dict(sorted(rows.items(),
+                                  key=lambda kv: kv[0] != 'toolbox inference'))
+    return list(merged.values())
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--config', default=None)
+    p.add_argument('--models', nargs='+', default=None,
+                   help="'all' or names of MODELS: run the table's cases "
+                   '(--cases) for each')
+    p.add_argument('--video', default='work_dirs/bench_scale/video_640x360.mp4')
+    p.add_argument('--cases', nargs='+', default=None,
+                   help='case names (default: all cases with --config, the '
+                   'table cases with --models)')
+    p.add_argument('--case', default=None, help=argparse.SUPPRESS)
+    p.add_argument('--out', default=None, help='append JSON lines here')
+    p.add_argument('--markdown', default=None,
+                   help='write the markdown table of this run here')
+    p.add_argument('--num-clips', type=int, default=None,
+                   help="the test pipeline's SampleFrames num_clips")
+    p.add_argument('--max-memory', default=None,
+                   help='memory budget for the explainers, e.g. 4G')
+    p.add_argument('--timeout', type=float, default=None,
+                   help='seconds per case (then reported as not finished)')
+    p.add_argument('--table-from', nargs='+', default=None, metavar='JSONL',
+                   help='run nothing: print the markdown table of these '
+                   'JSON-lines files (cases of a model and --num-clips '
+                   'merged)')
+    args = p.parse_args()
+    if args.table_from:
+        table = markdown_table(merge_records(args.table_from))
+        print(table, end='')
+        if args.markdown:
+            with open(args.markdown, 'w') as f:
+                f.write(table)
+        return 0
+    if args.case:
+        print(json.dumps(run_case(args.config, args.video, CASES[args.case],
+                                  args.num_clips, args.max_memory)))
+        return 0
+    if args.models:
+        names = list(MODELS) if args.models == ['all'] else args.models
+        unknown = [n for n in names if n not in MODELS]
+        if unknown:
+            p.error(f'unknown models {unknown}; choose from {list(MODELS)}')
+        jobs = [(n, MODELS[n]) for n in names]
+        cases = args.cases or list(TABLE_CASES)
+    elif args.config:
+        jobs = [(args.config, args.config)]
+        cases = args.cases or list(CASES)
+    else:
+        p.error('give --config or --models')
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        p.error(f'unknown cases {unknown}; choose from {list(CASES)}')
+    os.makedirs(osp.dirname(args.video), exist_ok=True)
+    make_video(args.video)
+    records = []
+    for model, config in jobs:
+        rows = run_cases(config, args.video, cases, args.num_clips,
+                         args.max_memory, args.timeout, label=model)
+        rec = dict(model=model, config=config, num_clips=args.num_clips,
+                   max_memory=args.max_memory, rows=rows)
+        records.append(rec)
+        if args.out:
+            with open(args.out, 'a') as f:
+                f.write(json.dumps(rec) + '\n')
+        if args.markdown:
+            with open(args.markdown, 'w') as f:
+                f.write(markdown_table(records))
     return 0
 
 

@@ -681,22 +681,23 @@ as the issue defines it (the phase-defining instrument's mask); reaching
 transitions (e.g. trained with the earlier frames of a window dropped at
 random), not another scoring rule.
 
-**Why Grad-CAM, Grad-CAM++ and XGrad-CAM on the last stage lose to the
-random map.** They weight each channel of `backbone.layer2` by one number
-per window (the mean gradient, or its alpha / activation-weighted
-versions). The head does not pool those channels globally: it keeps the
-8x8 grid (`spatial_pool='grid'`, a 1x1 convolution per cell, then the TCN
-over the 1024 cell features), so the gradient of a channel has a different
-size and sign in every cell, and one weight per channel mixes the phase
-instrument's cell with every other place where the channel fires (the
-distractors, the previous instrument, tissue texture). Their maps follow
-the activations, not the head's use of them: their maxima land on tissue
-or in the previous phase's frames (maxima tables), and deleting by them
-removes what the head ignores. The element-wise members of the family on
-the same layer and the same gradients (HiResCAM: `ReLU(sum_k g_k A_k)`,
-Layer-CAM: `ReLU(sum_k ReLU(g_k) A_k)`) keep each cell's own weight and do
-beat the random map, which locates the failure in the channel averaging
-(a global-average-pooling assumption), not in the layer."""
+**Why Grad-CAM on the last stage loses to the random map (deletion and
+insertion, both seeds).** It weights each channel of `backbone.layer2` by
+one number per window, the mean of its gradient over all cells and frames.
+The head does not pool those channels globally: it keeps the 8x8 grid
+(`spatial_pool='grid'`, a 1x1 convolution per cell, then the TCN over the
+1024 cell features), so a channel's gradient has a different size and sign
+in every cell, and its mean mixes the phase instrument's cell with every
+other place the channel fires. The map then follows the activations, not
+the head's use of them: its maximum lands in a previous phase's frame in
+most straddling windows and on tissue in the others (maxima tables), and
+deleting by it removes what the head ignores. On the same layer and the
+same gradients, the methods that keep per-cell weights beat the random map
+on all three scores: Layer-CAM (`ReLU(sum_k ReLU(g_k) A_k)`, pointing about
+0.65-0.68) and HiResCAM (`ReLU(sum_k g_k A_k)`); Grad-CAM++ and XGrad-CAM,
+whose channel weights are alpha- or activation-weighted sums that favour
+the cells where a channel fires strongly, sit between. The failure is
+Grad-CAM's global-average-pooling assumption, not the layer."""
 
 
 def beats_random(e: dict, k: str) -> dict:

@@ -47,7 +47,9 @@ class BaseExplainer:
             clean views so; the result equals one pass (``None`` or 0: no
             limit but the memory budget).
         max_memory: memory budget of the explanation's forwards and
-            backwards (``'4G'``, ``'512M'``, bytes; default: half the
+            backwards (``'4G'``, ``'512M'``, bytes; ``'toolbox'``: what the
+            toolbox's own gradient-free inference of the input holds, B x V
+            one-view forwards, capped by the default; default: half the
             available RAM on CPU, 80% of the free memory on CUDA): views per
             pass and batch sizes are lowered until the estimate of one pass
             fits (:mod:`.memory`, ``docs/scale.md``). On an out-of-memory
@@ -114,7 +116,12 @@ class BaseExplainer:
                              f'(0 or None: one pass), got '
                              f'{max_views_per_pass!r}')
         self.max_views_per_pass = max_views_per_pass or None
-        self.max_memory = parse_memory(max_memory)
+        #: ``max_memory='toolbox'``: the budget is what the toolbox's own
+        #: gradient-free inference of the same input holds
+        self.toolbox_budget = isinstance(max_memory, str) and \
+            max_memory.strip().lower() == 'toolbox'
+        self.max_memory = None if self.toolbox_budget else \
+            parse_memory(max_memory)
         #: views per pass and batch size of the last call, the budget and
         #: the per-view estimate (:func:`.memory.memory_plan_dict`)
         self.last_memory_plan: Optional[dict] = None
@@ -296,8 +303,8 @@ class BaseExplainer:
         if budget is not None and ((cap > 1 and uses_views) or
                                    (batch or 1) > 1):
             cost = self._view_cost(video)
-            if cost is not None and self.max_memory is None:
-                # by default no more than the toolbox's own inference
+            if cost is not None and self.toolbox_budget:
+                # no more than the toolbox's own inference
                 budget = default_budget(video.device, inference_memory(
                     cost, min(num, toolbox_chunk or num), video.shape[0]))
         views = cap

@@ -199,12 +199,17 @@ def test_memory_budget_sets_views_and_batches(models):
         if hasattr(small, 'batch_size'):
             assert plan['batch_size'] == 1 and small.batch_size == 8
         assert_same(ref, got)
+    # the default: a share of the machine's available memory
+    exp = make('gradcam', model, max_views_per_pass=None)
+    exp.attribute(x, 'pred')
+    assert exp.last_memory_plan['budget'] > 0
+    assert exp.last_memory_plan['views_per_pass'] == 3
     with pytest.raises(MMXAIError, match='max_memory'):
         build_explainer('gradcam', model, max_memory='lots')
 
 
-def test_default_budget_is_the_toolboxs_inference_memory(models):
-    """Without ``max_memory`` the budget is what the toolbox's one
+def test_toolbox_budget_is_the_toolboxs_inference_memory(models):
+    """With ``max_memory='toolbox'`` the budget is what the toolbox's one
     gradient-free pass of all B x V views holds (B V forward), so RISE's
     batch of 8 perturbed clips shrinks to B V = 6 rows per forward, the
     CAM's views per pass follow, and the results stay those of one pass."""
@@ -214,7 +219,7 @@ def test_default_budget_is_the_toolboxs_inference_memory(models):
                 progress=False)
     ref = make('rise', model, max_views_per_pass=None, max_memory='64G',
                **opts).attribute(x, 'pred')
-    exp = make('rise', model, **opts)
+    exp = make('rise', model, max_memory='toolbox', **opts)
     rows, handle = rows_seen(model)
     try:
         got = exp.attribute(x, 'pred')
@@ -225,7 +230,8 @@ def test_default_budget_is_the_toolboxs_inference_memory(models):
     assert plan['batch_size'] == 6 and exp.batch_size == 8
     assert max(rows) == 6  # never more rows than the toolbox's pass
     assert_same(ref, got)
-    cam = make('gradcam', model, max_views_per_pass=None)
+    cam = make('gradcam', model, max_views_per_pass=None,
+               max_memory='toolbox')
     cam.attribute(x, 'pred')
     plan = cam.last_memory_plan
     assert plan['budget'] == 2 * 3 * plan['view_forward_bytes']

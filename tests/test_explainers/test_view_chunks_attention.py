@@ -274,8 +274,12 @@ CAPTUM_CASES = [
                  marks=pytest.mark.sweep),
     pytest.param('GuidedGradCam', dict(layer='backbone.layer4'),
                  marks=pytest.mark.sweep),
+    # one step per forward in both runs (the one-pass run's Captum call
+    # takes every sample-view row at once and then one step per forward;
+    # the chunked run's default budget would batch both steps)
     pytest.param('LayerIntegratedGradients',
-                 dict(layer='backbone.layer3', n_steps=2),
+                 dict(layer='backbone.layer3', n_steps=2,
+                      internal_batch_size=1),
                  marks=pytest.mark.sweep),
     pytest.param('Occlusion', dict(sliding_window_shapes=(1, 3, 2, 16, 32),
                                    strides=(1, 3, 2, 16, 32)),

@@ -119,12 +119,16 @@ def test_viewer_in_headless_chromium(run, tmp_path):
     assert 'http' not in page.replace('http-equiv', '')  # no network
     probe = out / 'probe.html'
     probe.write_text(page.replace('</body>', PROBE_JS))
-    proc = subprocess.run(
-        [browser, '--headless', '--no-sandbox', '--disable-gpu',
-         '--allow-file-access-from-files', '--virtual-time-budget=8000',
-         '--dump-dom', 'file://' + str(probe)],
-        capture_output=True, text=True, timeout=90)
-    m = re.search(r'<pre id="probe">(.*?)</pre>', proc.stdout)
+    for attempt in range(3):  # a loaded machine: the probe may not be
+        proc = subprocess.run(  # written within chromium's time budget
+            [browser, '--headless', '--no-sandbox', '--disable-gpu',
+             '--allow-file-access-from-files',
+             f'--virtual-time-budget={8000 * (attempt + 1)}',
+             '--dump-dom', 'file://' + str(probe)],
+            capture_output=True, text=True, timeout=120)
+        m = re.search(r'<pre id="probe">(.*?)</pre>', proc.stdout)
+        if m:
+            break
     assert m, proc.stderr[-2000:]
     p = json.loads(m.group(1).replace('&quot;', '"'))
     assert 'error' not in p, p

@@ -49,11 +49,11 @@ from ..evaluation.recommendation import recommend
 from ..evaluation.sanity import is_norm
 from ..explainers import build_explainer, method_names
 from ..explainers.builder import method_options
-from ..fileio import check_writable, read_label_map
+from ..fileio import check_writable
 from ..preflight import check_video_file
 from ..registry import EXPLAINERS
 from ..utils.layers import get_layer
-from .inference import class_names_of
+from .class_names import class_names_of, given_class_names
 from .outputs import video_track
 from .video_input import load_video_sample
 
@@ -233,8 +233,7 @@ def compare_methods(model: Union[nn.Module, str], videos: Sequence[str],
     names = resolve_methods(methods, all_methods)
     if out_dir is not None:
         check_writable(out_dir)
-    labels = read_label_map(class_names) if isinstance(class_names, str) \
-        else (list(class_names) if class_names else None)
+    labels = given_class_names(class_names)
     from .model import model_and_config
     model, cfg = model_and_config(
         model, checkpoint, device=device, trust_checkpoint=trust_checkpoint,

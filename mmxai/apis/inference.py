@@ -13,16 +13,17 @@ import mmengine
 from torch import nn
 
 from ..adapters import unwrap_model, video_to_frames
-from ..errors import InputError
 from ..explainers import BaseExplainer, Explanation, build_explainer
-from ..fileio import check_writable, read_label_map
+from ..fileio import check_writable
 from ..preflight import check_video_file
 from ..outputs import VIDEO_DEFAULT, extras_writer, resolve_outputs
+from .class_names import class_names_of, config_class_names, given_class_names, \
+    matched_class_names
 from .outputs import write_video_outputs
 from .video_input import VideoSample, load_video_sample
 
 __all__ = ['VideoExplanation', 'explain_video', 'class_names_of',
-           'default_out_dir']
+           'config_class_names', 'default_out_dir']
 
 
 @dataclass
@@ -44,49 +45,6 @@ class VideoExplanation:
         t = int(self.explanation.targets[i])
         names = self.class_names or []
         return names[t] if 0 <= t < len(names) else str(t)
-
-
-def class_names_of(model: nn.Module, cfg=None,
-                   num_classes: Optional[int] = None) -> Optional[List[str]]:
-    """Class names from ``model.dataset_meta['classes']`` if present, else
-    from ``cfg``'s test (then val) dataset: its ``classes``,
-    ``metainfo['classes']`` or its registered class's ``METAINFO`` (e.g.
-    ``mmxai.Cholec80Dataset``: the seven phases), used only when there are
-    ``num_classes`` of them (when given)."""
-    meta = getattr(unwrap_model(model), 'dataset_meta', None) or {}
-    classes = meta.get('classes')
-    if classes:
-        return list(classes)
-    names = None if cfg is None else config_class_names(cfg)
-    if names and num_classes is not None and len(names) != num_classes:
-        return None
-    return names
-
-
-def config_class_names(cfg) -> Optional[List[str]]:
-    """Class names a config's test or val dataset declares (``None``:
-    none; nothing is built or read from disk)."""
-    from mmaction.registry import DATASETS
-    for key in ('test_dataloader', 'val_dataloader'):
-        ds = (cfg.get(key) or {}).get('dataset') if hasattr(cfg, 'get') \
-            else None
-        while isinstance(ds, dict) and 'dataset' in ds and \
-                'classes' not in ds:  # wrappers (RepeatDataset, ...)
-            ds = ds['dataset']
-        if not isinstance(ds, dict):
-            continue
-        classes = ds.get('classes') or (ds.get('metainfo') or {}).get(
-            'classes')
-        if not classes and isinstance(ds.get('type'), str):
-            try:
-                klass = DATASETS.get(ds['type'])
-            except Exception:  # noqa: B902 (an unknown scope or type)
-                klass = None
-            classes = (getattr(klass, 'METAINFO', None) or {}).get(
-                'classes')
-        if classes:
-            return [str(c) for c in classes]
-    return None
 
 
 def default_out_dir(source: str, method: Union[str, dict, BaseExplainer]
@@ -149,8 +107,7 @@ def explain_video(model: Union[nn.Module, str, mmengine.Config], video: str,
     outputs = resolve_outputs(outputs, 'outputs')
     if out_dir is not None:
         check_writable(out_dir)
-    names = read_label_map(class_names) if isinstance(class_names, str) \
-        else (list(class_names) if class_names else None)
+    names = given_class_names(class_names)
     from .model import model_and_config
     model, cfg = model_and_config(
         model, checkpoint, device=device, trust_checkpoint=trust_checkpoint,
@@ -158,11 +115,8 @@ def explain_video(model: Union[nn.Module, str, mmengine.Config], video: str,
         allow_partial_checkpoint=allow_partial_checkpoint)
     explainer = method if isinstance(method, BaseExplainer) else \
         build_explainer(method, model, **options)
-    if names is not None and len(names) != explainer.adapter.num_classes:
-        raise InputError(
-            f'the label map has {len(names)} names but the model has '
-            f'{explainer.adapter.num_classes} classes; give one name per '
-            'class, one per line')
+    names = matched_class_names(names, model, cfg,
+                                explainer.adapter.num_classes)
     sample = load_video_sample(video, cfg, label=label)
     exp = explainer.explain(sample.data, target=target)
     exp.settings['seconds_total'] = round(time.perf_counter() - start, 4)
@@ -170,8 +124,6 @@ def explain_video(model: Union[nn.Module, str, mmengine.Config], video: str,
     warning = getattr(unwrap_model(model), 'mmxai_checkpoint_warning', None)
     if warning:
         exp.settings['checkpoint_warning'] = warning
-    names = names or class_names_of(model, cfg,
-                                    explainer.adapter.num_classes)
     files = {}
     if out_dir is not None:
         frames = _view_frames(explainer, sample) \

@@ -34,10 +34,8 @@ batch is done; a re-run into the same folder skips finished windows (a
 lock file refuses a second run into the folder while one is going on).
 """
 import contextlib
-import math
 import os
 import os.path as osp
-import sys
 import time
 from typing import (Any, Dict, Iterator, List, Optional, Sequence, Tuple,
                     Union)
@@ -49,7 +47,7 @@ from ..datasets.phase_labels import frame_ground_truth
 from ..errors import ConfigError, InputError, OutputError, TargetError
 from ..explainers import BaseExplainer, build_explainer
 from ..fileio import atomic_path, check_writable, clean_stale, json_safe, \
-    read_json, read_label_map, write_json
+    read_json, write_json
 from ..outputs import (LONG_VIDEO_LAYOUT, OutputWriter, RankOutputs,
                        TIMELINE_FILES, Timeline, WindowRecord)
 from ..outputs.timeline import write_timeline_csv, write_timeline_json
@@ -57,9 +55,10 @@ from ..outputs.track import display_maps, frame_series
 from ..preflight import (check_video_file, parse_time_spec,
                          read_ground_truth, to_frames)
 from ..utils.native_stderr import captured_native_stderr, sanitize_text
+from ..utils.status_line import StatusLine
 from ..version import __version__
 from .frame_mapping import maps_to_original
-from .inference import class_names_of
+from .class_names import given_class_names, matched_class_names
 from .video_input import (_GeometryTracker, _shape_state, check_frame_size,
                           probe_frame_size, test_pipeline_cfg, _limit,
                           FRAME_PIXELS_ENV, MAX_FRAME_PIXELS)
@@ -390,39 +389,6 @@ class WindowInputs:
 # frame_ground_truth: mmxai.datasets.phase_labels (shared with the phase datasets)
 
 
-# --------------------------------------------------------------- progress
-class Progress:
-    """One status line on stderr: windows done, frames/s, ETA."""
-
-    def __init__(self, total: int, enabled: bool = True,
-                 stream=None) -> None:
-        self.total = total
-        self.enabled = enabled
-        self.stream = stream or sys.stderr
-        self.start = time.perf_counter()
-        self.last = 0.0
-        self.tty = hasattr(self.stream, 'isatty') and self.stream.isatty()
-
-    def update(self, done: int, frames: int, skipped: int = 0,
-               force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if not force and now - self.last < (0.5 if self.tty else 10.0):
-            return
-        self.last = now
-        el = max(now - self.start, 1e-6)
-        rate = (done - skipped) / el
-        left = (self.total - done) / rate if rate > 0 else float('nan')
-        eta = f'{left // 60:.0f}m{left % 60:02.0f}s' if math.isfinite(left) \
-            else '?'
-        pct = 100.0 * done / max(1, self.total)
-        line = (f'windows {done}/{self.total} ({pct:.0f}%) '
-                f'{frames / el:.1f} frames/s {rate:.2f} windows/s ETA {eta}')
-        end = '\r' if self.tty and done < self.total else '\n'
-        print(line, end=end, file=self.stream, flush=True)
-
-
 # -------------------------------------------------------------------- lock
 @contextlib.contextmanager
 def run_lock(out_dir: str) -> Iterator[None]:
@@ -548,8 +514,7 @@ def explain_long_video(model: Union[nn.Module, str], video: str,
     if target == 'gt' and gt_rows is None:
         raise TargetError("target 'gt' on a long video needs gt=FILE "
                           '(per-frame labels)')
-    names = read_label_map(class_names) if isinstance(class_names, str) \
-        else (list(class_names) if class_names else None)
+    names = given_class_names(class_names)
     stream = VideoStream(video)
     from .model import model_and_config
     model, cfg = model_and_config(
@@ -563,11 +528,7 @@ def explain_long_video(model: Union[nn.Module, str], video: str,
     explainer = method if isinstance(method, BaseExplainer) else \
         build_explainer(method, model, **options)
     num_classes = explainer.adapter.num_classes
-    if names is not None and len(names) != num_classes:
-        raise InputError(f'the label map has {len(names)} names but the '
-                         f'model has {num_classes} classes; give one name '
-                         'per class, one per line')
-    names = names or class_names_of(model, cfg, num_classes)
+    names = matched_class_names(names, model, cfg, num_classes)
     gt_frames = None if gt_rows is None else frame_ground_truth(
         gt_rows, stream.num_frames, plan.fps, names, num_classes)
     if isinstance(target, int) and not 0 <= target < num_classes:
@@ -665,7 +626,7 @@ def _run_windows(tl, plan, stream, inputs, explainer, target, gt_frames,
     from mmengine.dataset import pseudo_collate
     writer = OutputWriter(['json', 'npz'], LONG_VIDEO_LAYOUT, json_indent=0)
     todo = [i for i in range(len(plan)) if i not in skip]
-    bar = Progress(len(plan), progress)
+    bar = StatusLine(len(plan), 'windows', 'windows', progress)
     frames_seen = 0
     h0, w0 = stream.shape
     scale = min(1.0, map_size / max(h0, w0))

@@ -34,7 +34,6 @@ The model: the toolbox's ``Recognizer2D`` (a frame CNN) with mmxai's
 import hashlib
 import os
 import os.path as osp
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -48,11 +47,12 @@ from ..errors import ConfigError, InputError, TargetError
 from ..explainers.sequence_attribution import (
     SCORES, check_phase_head, context_baseline, context_integrated_gradients,
     context_occlusion, context_shapley, receptive_field)
-from ..fileio import check_writable, json_safe, read_label_map
+from ..fileio import check_writable, json_safe
 from .feature_cache import FeatureCache
 from ..preflight import check_video_file, parse_time_spec, read_ground_truth
 from ..utils.model_state import preserved_model_state
-from .inference import class_names_of
+from ..utils.status_line import StatusLine
+from .class_names import given_class_names, matched_class_names
 from .long_video import (VideoStream, WindowInputs, WindowPlan,
                          _decode_error, run_lock)
 from .video_input import test_pipeline_cfg
@@ -205,30 +205,6 @@ def _weights_fingerprint(model: nn.Module) -> str:
 
 
 # ------------------------------------------------------------ features
-class _Bar:
-    """One status line on stderr: frames done, frames/s, ETA."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled = total, enabled and total > 0
-        self.start = time.perf_counter()
-        self.last = 0.0
-        self.tty = sys.stderr.isatty()
-
-    def update(self, done: int, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if not force and now - self.last < (0.5 if self.tty else 10.0):
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-6)
-        left = (self.total - done) / rate if rate > 0 else float('nan')
-        end = '\r' if self.tty and done < self.total else '\n'
-        print(f'features {done}/{self.total} frames '
-              f'({100 * done / self.total:.0f}%) {rate:.1f} frames/s '
-              f'ETA {left:.0f}s', end=end, file=sys.stderr, flush=True)
-
-
 def frame_features(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     """Pooled frame features ``[D, m]`` of preprocessed frames ``inputs
     [1, m, C, H, W]`` (backbone + the head's pooling, as
@@ -247,7 +223,7 @@ def _fill_cache(model, cfg, stream, cache, todo, interval, batch_size,
                       stream.fps, stream.num_frames, interval, 0,
                       stream.num_frames, 'one')
     inputs = WindowInputs(cfg, plan, stream.shape, stream.video)
-    bar = _Bar(len(todo), progress)
+    bar = StatusLine(len(todo), 'features', 'frames', progress)
     done = 0
     for lo in range(0, len(todo), batch_size):
         grid = todo[lo:lo + batch_size]
@@ -425,8 +401,7 @@ def explain_phase_sequence(
     gt_rows = read_ground_truth(gt) if gt else None
     if target == 'gt' and gt_rows is None:
         raise TargetError("target 'gt' needs gt=FILE (per-frame labels)")
-    names = read_label_map(class_names) if isinstance(class_names, str) \
-        else (list(class_names) if class_names else None)
+    names = given_class_names(class_names)
     from .model import model_and_config
     model, cfg = model_and_config(
         model, checkpoint, device=device, trust_checkpoint=trust_checkpoint,
@@ -453,10 +428,7 @@ def explain_phase_sequence(
                          'number of grid frames >= 1')
     span = R if L == 0 else min(L, R)
     K = head.num_classes
-    if names is not None and len(names) != K:
-        raise InputError(f'the label map has {len(names)} names but the '
-                         f'model has {K} classes')
-    names = names or class_names_of(model, cfg, K)
+    names = matched_class_names(names, model, cfg, K)
     if isinstance(target, int) and not 0 <= target < K:
         raise TargetError(f'target class {target} is out of range: the '
                           f'model has {K} classes')

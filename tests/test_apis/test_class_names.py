@@ -34,3 +34,21 @@ def test_class_names_of_falls_back_to_the_config():
     assert class_names_of(model, cfg, 5) is None  # not one name per class
     model.dataset_meta = dict(classes=['x'] * 7)
     assert class_names_of(model, cfg, 7) == ['x'] * 7
+
+
+def test_given_and_matched_class_names(tmp_path):
+    import pytest
+
+    from mmxai.apis.class_names import given_class_names, matched_class_names
+    from mmxai.errors import InputError
+    f = tmp_path / 'labels.txt'
+    f.write_text('a\nb\n')
+    assert given_class_names(str(f)) == ['a', 'b']
+    assert given_class_names(('a', 'b')) == ['a', 'b']
+    assert given_class_names(None) is None
+    model = nn.Linear(1, 1)
+    assert matched_class_names(['a', 'b'], model, None, 2) == ['a', 'b']
+    with pytest.raises(InputError, match='2 names but the model has 3'):
+        matched_class_names(['a', 'b'], model, None, 3)
+    model.dataset_meta = dict(classes=['x', 'y', 'z'])
+    assert matched_class_names(None, model, None, 3) == ['x', 'y', 'z']

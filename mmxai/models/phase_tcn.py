@@ -17,6 +17,16 @@ uses every frame's label (``frame_labels`` in the data samples, from
 truncated smoothing loss; ``predict`` reports the last stage at the last
 frame (online).
 
+Context swap (``context_dropout``, training only): with that probability
+per window, the frames before the last ``k`` (``k`` uniform in 1..T-1) are
+replaced, with their labels, by the same frames of another window of the
+batch (a random other time, usually of another procedure), so the earlier
+frames of a window stop predicting its last frames' phase and the last
+frame(s) must carry it (an online model otherwise learns that the previous
+phase's instrument announces the next phase). ``'zero'`` fills them with
+zeros instead (their labels ignored), ``'last'`` with the last frame's
+features (and label). Eval mode and ``forward`` / ``predict`` never swap.
+
 Attribution over the feature time axis (:class:`FeatureSequence`): the
 frame features are computed once (cached), and methods perturb the sequence
 only, so explaining minute 40 reruns only the light TCN.
@@ -79,6 +89,13 @@ class CausalMSTCNHead(BaseHead):
         spatial_pool: ``'avg'`` (global average of the frame features) or
             ``'grid'`` (1x1 conv to ``grid_channels``, ReLU, average over
             each cell of a ``grid_size`` x ``grid_size`` grid, flattened).
+        context_dropout: probability per training window of replacing the
+            frames before the last k (k uniform in 1..T-1) by
+            ``context_fill``: ``'swap'`` (those frames of another window of
+            the batch, with their labels; a batch of one is left as is),
+            ``'zero'`` (zeros, labels ignored) or ``'last'`` (the last
+            frame's features and label). Only in :meth:`loss` in training
+            mode; 0 (default) never.
     """
 
     def __init__(self, num_classes: int, in_channels: int,
@@ -86,12 +103,21 @@ class CausalMSTCNHead(BaseHead):
                  channels: int = 64, smooth_weight: float = 0.15,
                  dropout_ratio: float = 0.0, spatial_pool: str = 'avg',
                  grid_size: int = 4, grid_channels: int = 16,
+                 context_dropout: float = 0.0, context_fill: str = 'swap',
                  **kwargs) -> None:
         kwargs.setdefault('average_clips', 'prob')
         super().__init__(num_classes, in_channels, **kwargs)
         if spatial_pool not in ('avg', 'grid'):
             raise ConfigError(f"spatial_pool={spatial_pool!r}: give 'avg' "
                               "or 'grid'")
+        if not 0.0 <= float(context_dropout) <= 1.0:
+            raise ConfigError(f'context_dropout={context_dropout}: give a '
+                              'probability in [0, 1]')
+        if context_fill not in ('swap', 'zero', 'last'):
+            raise ConfigError(f"context_fill={context_fill!r}: give 'swap', "
+                              "'zero' or 'last'")
+        self.context_dropout = float(context_dropout)
+        self.context_fill = context_fill
         self.smooth_weight = smooth_weight
         self.spatial_pool = spatial_pool
         self.grid_size = int(grid_size)
@@ -135,9 +161,40 @@ class CausalMSTCNHead(BaseHead):
         """Last stage's logits at the last frame: ``[B, K]`` (online)."""
         return self.sequence_logits(self.pool(x, num_segs))[-1][..., -1]
 
+    def swap_context(self, seq: Tensor, labels: Tensor,
+                     generator: Optional[torch.Generator] = None):
+        """Training-time context replacement (``context_dropout``) of a
+        sequence ``[B, D, T]`` and its labels ``[B, T]``; returns new
+        tensors (the inputs are not changed). Identity in eval mode."""
+        B, _, T = seq.shape
+        if not self.training or not self.context_dropout or T < 2:
+            return seq, labels
+        if self.context_fill == 'swap' and B < 2:
+            return seq, labels
+        dev = seq.device
+        hit = torch.rand(B, generator=generator) < self.context_dropout
+        keep = torch.randint(1, T, (B, ), generator=generator)
+        # another window of the batch for each (never itself)
+        donor = (torch.arange(B) + torch.randint(
+            1, max(B, 2), (B, ), generator=generator)) % B
+        t = torch.arange(T)
+        sel = hit[:, None] & (t[None] < (T - keep)[:, None])  # [B, T]
+        sel_d = sel.to(dev)
+        if self.context_fill == 'swap':
+            fill, fill_lab = seq[donor.to(dev)], labels[donor.to(dev)]
+        elif self.context_fill == 'zero':
+            fill = torch.zeros_like(seq)
+            fill_lab = torch.full_like(labels, -100)
+        else:  # 'last'
+            fill = seq[..., -1:].expand_as(seq)
+            fill_lab = labels[:, -1:].expand_as(labels)
+        seq = torch.where(sel_d[:, None, :], fill, seq)
+        labels = torch.where(sel_d, fill_lab, labels)
+        return seq, labels
+
     def loss(self, feats, data_samples, **kwargs) -> dict:
         num_segs = kwargs.get('num_segs', 1)
-        outs = self.sequence_logits(self.pool(feats, num_segs))
+        seq = self.pool(feats, num_segs)
         labels = []
         for s in data_samples:
             fl = s.metainfo.get('frame_labels')
@@ -147,7 +204,9 @@ class CausalMSTCNHead(BaseHead):
             else:
                 lab = torch.as_tensor(fl, dtype=torch.long)
             labels.append(lab)
-        labels = torch.stack(labels).to(outs[0].device)  # [B, T]
+        labels = torch.stack(labels).to(seq.device)  # [B, T]
+        seq, labels = self.swap_context(seq, labels)
+        outs = self.sequence_logits(seq)
         ce = sum(F.cross_entropy(o, labels, ignore_index=-100) for o in outs)
         losses = dict(loss_cls=ce)
         if self.smooth_weight and num_segs > 1:

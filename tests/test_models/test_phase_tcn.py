@@ -122,3 +122,119 @@ def test_grid_pool_keeps_where_avg_pool_forgets():
     assert grid.stages[0].inp.in_channels == 12
     with pytest.raises(ConfigError, match='spatial_pool'):
         MODELS.build(dict(kw, spatial_pool='max'))
+
+
+def _ctx_head(**kw):
+    from mmaction.registry import MODELS
+    torch.manual_seed(0)
+    return MODELS.build(dict(type='CausalMSTCNHead', num_classes=K,
+                             in_channels=4, num_stages=2, num_layers=2,
+                             channels=8, **kw))
+
+
+def _ctx_batch(B=16, T=8, D=4):
+    # every entry tells its window (row) and frame (+1, never 0), so moved
+    # frames show
+    seq = (torch.arange(B).view(B, 1, 1) * 100.
+           + torch.arange(1, T + 1).view(1, 1, T)).expand(B, D, T).contiguous()
+    labels = (torch.arange(B).view(B, 1) * 10
+              + torch.arange(T).view(1, T)).contiguous()
+    return seq, labels
+
+
+def test_context_swap_does_nothing_in_eval_mode_or_at_zero():
+    seq, labels = _ctx_batch()
+    head = _ctx_head(context_dropout=1.0).eval()
+    s, lab = head.swap_context(seq, labels)
+    assert torch.equal(s, seq) and torch.equal(lab, labels)
+    head = _ctx_head(context_dropout=0.0).train()
+    s, lab = head.swap_context(seq, labels)
+    assert torch.equal(s, seq) and torch.equal(lab, labels)
+    # predict / forward never swap, even in training mode
+    head = _ctx_head(context_dropout=1.0, dropout_ratio=0.0)
+    feats = torch.randn(2 * 8, 4)
+    head.eval()
+    a = head(feats, num_segs=8)
+    head.train()
+    torch.testing.assert_close(head(feats, num_segs=8), a)
+
+
+def test_context_swap_replaces_earlier_frames_by_another_window():
+    seq, labels = _ctx_batch(B=64)
+    B, T = labels.shape
+    head = _ctx_head(context_dropout=0.5).train()
+    g = torch.Generator().manual_seed(1)
+    s, lab = head.swap_context(seq, labels, generator=g)
+    hit = 0
+    for b in range(B):
+        row = (s[b, 0] // 100).long()           # the window each frame is from
+        frame = (s[b, 0] % 100).long() - 1
+        assert torch.equal(frame, torch.arange(T))  # times kept in place
+        assert row[-1] == b                        # the last frame is kept
+        assert torch.equal(lab[b], row * 10 + frame)  # labels moved along
+        if (row != b).any():
+            hit += 1
+            j = int((row == b).nonzero()[0])       # first kept frame
+            assert 1 <= j <= T - 1
+            assert (row[j:] == b).all()            # kept: a suffix
+            donor = int(row[0])
+            assert donor != b and (row[:j] == donor).all()
+    assert 0.3 * B < hit < 0.7 * B                 # about half the windows
+    assert torch.equal(seq, _ctx_batch(B=64)[0])  # inputs left unchanged
+
+
+def test_context_fill_zero_and_last():
+    seq, labels = _ctx_batch(B=8)
+    T = labels.shape[1]
+    for fill in ('zero', 'last'):
+        head = _ctx_head(context_dropout=1.0, context_fill=fill).train()
+        s, lab = head.swap_context(seq, labels,
+                                   generator=torch.Generator().manual_seed(2))
+        for b in range(8):
+            changed = (s[b, 0] != seq[b, 0])
+            j = int((~changed).nonzero()[0])
+            assert 1 <= j <= T - 1 and not changed[j:].any()
+            assert changed[:j].all()               # every window hit (p=1)
+            if fill == 'zero':
+                assert (s[b, :, :j] == 0).all() and (lab[b, :j] == -100).all()
+            else:
+                assert torch.equal(s[b, :, :j],
+                                   seq[b, :, -1:].expand(-1, j))
+                assert (lab[b, :j] == labels[b, -1]).all()
+    from mmxai.errors import ConfigError
+    with pytest.raises(ConfigError, match='context_fill'):
+        _ctx_head(context_fill='noise')
+    with pytest.raises(ConfigError, match='context_dropout'):
+        _ctx_head(context_dropout=1.5)
+
+
+def test_loss_trains_on_the_swapped_windows():
+    """In training mode the loss is that of the swapped sequence and labels
+    (same random draws); in eval mode that of the original."""
+    import torch.nn.functional as F
+    head = _ctx_head(context_dropout=1.0, smooth_weight=0.0)
+    B, T = 6, 8
+    torch.manual_seed(3)
+    feats = torch.randn(B * T, 4)
+    fl = [np.array([i % K] * 4 + [(i + 1) % K] * 4) for i in range(B)]
+    samples = []
+    for f in fl:
+        s = ActionDataSample().set_gt_label(int(f[-1]))
+        s.set_metainfo(dict(frame_labels=f))
+        samples.append(s)
+    labels = torch.as_tensor(np.stack(fl))
+
+    def ce(seq, lab):
+        return sum(F.cross_entropy(o, lab, ignore_index=-100)
+                   for o in head.sequence_logits(seq))
+    seq = head.pool(feats, T)
+    head.eval()
+    torch.testing.assert_close(head.loss(feats, samples, num_segs=T)[
+        'loss_cls'], ce(seq, labels))
+    head.train()
+    torch.manual_seed(4)
+    got = head.loss(feats, samples, num_segs=T)['loss_cls']
+    torch.manual_seed(4)
+    s2, l2 = head.swap_context(seq, labels)
+    assert not torch.equal(l2, labels)
+    torch.testing.assert_close(got, ce(s2, l2))

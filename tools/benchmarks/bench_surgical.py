@@ -251,10 +251,12 @@ def generate(root: str, numbers, seed: int, duration: float) -> None:
 
 
 def load_cfg(root: str, train_ids, test_ids, epochs: int, work_dir: str,
-             spatial_pool: str = 'grid'):
+             spatial_pool: str = 'grid', context_dropout=None):
     from mmengine.config import Config
     cfg = Config.fromfile(CONFIG)
     cfg.model.cls_head.spatial_pool = spatial_pool
+    if context_dropout is not None:  # training only (CausalMSTCNHead)
+        cfg.model.cls_head.context_dropout = float(context_dropout)
     ids = lambda v: ','.join(str(i) for i in v)  # noqa: E731
     cfg.work_dir = work_dir
     cfg.train_dataloader.dataset.update(data_root=root, videos=ids(train_ids))
@@ -797,11 +799,14 @@ def write_doc(path: str, res: dict, fig_rel: str, cmd: str) -> None:
          f"{s.get('load')} at the end): explanations and scoring "
          + ', '.join(f"seed {s['seed'] if k == 'test' else s['fresh_seed']}"
                      f" {v:.0f} s" for k, v in s['explain_split'].items())
-         + ' (two processes at once, all methods); the phase metrics are '
-         "those of the last full run's `Runner.test` of the same checkpoint "
-         'on the same procedures (`--phase-from`; generation '
-         f"{s['gen_s']:.0f} s, Runner tests {s['test_s']:.0f} s on idle "
-         'cores), the checkpoint trained in '
+         + (' (two processes at once, all methods)' if s.get(
+             'parallel', True) else ' (one after the other, all methods)')
+         + '; the phase metrics are '
+         "those of the `Runner.test` of the same checkpoint on the same "
+         'procedures in the run that trained it or an earlier full run '
+         '(`--phase-from`; generation '
+         f"{s['gen_s']:.0f} s, Runner tests {s['test_s']:.0f} s), the "
+         'checkpoint trained in '
          f"{s.get('train_given') or 0:.0f} s.") if s.get('explain_split')
         else
         f"Machine: {s['machine']}. Total time {s['total_s'] / 60:.1f} min "
@@ -841,6 +846,12 @@ def write_doc(path: str, res: dict, fig_rel: str, cmd: str) -> None:
            "the frame features globally averaged (`spatial_pool='avg'`), ")
         +
         'labelled online (the phase at the last frame); '
+        + (f"trained with the head's context swap (`context_dropout="
+           f"{s['context_dropout']}`: in that share of the training "
+           'windows the frames before the last k, k uniform in 1-7, are '
+           "those of another window of the batch, with their labels; "
+           'test behaviour unchanged); ' if s.get('context_dropout') else '')
+        +
         f"{s['params'] / 1e6:.2f} M parameters. Trained by MMAction2's "
         f"Runner ({s['epochs']} epochs, AdamW 3e-3, cosine, batch 8 "
         f"windows), checkpoint `epoch_{s['epochs']}.pth` as the Runner "
@@ -1048,6 +1059,8 @@ def explain_one(args, s, work, argv) -> dict:
         r, 'masks', f'video{v:02d}-masks.npz'))['phase_mask'].mean()
         for v in test_ids]))
     out = dict(explain=e, seconds=time.perf_counter() - t0,
+               started=time.time() - (time.perf_counter() - t0),
+               ended=time.time(),
                params=sum(q.numel() for q in model.parameters()),
                load=' '.join(f'{v:.1f}' for v in os.getloadavg()),
                command=_command(argv), torch=torch.__version__)
@@ -1073,8 +1086,15 @@ def merge(args, s, work, argv, probe_file) -> dict:
     train_ids, test_ids = split_ids(s['train'], s['test'])
     o = old['settings']
     ckpt = args.checkpoint
+    # one after the other, or at once (the doc's command says which)
+    spans = [(p.get('started'), p.get('ended')) for p in parts.values()]
+    overlap = all(a is not None for sp in spans for a in sp) and \
+        spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1]
+    if s.get('context_dropout') is None:
+        s['context_dropout'] = o.get('context_dropout')
+    amp = ' &' if overlap else ''
     s.update(train_ids=train_ids, test_ids=test_ids,
-             params=parts['test']['params'],
+             params=parts['test']['params'], parallel=overlap,
              ckpt_mb=osp.getsize(ckpt) / 2**20, train_s=0.0,
              train_given=args.train_seconds, gen_s=o.get('gen_s', 0.0),
              test_s=o.get('test_s', 0.0),
@@ -1083,9 +1103,10 @@ def merge(args, s, work, argv, probe_file) -> dict:
              load=parts['fresh']['load'],
              machine=f"{os.cpu_count()} CPU cores (shared), torch "
              f"{parts['test']['torch']}, no GPU",
-             command='\n'.join([parts['test']['command'] + ' &',
-                                 parts['fresh']['command'] + ' &',
-                                 '{probe}', 'wait', _command(argv)]))
+             command='\n'.join([parts['test']['command'] + amp,
+                                 parts['fresh']['command'] + amp,
+                                 '{probe}'] + (['wait'] if overlap else [])
+                                + [_command(argv)]))
     s['total_s'] = s['explain_s'] + s['gen_s'] + s['test_s']
     res = dict(settings=s, phase=old['phase'],
                explain={k: p['explain'] for k, p in parts.items()},
@@ -1094,7 +1115,7 @@ def merge(args, s, work, argv, probe_file) -> dict:
     if osp.isfile(probe_file):
         with open(probe_file) as f:
             res['probe'] = json.load(f)
-        probe_cmd = res['probe'].get('command', '') + ' &'
+        probe_cmd = res['probe'].get('command', '') + amp
     s['command'] = s['command'].replace('{probe}\n', probe_cmd + '\n'
                                         if probe_cmd else '')
     with open(osp.join(work, 'results.json'), 'w') as f:
@@ -1129,6 +1150,12 @@ def main(argv=None) -> dict:
     p.add_argument('--spatial-pool', choices=('grid', 'avg'), default='grid',
                    help="the head's pooling of the frame features ('avg': "
                    'the global mean, the ablation)')
+    p.add_argument('--context-dropout', type=float,
+                   help="the head's training-time context swap probability "
+                   "(CausalMSTCNHead context_dropout; default the config's)")
+    p.add_argument('--train-only', action='store_true',
+                   help='steps 1-3 only (procedures, training, phase '
+                   'metrics); results.json then serves --phase-from')
     p.add_argument('--smoke', action='store_true',
                    help='smallest setting (2 train, 1 test, 40 s, 1 epoch)')
     p.add_argument('--checkpoint', help='skip training, use this')
@@ -1164,7 +1191,8 @@ def main(argv=None) -> dict:
         if getattr(args, k) is not None:
             s[k] = getattr(args, k)
     s.update(seed=args.seed, fresh_seed=args.fresh_seed,
-             spatial_pool=args.spatial_pool)
+             spatial_pool=args.spatial_pool,
+             context_dropout=args.context_dropout)
     torch_threads = int(os.environ.get('OMP_NUM_THREADS', '0') or 0)
     import torch
     if torch_threads:
@@ -1220,7 +1248,8 @@ def main(argv=None) -> dict:
         f"{s['gen_s']:.0f} s")
     # 2. train with the Runner
     cfg = load_cfg(root, train_ids, test_ids, s['epochs'],
-                   osp.join(work, 'train'), args.spatial_pool)
+                   osp.join(work, 'train'), args.spatial_pool,
+                   args.context_dropout)
     t0 = time.perf_counter()
     ckpt = args.checkpoint or train(cfg)
     s['train_s'] = time.perf_counter() - t0
@@ -1237,6 +1266,12 @@ def main(argv=None) -> dict:
     for k, v in phase.items():
         log(f"phase metrics ({k}): accuracy {v['phase/accuracy']:.3f}, "
             f"relaxed Jaccard {v['phase/relaxed_jaccard']:.3f}")
+    if args.train_only:
+        s['command'] = _command(argv)
+        res = dict(settings=s, phase=phase, checkpoint=ckpt)
+        with open(osp.join(work, 'results.json'), 'w') as f:
+            json.dump(res, f, indent=1)
+        return res
     # 4. explanations through the long-video mode
     from mmxai.apis import init_recognizer
     model = init_recognizer(cfg, ckpt, device='cpu')

@@ -8,6 +8,8 @@ import torch
 from mmxai.errors import MMXAIError
 from mmxai.explainers import build_explainer
 from mmxai.explainers.memory import parse_memory
+from mmxai.testing.memory_probes import (OOMAbove, assert_same_explanations,
+                                        backbone_rows)
 from tiny_models import build, clip_batch, i3d_cfg, preprocess, tsm_cfg
 
 GRADIENT_CASES = [
@@ -51,27 +53,6 @@ def inputs(model, two_d, views=5, batch=2):
                                         labels=[1, 3][:batch]))
 
 
-def assert_same(a, b, extras=()):
-    assert torch.equal(a.targets, b.targets)
-    torch.testing.assert_close(b.scores, a.scores, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(b.probs, a.probs, rtol=1e-5, atol=1e-6)
-    scale = a.raw_maps.abs().max()
-    assert scale > 0
-    torch.testing.assert_close(b.raw_maps / scale, a.raw_maps / scale,
-                               rtol=1e-4, atol=1e-5)
-    for key in extras:
-        torch.testing.assert_close(b.extras[key], a.extras[key], rtol=1e-4,
-                                   atol=1e-5)
-
-
-def rows_seen(model):
-    """Backbone batch rows of every forward (3D: views; 2D: frames)."""
-    rows = []
-    handle = model.backbone.register_forward_pre_hook(
-        lambda m, args: rows.append(args[0].shape[0]))
-    return rows, handle
-
-
 @pytest.mark.parametrize('two_d', [False, True])
 @pytest.mark.parametrize('method,opts', GRADIENT_CASES)
 def test_gradient_methods_in_view_chunks_equal_one_pass(models, method,
@@ -87,14 +68,14 @@ def test_gradient_methods_in_view_chunks_equal_one_pass(models, method,
         if method == 'integrated_gradients' else ()
     for target in ('pred', 'gt'):
         a = one.attribute(x, target, data['data_samples'])
-        rows, handle = rows_seen(model)
+        rows, handle = backbone_rows(model)
         try:
             b = chunked.attribute(x, target, data['data_samples'])
         finally:
             handle.remove()
         frames = 8 if two_d else 1
         assert max(rows) <= 2 * 2 * frames  # batch 2 x 2 views per pass
-        assert_same(a, b, extras)
+        assert_same_explanations(a, b, extras)
         assert b.extras['attributions'].shape == a.extras[
             'attributions'].shape
     assert 'scores' not in vars(chunked.adapter)
@@ -140,14 +121,14 @@ def test_perturbation_methods_in_chunks_equal_one_pass(models, method, opts,
     chunked = make(method, model, max_views_per_pass=2,
                    batch_size=1, progress=False, **opts)
     a = one.attribute(x, 'pred', data['data_samples'])
-    rows, handle = rows_seen(model)
+    rows, handle = backbone_rows(model)
     try:
         b = chunked.attribute(x, 'pred', data['data_samples'])
     finally:
         handle.remove()
     frames = 8 if two_d else 1
     assert max(rows) <= 2 * frames
-    assert_same(a, b)
+    assert_same_explanations(a, b)
 
 
 def test_rise_is_independent_of_batch_size(models):
@@ -187,7 +168,7 @@ def test_memory_budget_sets_views_and_batches(models):
                               **opts).attribute(x, 'pred')
         small = make(method, model, max_memory='1K',
                                 progress=False, **opts)
-        rows, handle = rows_seen(model)
+        rows, handle = backbone_rows(model)
         try:
             got = small.attribute(x, 'pred')
         finally:
@@ -198,7 +179,7 @@ def test_memory_budget_sets_views_and_batches(models):
         assert max(rows) <= 2  # one view of each of the 2 samples
         if hasattr(small, 'batch_size'):
             assert plan['batch_size'] == 1 and small.batch_size == 8
-        assert_same(ref, got)
+        assert_same_explanations(ref, got)
     # the default: a share of the machine's available memory
     exp = make('gradcam', model, max_views_per_pass=None)
     exp.attribute(x, 'pred')
@@ -220,7 +201,7 @@ def test_toolbox_budget_is_the_toolboxs_inference_memory(models):
     ref = make('rise', model, max_views_per_pass=None, max_memory='64G',
                **opts).attribute(x, 'pred')
     exp = make('rise', model, max_memory='toolbox', **opts)
-    rows, handle = rows_seen(model)
+    rows, handle = backbone_rows(model)
     try:
         got = exp.attribute(x, 'pred')
     finally:
@@ -229,7 +210,7 @@ def test_toolbox_budget_is_the_toolboxs_inference_memory(models):
     assert plan['budget'] == 2 * 3 * plan['view_forward_bytes']
     assert plan['batch_size'] == 6 and exp.batch_size == 8
     assert max(rows) == 6  # never more rows than the toolbox's pass
-    assert_same(ref, got)
+    assert_same_explanations(ref, got)
     cam = make('gradcam', model, max_views_per_pass=None,
                max_memory='toolbox')
     cam.attribute(x, 'pred')
@@ -237,21 +218,6 @@ def test_toolbox_budget_is_the_toolboxs_inference_memory(models):
     assert plan['budget'] == 2 * 3 * plan['view_forward_bytes']
     assert plan['views_per_pass'] == max(1, min(
         3, plan['budget'] // (2 * plan['view_graph_bytes'])))
-
-
-class _OOMAbove:
-    """A backbone pre-hook raising CUDA's out-of-memory error for forwards
-    of more than ``limit`` rows (what a too-large chunk does on a GPU)."""
-
-    def __init__(self, model, limit):
-        self.limit, self.raised = limit, 0
-        self.handle = model.backbone.register_forward_pre_hook(self)
-
-    def __call__(self, module, args):
-        if args[0].shape[0] > self.limit:
-            self.raised += 1
-            raise torch.cuda.OutOfMemoryError(
-                'CUDA out of memory. Tried to allocate 20.00 GiB')
 
 
 def model_state(model):
@@ -282,7 +248,7 @@ def test_out_of_memory_halves_the_chunk_and_retries(models, method, opts):
     model.train()  # the explainer runs in eval mode and puts this back
     model.backbone.conv1.conv.weight.requires_grad_(False)
     before = model_state(model)
-    oom = _OOMAbove(model, 1)
+    oom = OOMAbove(model, 1)
     # a budget far above the tiny model's needs: the plan starts at every
     # view and full batches, which the simulated device then refuses
     explainer = make(method, model, max_views_per_pass=None,
@@ -299,7 +265,7 @@ def test_out_of_memory_halves_the_chunk_and_retries(models, method, opts):
         oom.handle.remove()
     assert model_state(model) == before
     model.eval()
-    assert_same(ref, got)
+    assert_same_explanations(ref, got)
 
 
 def test_out_of_memory_with_one_view_is_one_line(models):
@@ -307,7 +273,7 @@ def test_out_of_memory_with_one_view_is_one_line(models):
     x = inputs(model, False, views=2, batch=1)['inputs']
     before = model_state(model)
     for method in ('gradcam', 'integrated_gradients', 'occlusion'):
-        oom = _OOMAbove(model, 0)
+        oom = OOMAbove(model, 0)
         try:
             with pytest.raises(MMXAIError) as err:
                 make(method, model, n_steps=2,

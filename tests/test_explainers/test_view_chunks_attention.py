@@ -10,6 +10,8 @@ import tiny_models as tm
 from mmxai.errors import MMXAIError
 from mmxai.explainers import build_explainer
 from mmxai.testing.coverage import ModelSnapshot
+from mmxai.testing.memory_probes import (OOMAbove, assert_same_explanations,
+                                        backbone_rows)
 from mmxai.testing.toolbox_configs import build_small, representative_configs
 
 REPS = representative_configs()
@@ -31,29 +33,6 @@ def small(family):
     return _MODELS[family]
 
 
-def assert_same(a, b, extras=()):
-    assert torch.equal(a.targets, b.targets)
-    torch.testing.assert_close(b.scores, a.scores, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(b.probs, a.probs, rtol=1e-5, atol=1e-6)
-    scale = a.raw_maps.abs().max()
-    assert scale > 0
-    torch.testing.assert_close(b.raw_maps / scale, a.raw_maps / scale,
-                               rtol=1e-4, atol=1e-5)
-    for key in extras:
-        assert b.extras[key].shape == a.extras[key].shape, key
-        s = a.extras[key].abs().max().clamp_min(1e-12)
-        torch.testing.assert_close(b.extras[key] / s, a.extras[key] / s,
-                                   rtol=1e-4, atol=1e-5)
-
-
-def views_seen(model):
-    """Backbone batch rows of every forward (views x samples)."""
-    rows = []
-    handle = model.backbone.register_forward_pre_hook(
-        lambda m, args: rows.append(args[0].shape[0]))
-    return rows, handle
-
-
 def run_chunked(method, model, x, target, **opts):
     """One pass and one view per pass: both explanations and the chunked
     run's explainer. The largest forward of the chunked run has ``1/V`` of
@@ -65,7 +44,7 @@ def run_chunked(method, model, x, target, **opts):
     chunked = build_explainer(method, model, max_views_per_pass=1, **opts)
     seen = []
     for exp in (one, chunked):
-        rows, handle = views_seen(model)
+        rows, handle = backbone_rows(model)
         try:
             seen.append((exp.attribute(x, target), max(rows)))
         finally:
@@ -90,7 +69,7 @@ def test_attention_views_in_passes_equal_one_pass(family, method):
     extras = ['token_map'] + (['layer_scores'] if method == 'legrad' else
                               ['spatial', 'temporal'] if method == 'staa'
                               else [])
-    assert_same(a, b, extras)
+    assert_same_explanations(a, b, extras)
     assert 'scores' not in vars(exp.adapter)
     assert snap.changes() == []
 
@@ -102,7 +81,7 @@ def test_attention_views_in_passes_equal_one_pass(family, method):
 def test_local_attention_views_in_passes_equal_one_pass(family, method):
     model, x = small(family)
     a, b, _ = run_chunked(method, model, x, [1, 2])
-    assert_same(a, b, ['token_map'])
+    assert_same_explanations(a, b, ['token_map'])
 
 
 @pytest.mark.parametrize('method', ['attention_relevance', 'legrad'])
@@ -157,9 +136,9 @@ def test_attention_tiny_budget_and_out_of_memory():
     plan = small_budget.last_memory_plan
     assert plan['views_per_pass'] == 1 and plan['budget'] == 1024
     assert plan['view_graph_bytes'] > plan['view_forward_bytes'] > 0
-    assert_same(ref, got, ['token_map'])
+    assert_same_explanations(ref, got, ['token_map'])
     snap = ModelSnapshot(model)
-    oom = _OOMAbove(model, 2)
+    oom = OOMAbove(model, 2)
     try:
         exp = build_explainer('attention_rollout', model,
                               **ONE_PASS)
@@ -170,22 +149,7 @@ def test_attention_tiny_budget_and_out_of_memory():
     assert snap.changes() == []
     ref = build_explainer('attention_rollout', model,
                           **ONE_PASS).attribute(x, [1, 2])
-    assert_same(ref, got, ['token_map'])
-
-
-class _OOMAbove:
-    """A backbone pre-hook raising CUDA's out-of-memory error for forwards
-    of more than ``limit`` rows (what a too-large pass does on a GPU)."""
-
-    def __init__(self, model, limit):
-        self.limit, self.raised = limit, 0
-        self.handle = model.backbone.register_forward_pre_hook(self)
-
-    def __call__(self, module, args):
-        if args[0].shape[0] > self.limit:
-            self.raised += 1
-            raise torch.cuda.OutOfMemoryError(
-                'CUDA out of memory. Tried to allocate 20.00 GiB')
+    assert_same_explanations(ref, got, ['token_map'])
 
 
 # ------------------------------------------------------------------- CFP
@@ -241,7 +205,7 @@ def test_cfp_out_of_memory_halves_the_pass():
     x = tm.preprocess(model, tm.clip_batch(views=2, frames=4,
                                            seed=3))['inputs']
     ref = build_explainer('cfp', model, depth=1, **ONE_PASS).attribute(x, 1)
-    oom = _OOMAbove(model, 1)
+    oom = OOMAbove(model, 1)
     try:
         exp = build_explainer('cfp', model, depth=1, **ONE_PASS)
         got = exp.attribute(x, 1)
@@ -302,7 +266,7 @@ def test_captum_views_in_passes_equal_one_pass(i3d, algorithm, kw):
     a, b, exp = run_chunked('captum', model, x, [1, 2],
                             **_captum(algorithm, **kw))
     assert exp.views_separable
-    assert_same(a, b, ['attributions'])
+    assert_same_explanations(a, b, ['attributions'])
     assert snap.changes() == []
 
 
@@ -313,7 +277,7 @@ def test_captum_2d_input_layout():
                                            seed=3))['inputs']
     a, b, _ = run_chunked('captum', model, x, 1, **_captum('Saliency'))
     assert b.extras['attributions'].shape == x.shape
-    assert_same(a, b, ['attributions'])
+    assert_same_explanations(a, b, ['attributions'])
 
 
 def test_captum_what_does_not_split_and_the_budget(i3d):
@@ -337,7 +301,7 @@ def test_captum_what_does_not_split_and_the_budget(i3d):
     ig = _captum('IntegratedGradients', n_steps=3)
     ref = build_explainer('captum', model, **ONE_PASS, **ig).attribute(x, 1)
     tiny = build_explainer('captum', model, max_memory='1K', **ig)
-    rows, handle = views_seen(model)
+    rows, handle = backbone_rows(model)
     try:
         got = tiny.attribute(x, 1)
     finally:
@@ -346,4 +310,4 @@ def test_captum_what_does_not_split_and_the_budget(i3d):
     assert tiny.last_memory_plan['views_per_pass'] == 1
     assert tiny.last_memory_plan['batch_size'] == 1
     assert tiny.internal_batch_size == 3  # the option as given
-    assert_same(ref, got, ['attributions'])
+    assert_same_explanations(ref, got, ['attributions'])

@@ -175,24 +175,14 @@ def read_json(path: PathLike) -> Optional[Any]:
 
 
 def check_writable(out_dir: PathLike) -> None:
-    """Fail early (before any work) if ``out_dir`` cannot be created/written.
+    """Fail early (before any work) if ``out_dir`` cannot be created/written
+    (:func:`mmxai.preflight.check_out_dir`, the CLI's own check).
 
     Raises:
-        OutputError: a parent is a file, or no write permission.
+        OutputError: it or a parent is a file, or no write permission.
     """
-    out_dir = os.fspath(out_dir)
-    probe = osp.abspath(out_dir)
-    while not osp.exists(probe):
-        parent = osp.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    if not osp.isdir(probe):
-        raise OutputError(f'cannot create output folder {out_dir}: '
-                          f'{probe} is not a folder')
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f'output folder {out_dir} is not writable '
-                          f'(no permission on {probe})')
+    from .preflight import check_out_dir
+    check_out_dir(os.fspath(out_dir))
 
 
 def _staged_files(stage: str) -> List[str]:

@@ -51,3 +51,15 @@ def test_full_disk_names_the_file_and_the_space(tmp_path):
             raise OSError(errno.ENOSPC, 'No space left on device',
                           osp.join(stage, 'overlay.mp4'))
     assert os.listdir(tmp_path / 'o') == []
+
+
+def test_check_writable_is_the_cli_check(tmp_path):
+    from mmxai.fileio import check_writable
+    check_writable(tmp_path / 'new' / 'deeper')  # creatable: no error
+    assert not (tmp_path / 'new').exists()  # and nothing made
+    f = tmp_path / 'file'
+    f.write_text('x')
+    with pytest.raises(OutputError, match='is a file; choose another'):
+        check_writable(f)
+    with pytest.raises(OutputError, match='is not a folder'):
+        check_writable(f / 'below')

@@ -9,8 +9,10 @@ speed of every mmxai method on the three synthetic benchmark recognizers.
 
 Steps: (1) write the held-out split of the synthetic benchmark data
 (deterministic; ``data/benchmark_synthetic/test.txt``); (2) for each model
-(``configs/benchmark/*_synthetic.py`` + ``checkpoints/benchmark/*.pth``,
-trained by ``train_benchmark_models.py``) explain ``--clips`` held-out clips
+(``configs/benchmark/NAME_synthetic.py`` + ``checkpoints/benchmark/
+NAME_synthetic.pth``, trained by ``train_benchmark_models.py`` or, for the
+pure transformers, ``train_benchmark_transformer.py``; ``--models NAME``
+takes any such pair, default i3d tsm transformer) explain ``--clips`` held-out clips
 with every registered method and the baseline maps, score each map and run
 the model parameter randomisation test (``suite/evaluation.py``); (3) run
 ``bench_speed.py``; (4) write the report (``suite/report.py``,

@@ -11,8 +11,9 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .settings import (CASCADES, PERTURBATION, ROOT, SKIPPED, VARIANTS,
-                       base_method, method_settings, run_settings)
+from .settings import (PERTURBATION, SKIPPED, VARIANTS, base_method,
+                       cascade_for, method_settings, model_config,
+                       model_title, run_settings)
 
 
 def balanced_indices(dataset, n: int) -> List[int]:
@@ -64,7 +65,7 @@ def evaluate_model(name: str, args: argparse.Namespace,
     from mmxai.explainers import build_explainer, method_names
     torch.set_num_threads(1)
 
-    cfg_path = osp.join(ROOT, 'configs', 'benchmark', f'{name}_synthetic.py')
+    cfg_path = model_config(name)
     ckpt = osp.join(args.ckpt_dir, f'{name}_synthetic.pth')
     model = init_recognizer(cfg_path, ckpt, cfg_options=cfg_options)
     dataset = test_split(model, args.data_root)
@@ -159,6 +160,7 @@ def evaluate_model(name: str, args: argparse.Namespace,
         s_inputs = proc['inputs']
         s_labels = [int(s.gt_label.view(-1)[0])
                     for s in proc['data_samples']]
+    cascade = cascade_for(name, model)
     for m in checked:
         settings = method_settings(m, name, target_layers)
 
@@ -167,7 +169,7 @@ def evaluate_model(name: str, args: argparse.Namespace,
             return e.attribute(s_inputs, target=s_labels).raw_maps[:, 0]
 
         try:
-            steps = cascading_randomization(explain, model, CASCADES[name])
+            steps = cascading_randomization(explain, model, cascade)
         except Exception as e:  # MMXAIError or a bug: reported in the table
             sanity[m] = dict(error=f'{type(e).__name__}: '
                              f'{str(e).splitlines()[0] if str(e) else ""}'[:160])
@@ -176,8 +178,9 @@ def evaluate_model(name: str, args: argparse.Namespace,
     # rows of a method that failed on a later clip would be a biased subset
     rows = [r for r in rows if r['method'] not in failed]
     curves = {k: v for k, v in curves.items() if k not in failed}
-    return dict(model=name, rows=rows, curves=curves, na=na, failed=failed,
-                sanity=sanity,
+    return dict(model=name, title=model_title(name), rows=rows,
+                curves=curves, na=na, failed=failed,
+                sanity=sanity, cascade=cascade,
                 example=_jsonable(example), tolerance=tol,
                 num_params=int(sum(p.numel() for p in model.parameters())),
                 input_shape=[int(s) for s in adapter.input_shape(inputs)],

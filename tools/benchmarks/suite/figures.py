@@ -4,7 +4,7 @@ import os
 import os.path as osp
 from typing import Dict, List
 
-from .settings import BASELINES, MODELS
+from .settings import BASELINES, model_title
 
 
 def _save_small_png(fig, path: str, dpi: int) -> None:
@@ -67,7 +67,7 @@ def save_figures(results: Dict[str, dict], fig_dir: str,
         for ax in axes.ravel():
             ax.set_xticks([])
             ax.set_yticks([])
-        fig.suptitle(f'{MODELS[name]["title"]}: held-out clip {ex["clip"]} '
+        fig.suptitle(f'{model_title(name)}: held-out clip {ex["clip"]} '
                      '(green/white: evidence mask); maps normalised per clip',
                      fontsize=7)
         fig.tight_layout(pad=0.2, rect=(0, 0, 1, 0.97))

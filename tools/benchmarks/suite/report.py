@@ -9,7 +9,7 @@ from string import Template
 from typing import Dict, List, Mapping
 
 from .settings import (BASELINES, CAM_TYPE, CASCADES, GRADIENT,
-                       METHOD_SETTINGS, MODELS, SANITY_PASS, VARIANTS)
+                       METHOD_SETTINGS, SANITY_PASS, VARIANTS, model_title)
 
 TEMPLATE = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
                     'templates', 'benchmarks.md.tmpl')
@@ -88,7 +88,7 @@ def _model_rows(args, accuracy) -> List[str]:
     for name in args.models:
         a = accuracy.get(name, {})
         lines.append(
-            f'| {MODELS[name]["title"]} | `configs/benchmark/{name}_'
+            f'| {model_title(name)} | `configs/benchmark/{name}_'
             f'synthetic.py` | {a.get("params", 0):,} | '
             f'{a.get("size_kb", 0)} KB | {a.get("epochs", "?")} epochs'
             + (f' on {a["train_clips"]} clips' if a.get('train_clips') else '')
@@ -107,7 +107,7 @@ def model_table(name: str, res: dict, accuracy) -> List[str]:
         f'**Test accuracy {100 * acc:.1f} % (below the 95 % goal): '
         'these maps explain a model that has not learnt the task well, '
         'so its rows measure little.**', '']
-    lines = [f'### {MODELS[name]["title"]}', ''] + warn + [
+    lines = [f'### {model_title(name)}', ''] + warn + [
         '| method | pointing | pointing (cell) | energy | TG | '
         't-energy | deletion | insertion | s/clip |',
         '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
@@ -177,8 +177,9 @@ def render_report(args, results, accuracy, speed_md, elapsed, machine,
         model_tables='\n\n'.join(_block(model_table(n, results[n], accuracy))
                                  for n in args.models),
         sanity_clips=args.sanity_clips, sanity_pass=SANITY_PASS,
-        cascades='; '.join(f'{n}: ' + ' > '.join(f'`{c}`' for c in CASCADES[n])
-                           for n in args.models),
+        cascades='; '.join(f'{n}: ' + ' > '.join(
+            f'`{c}`' for c in results[n].get('cascade') or CASCADES[n])
+            for n in args.models),
         sanity_rows=_block(_sanity_rows(args, results)),
         goals=_block(goals_section(args, results, accuracy)),
         speed=f'## Speed against the anchors\n\n{speed_md}' if speed_md
@@ -320,8 +321,12 @@ def partial_report(args, results, accuracy, elapsed, machine, load_start,
     ``docs/benchmarks.md`` by hand; the run's command, seed and times."""
     import sys
     seed = args.data_seed
+    methods = args.methods or sorted(
+        {r['method'] for n in args.models for r in results[n]['rows']}
+        - set(BASELINES))
     lines = [
-        '# Benchmark rows of ' + ', '.join(f'`{m}`' for m in args.methods),
+        '# Benchmark rows of ' + (', '.join(f'`{m}`' for m in args.methods)
+                                  if args.methods else 'every method'),
         '', '```', 'python ' + ' '.join(sys.argv), '```', '',
         f'Machine: {machine}. Held-out clips: `{args.data_root}` (generator '
         f'seed {seed if seed is not None else "102, shipped"}), '
@@ -330,7 +335,7 @@ def partial_report(args, results, accuracy, elapsed, machine, load_start,
         f'CPU time {cpu_s / 60:.1f} min.', '',
         'Method settings: ' + '; '.join(
             f'`{m}` {json.dumps(METHOD_SETTINGS.get(m, {}))}'
-            for m in args.methods) + '.', '']
+            for m in methods) + '.', '']
     for n in args.models:
         lines += model_table(n, results[n], accuracy) + ['']
     sanity = _sanity_rows(args, results)

@@ -1,17 +1,50 @@
 """Benchmark settings: models, methods and their budgets, layers, arguments."""
 import argparse
+import glob
 import json
 import os.path as osp
+import re
 from typing import List, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 
+#: The models of the default run (``--models`` takes any other NAME with a
+#: ``configs/benchmark/NAME_synthetic.py`` + ``<ckpt-dir>/NAME_synthetic.pth``
+#: pair, see :func:`benchmark_models`; its display name is the config's
+#: ``benchmark_title``).
 MODELS = {
     'i3d': dict(title='I3D (tiny ResNet3d-18)'),
     'tsm': dict(title='TSM (MobileNetV2-0.5)'),
     'transformer': dict(title='UniFormer (tiny video transformer)'),
 }
+CONFIG_DIR = osp.join(ROOT, 'configs', 'benchmark')
+
+
+def benchmark_models() -> List[str]:
+    """Every benchmark model: the names ``NAME`` of
+    ``configs/benchmark/NAME_synthetic.py`` (the default models first)."""
+    found = sorted(osp.basename(p)[:-len('_synthetic.py')] for p in
+                   glob.glob(osp.join(CONFIG_DIR, '*_synthetic.py')))
+    return list(MODELS) + [n for n in found if n not in MODELS]
+
+
+def model_config(name: str) -> str:
+    return osp.join(CONFIG_DIR, f'{name}_synthetic.py')
+
+
+def model_title(name: str) -> str:
+    """Display name of benchmark model ``name``: :data:`MODELS`' title,
+    else the config's ``benchmark_title = '...'`` line, else ``name``."""
+    if name in MODELS:
+        return MODELS[name]['title']
+    try:
+        with open(model_config(name)) as f:
+            m = re.search(r'''^benchmark_title\s*=\s*(['"])(.+?)\1''',
+                          f.read(), re.M)
+    except OSError:
+        m = None
+    return m.group(2) if m else name
 
 #: Benchmark settings per method (modest budgets: the whole benchmark must
 #: regenerate in 30 minutes on 2 cores). Unknown methods get defaults.
@@ -93,6 +126,33 @@ CASCADES = {
 #: UniFormer's output is a 2x2 grid at 64 px; its last stage-3 attention
 #: block gives the 8x4x4 grid the other models' CAMs have.
 TARGET_LAYERS = {'transformer': ['backbone.blocks3.1']}
+
+
+def cascade_for(name: str, model) -> List[str]:
+    """Randomisation cascade of benchmark model ``name``: :data:`CASCADES`
+    where listed, else derived from the recognizer: ``cls_head``, then the
+    backbone's parameterised children from the output down (a ``ModuleList``
+    or ``Sequential`` of blocks, stages or layers expanded into its
+    elements, last first), e.g. ``fc_norm > blocks.3 > ... > blocks.0 >
+    patch_embed`` for a VideoMAE ViT."""
+    if name in CASCADES:
+        return list(CASCADES[name])
+    from torch import nn
+
+    def has_params(m):
+        return any(True for _ in m.parameters())
+
+    out = ['cls_head'] if has_params(getattr(model, 'cls_head', nn.Module())
+                                     ) else []
+    for child, mod in reversed(list(model.backbone.named_children())):
+        if not has_params(mod):
+            continue
+        if isinstance(mod, (nn.ModuleList, nn.Sequential)) and len(mod) > 1:
+            out += [f'backbone.{child}.{i}'
+                    for i in reversed(range(len(mod))) if has_params(mod[i])]
+        else:
+            out.append(f'backbone.{child}')
+    return out
 CAM_METHODS = {'gradcam', 'gradcam++', 'fem', 'finer_cam'}
 #: Every CAM-type method (the last two read the head's input by definition).
 CAM_TYPE = ('gradcam', 'gradcam++', 'saliency_tubes', 'cfp')
@@ -110,7 +170,10 @@ DESCRIPTION = ('Regenerate docs/benchmarks.md: localisation, faithfulness, '
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=DESCRIPTION)
     p.add_argument('--models', nargs='+', default=list(MODELS),
-                   choices=list(MODELS))
+                   choices=benchmark_models(),
+                   help='default: %(default)s; any NAME with a configs/'
+                   'benchmark/NAME_synthetic.py and a checkpoint '
+                   '<ckpt-dir>/NAME_synthetic.pth')
     p.add_argument('--methods', nargs='+', default=None,
                    help='default: every registered method; `new`: the '
                    'issue 17/18 methods (NEW_METHODS)')

@@ -4,12 +4,13 @@ written, a run on the bundled model, and index.html in headless Chromium
 import json
 import os
 import os.path as osp
-import re
 import shutil
 import subprocess
 import sys
 
 import pytest
+from mmxai.testing.browser import (chromium_probe, chromium_screenshot,
+                                  find_chromium)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CLI = osp.join(ROOT, 'tools', 'compare.py')
@@ -74,13 +75,6 @@ def test_cli_run(run):
         assert (out / name).stat().st_size > 0
 
 
-def _chromium():
-    for name in ('chromium', 'chromium-browser', 'google-chrome'):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
 PROBE_JS = """<script>
 window.addEventListener('load', () => {
   const C = window.mmxaiCompare;
@@ -107,7 +101,7 @@ window.addEventListener('load', () => {
 @pytest.mark.sweep  # needs the run; .ci/run runs -m sweep with chromium
 def test_viewer_in_headless_chromium(run, tmp_path):
     from mmxai.visualization.timeline import browser_codec_available
-    browser = _chromium()
+    browser = find_chromium()
     if browser is None:
         pytest.skip('no chromium: .ci/run installs it (apt-get install '
                     'chromium)')
@@ -119,18 +113,7 @@ def test_viewer_in_headless_chromium(run, tmp_path):
     assert 'http' not in page.replace('http-equiv', '')  # no network
     probe = out / 'probe.html'
     probe.write_text(page.replace('</body>', PROBE_JS))
-    for attempt in range(3):  # a loaded machine: the probe may not be
-        proc = subprocess.run(  # written within chromium's time budget
-            [browser, '--headless', '--no-sandbox', '--disable-gpu',
-             '--allow-file-access-from-files',
-             f'--virtual-time-budget={8000 * (attempt + 1)}',
-             '--dump-dom', 'file://' + str(probe)],
-            capture_output=True, text=True, timeout=120)
-        m = re.search(r'<pre id="probe">(.*?)</pre>', proc.stdout)
-        if m:
-            break
-    assert m, proc.stderr[-2000:]
-    p = json.loads(m.group(1).replace('&quot;', '"'))
+    p = chromium_probe(browser, probe)
     assert 'error' not in p, p
     assert p['videos'] == 2 and p['rows'] == 3  # two methods + random map
     assert p['first_asc'] != p['first_desc']  # sorting works
@@ -138,11 +121,7 @@ def test_viewer_in_headless_chromium(run, tmp_path):
     assert all(s[0] > 0 and s[2] > 0 for s in p['sizes'])
     assert max(p['times']) - min(p['times']) < 0.2  # synced
     shot = tmp_path / 'viewer.png'
-    subprocess.run([browser, '--headless', '--no-sandbox', '--disable-gpu',
-                    '--allow-file-access-from-files',
-                    '--virtual-time-budget=4000', '--window-size=1280,1400',
-                    f'--screenshot={shot}', 'file://' + str(out / 'index.html')],
-                   capture_output=True, timeout=90)
+    chromium_screenshot(browser, out / 'index.html', shot, size='1280,1400')
     assert shot.exists() and shot.stat().st_size > 10000
     keep = os.environ.get('MMXAI_VIEWER_SCREENSHOT')
     if keep:  # e.g. to look at it

@@ -39,15 +39,50 @@ def test_token_grid_matches_the_model_forward(stem):
     assert all(g.shape == (2, 32, 8, 4, 4) for g in grids)  # t/2, 64/16
 
 
-def test_conv_stem_keeps_the_patch_grid():
+@pytest.mark.parametrize('stem', ['patch', 'conv'])
+def test_swin_token_grid_matches_the_model_forward(stem):
+    """Swin: the logits are the Recognizer's own, one grid per stage
+    (before its patch merging; the last the backbone's normed output);
+    the conv stem (mmxai.models.conv_stem_swin) gives 8x8x8 tokens."""
+    torch.manual_seed(0)
+    args = tiny_args(arch='swin', stem=stem)
+    model = tbt.build_student(tbt.student_model_cfg(args)).eval()
+    assert type(model.backbone).__name__ == 'SwinTransformer3D'
+    x = torch.randn(2, 3, 16, 64, 64)
+    with torch.no_grad():
+        logits, grids = tbt.token_grid(model, x)
+        feat = model.backbone(x)
+        ref = model.cls_head(feat)
+    assert torch.allclose(logits, ref, atol=1e-5)
+    assert torch.equal(grids[-1], feat)
+    side = 8 if stem == 'conv' else 16  # 64 / patch (8 conv, 4 linear)
+    assert [tuple(g.shape) for g in grids] == [
+        (2, 32, 8, side, side), (2, 64, 8, side // 2, side // 2)]
+    # --depth 2: one block per stage
+    assert [len(layer.blocks) for layer in model.backbone.layers] == [1, 1]
+    window = tuple(model.backbone.layers[0].blocks[0].window_size)
+    assert window == ((4, 4, 4) if stem == 'conv' else (8, 4, 4))
+
+
+def test_conv_stem_students_are_the_mmxai_models():
+    """--stem conv builds mmxai's registered conv-stem classes, whose stem
+    keeps the linear patchify's grid arithmetic (read by the adapters)."""
+    from mmxai.models.conv_stem_swin import ConvStemSwinTransformer3D
+    from mmxai.models.conv_stem_vit import ConvStemVisionTransformer
     x = torch.randn(1, 3, 16, 64, 64)
-    stem = tbt.conv_stem(24, 2, 16)
-    out = stem(x)
-    lin = torch.nn.Conv3d(3, 24, (2, 16, 16), (2, 16, 16))
-    assert out.shape == lin(x).shape == (1, 24, 8, 4, 4)
-    # the grid arithmetic it advertises (read by mmxai's token adapters)
-    assert stem.kernel_size == stem.stride == lin.kernel_size == lin.stride
-    assert stem.padding == lin.padding
+    for arch, cls, proj, grid in (
+            ('vit', ConvStemVisionTransformer, 'projection', (8, 4, 4)),
+            ('swin', ConvStemSwinTransformer3D, 'proj', (8, 8, 8))):
+        bb = tbt.build_student(tbt.student_model_cfg(
+            tiny_args(arch=arch, stem='conv'))).backbone
+        assert isinstance(bb, cls)
+        stem = getattr(bb.patch_embed, proj)
+        assert isinstance(stem, torch.nn.Sequential)
+        with torch.no_grad():
+            out = stem(x)
+        lin = torch.nn.Conv3d(3, 32, stem.kernel_size, stem.stride)
+        assert out.shape == lin(x).shape == (1, 32, *grid)
+        assert stem.padding == (0, 0, 0)
 
 
 def test_distill_loss_terms():

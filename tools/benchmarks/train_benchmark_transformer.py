@@ -25,6 +25,19 @@ adapter ``P`` used only for training)::
 
     .venv/bin/python tools/benchmarks/train_benchmark_transformer.py \
         --arch vit --epochs 12 --threads 2 --out work_dirs/bench_transformer
+
+The students' grids ``z_i``: the ViT's after block ``i``; the Swin's after
+stage ``i`` (before its patch merging; with ``--stem conv``, 8x8x8 then
+8x4x4, matching the teacher's ``layer2`` and ``layer4``). The shipped
+Video Swin (``configs/benchmark/swin_conv_synthetic.py``)::
+
+    nice -n 10 .venv/bin/python \
+        tools/benchmarks/train_benchmark_transformer.py --arch swin \
+        --stem conv --embed 64 --heads 4 --clips 400 \
+        --epochs 200 --time-limit 35 --warmup 0.5 --alpha 0.5 --beta 1 \
+        --pairs 0:layer2 last:layer4 --eval-every 2 --val-clips 100 \
+        --threads 1 --out work_dirs/bench_transformer/swin_conv \
+        --name swin_conv_synthetic
 """
 import argparse
 import json
@@ -51,13 +64,21 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument('--embed', type=int, default=96)
     p.add_argument('--depth', type=int, default=4)
     p.add_argument('--heads', type=int, default=4)
-    p.add_argument('--patch', type=int, default=16)
+    p.add_argument('--patch', type=int, default=None,
+                   help='spatial patch size (default: ViT 16; Swin 4 with '
+                   "the linear patch embedding, 8 with --stem conv)")
+    p.add_argument('--window', type=int, nargs=3, default=None,
+                   help='Swin window (default: 8 4 4; 4 4 4 with --stem '
+                   'conv)')
+    p.add_argument('--stem-channels', type=int, nargs=2, default=[16, 32],
+                   help='hidden widths of the Swin conv stem')
     p.add_argument('--tubelet', type=int, default=2)
     p.add_argument('--learnable-pos', action='store_true')
     p.add_argument('--stem', default='patch', choices=('patch', 'conv'),
-                   help="ViT token embedding: 'patch' (MMAction2's linear "
+                   help="token embedding: 'patch' (MMAction2's linear "
                    "tubelet embedding) or 'conv' (a small convolutional "
-                   'stem with the same output grid, see conv_stem)')
+                   'stem with the same output grid: mmxai.models.'
+                   'conv_stem_vit / conv_stem_swin)')
     p.add_argument('--clips', type=int, default=1600,
                    help='training clips drawn per epoch')
     p.add_argument('--fresh', type=float, default=1.0,
@@ -79,8 +100,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help='weight of the feature-grid distillation (0: off)')
     p.add_argument('--pairs', nargs='+', default=['last:layer4'],
                    help='feature-distillation pairs STUDENT_BLOCK:TEACHER_'
-                   "LAYER (ViT block index or 'last' = the last, after the "
-                   'norm; '
+                   "LAYER (ViT block / Swin stage index or 'last' = the "
+                   'last, after the norm; '
                    "teacher: a submodule of the I3D backbone, e.g. layer3)")
     p.add_argument('--drop-path', type=float, default=0.0)
     p.add_argument('--threads', type=int, default=1)
@@ -96,9 +117,18 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument('--out', default='work_dirs/bench_transformer/vit')
     p.add_argument('--eval', nargs=2, metavar=('CONFIG', 'CKPT'),
                    help='only test this config + checkpoint on --test-roots')
+    p.add_argument('--load-from', default=None,
+                   help="start from this checkpoint's state_dict (a "
+                   'second run: new optimiser and schedule)')
     p.add_argument('--name', default=None,
                    help='checkpoint/config stem (default: <arch>_synthetic)')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.patch is None:
+        args.patch = (16 if args.arch == 'vit' else
+                      8 if args.stem == 'conv' else 4)
+    if args.window is None:
+        args.window = [4, 4, 4] if args.stem == 'conv' else [8, 4, 4]
+    return args
 
 
 # ---------------------------------------------------------------- model ----
@@ -117,13 +147,18 @@ def student_model_cfg(args: argparse.Namespace) -> dict:
         head = dict(type='TimeSformerHead', num_classes=4,
                     in_channels=args.embed, average_clips='prob')
     else:
+        depths = [args.depth // 2, args.depth - args.depth // 2]
         backbone = dict(
             type='SwinTransformer3D', arch=dict(
-                embed_dims=args.embed, depths=[2, 2], num_heads=[
+                embed_dims=args.embed, depths=depths, num_heads=[
                     args.heads, 2 * args.heads]),
             pretrained=None, pretrained2d=False,
-            patch_size=(args.tubelet, 4, 4), window_size=(8, 4, 4),
+            patch_size=(args.tubelet, args.patch, args.patch),
+            window_size=tuple(args.window),
             drop_path_rate=args.drop_path, out_indices=(1,))
+        if args.stem == 'conv':
+            backbone.update(type='ConvStemSwinTransformer3D',
+                            stem_channels=tuple(args.stem_channels))
         head = dict(type='I3DHead', num_classes=4,
                     in_channels=2 * args.embed, spatial_type='avg',
                     dropout_ratio=0.0, init_std=0.02, average_clips='prob')
@@ -151,51 +186,14 @@ def write_config(path: str, model_cfg: dict, args: argparse.Namespace
     return path
 
 
-def conv_stem(embed: int, tubelet: int, patch: int):
-    """Convolutional token embedding with the linear tubelet embedding's
-    output grid ``[B, embed, T / tubelet, H / patch, W / patch]``:
-    3x5x5 conv (16, stride 1x2x2) - ReLU - 3x3x3 conv (32, stride
-    tubelet x 2 x 2) - ReLU - linear patch projection (stride patch / 4).
-
-    It carries ``kernel_size = stride = (tubelet, patch, patch)`` and zero
-    ``padding``: the grid arithmetic of the patchify it replaces (exact for
-    sizes divisible by the stride), which mmxai's token adapters read."""
-    import torch.nn as nn
-    assert patch % 4 == 0, 'conv stem needs a patch size divisible by 4'
-    stem = nn.Sequential(
-        nn.Conv3d(3, 16, (3, 5, 5), (1, 2, 2), (1, 2, 2)), nn.ReLU(),
-        nn.Conv3d(16, 32, 3, (tubelet, 2, 2), 1), nn.ReLU(),
-        nn.Conv3d(32, embed, (1, patch // 4, patch // 4),
-                  (1, patch // 4, patch // 4)))
-    stem.kernel_size = stem.stride = (tubelet, patch, patch)
-    stem.padding = (0, 0, 0)
-    return stem
-
-
-def register_conv_stem_vit():
-    """Register ``ConvStemVisionTransformer``: MMAction2's
-    ``VisionTransformer`` whose ``patch_embed.projection`` is
-    :func:`conv_stem` (same token grid, same blocks, same state-dict keys
-    apart from the stem). The class keeps the type name
-    ``VisionTransformer``, so mmxai's attention methods treat it as the
-    VideoMAE ViT it is above the stem."""
+def register_stem_models() -> None:
+    """Register the conv-stem students in MMAction2's ``MODELS``:
+    ``ConvStemVisionTransformer`` (:mod:`mmxai.models.conv_stem_vit`) and
+    ``ConvStemSwinTransformer3D`` (:mod:`mmxai.models.conv_stem_swin`);
+    importing them registers them."""
     import mmxai  # noqa: F401  (compat shims, before mmaction.models)
-    from mmaction.models.backbones.vit_mae import \
-        VisionTransformer as _VisionTransformer
-    from mmaction.registry import MODELS
-    if 'ConvStemVisionTransformer' in MODELS.module_dict:
-        return
-
-    class VisionTransformer(_VisionTransformer):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            self.patch_embed.projection = conv_stem(
-                self.embed_dims, self.patch_embed.projection.stride[0],
-                self.patch_size)
-
-    VisionTransformer.__qualname__ = 'VisionTransformer'
-    MODELS.register_module('ConvStemVisionTransformer',
-                           module=VisionTransformer)
+    import mmxai.models.conv_stem_swin  # noqa: F401
+    import mmxai.models.conv_stem_vit  # noqa: F401
 
 
 def build_student(model_cfg: dict):
@@ -205,7 +203,7 @@ def build_student(model_cfg: dict):
     from mmaction.utils import register_all_modules
     from mmengine.logging import MMLogger
     register_all_modules()
-    register_conv_stem_vit()
+    register_stem_models()
     model = MODELS.build(model_cfg)
     logger = MMLogger.get_current_instance()
     level = logger.level
@@ -227,8 +225,8 @@ def load_teacher():
 
 def token_grid(model, x):
     """Student logits and its token grids ``[B, C, t, h, w]`` after each
-    block (ViT; the last after the final norm) or the backbone output
-    (Swin: one grid)."""
+    block (ViT) or each stage (Swin, before the patch merging); the last
+    after the final norm."""
     bb = model.backbone
     if type(bb).__name__ == 'VisionTransformer':
         b, _, t, h, w = x.shape
@@ -245,9 +243,20 @@ def token_grid(model, x):
         c = z.shape[-1]
         return logits, [g.reshape(b, -1, h, w, c).permute(0, 4, 1, 2, 3)
                         for g in grids]
-    feat = bb(x)
+    # Swin: each stage's output (channel-last, before its patch merging)
+    # read by hooks; the last is the backbone's normed output
+    stages: List[object] = []
+    handles = [layer.register_forward_hook(
+        lambda mod, i, o: stages.append(o.permute(0, 4, 1, 2, 3)))
+        for layer in bb.layers]
+    try:
+        feat = bb(x)
+    finally:
+        for h in handles:
+            h.remove()
     feat = feat[-1] if isinstance(feat, (tuple, list)) else feat
-    return model.cls_head(feat), [feat]
+    stages[-1] = feat
+    return model.cls_head(feat), stages
 
 
 def normalise(frames):
@@ -355,7 +364,7 @@ def test_accuracy(config: str, ckpt: str, root: str) -> Optional[float]:
     ann = osp.join(ROOT, root, 'test.txt')
     if not osp.isfile(ann):
         return None
-    register_conv_stem_vit()
+    register_stem_models()
     model = init_recognizer(config, ckpt, device='cpu')
     pipe = Compose(model.cfg.test_pipeline)
     hits = n = 0
@@ -389,6 +398,9 @@ def train(args: argparse.Namespace) -> dict:
     name = args.name or f'{args.arch}_synthetic'
     model_cfg = student_model_cfg(args)
     model = build_student(model_cfg)
+    if args.load_from:
+        model.load_state_dict(torch.load(args.load_from, map_location='cpu',
+                                         weights_only=True)['state_dict'])
     model.train()
     teacher = load_teacher() if (args.alpha or args.beta) else None
     pairs = [(-1 if a == 'last' else int(a), b)

@@ -23,7 +23,10 @@ replaced, with their labels, by the same frames of another window of the
 batch (a random other time, usually of another procedure), so the earlier
 frames of a window stop predicting its last frames' phase and the last
 frame(s) must carry it (an online model otherwise learns that the previous
-phase's instrument announces the next phase). ``'zero'`` fills them with
+phase's instrument announces the next phase). ``'shuffle'`` takes each of
+those frames independently from any window and time of the batch (so the
+outputs before the junction see an unreliable context too). ``'zero'``
+fills them with
 zeros instead (their labels ignored), ``'last'`` with the last frame's
 features (and label). Eval mode and ``forward`` / ``predict`` never swap.
 
@@ -93,6 +96,9 @@ class CausalMSTCNHead(BaseHead):
             frames before the last k (k uniform in 1..T-1) by
             ``context_fill``: ``'swap'`` (those frames of another window of
             the batch, with their labels; a batch of one is left as is),
+            ``'shuffle'`` (each of those frames an independent random frame
+            of the batch, any window and time, with its label: the context
+            is unreliable at every position, not only after the junction),
             ``'zero'`` (zeros, labels ignored) or ``'last'`` (the last
             frame's features and label). Only in :meth:`loss` in training
             mode; 0 (default) never.
@@ -113,9 +119,9 @@ class CausalMSTCNHead(BaseHead):
         if not 0.0 <= float(context_dropout) <= 1.0:
             raise ConfigError(f'context_dropout={context_dropout}: give a '
                               'probability in [0, 1]')
-        if context_fill not in ('swap', 'zero', 'last'):
+        if context_fill not in ('swap', 'shuffle', 'zero', 'last'):
             raise ConfigError(f"context_fill={context_fill!r}: give 'swap', "
-                              "'zero' or 'last'")
+                              "'shuffle', 'zero' or 'last'")
         self.context_dropout = float(context_dropout)
         self.context_fill = context_fill
         self.smooth_weight = smooth_weight
@@ -169,7 +175,7 @@ class CausalMSTCNHead(BaseHead):
         B, _, T = seq.shape
         if not self.training or not self.context_dropout or T < 2:
             return seq, labels
-        if self.context_fill == 'swap' and B < 2:
+        if self.context_fill in ('swap', 'shuffle') and B < 2:
             return seq, labels
         dev = seq.device
         hit = torch.rand(B, generator=generator) < self.context_dropout
@@ -182,6 +188,12 @@ class CausalMSTCNHead(BaseHead):
         sel_d = sel.to(dev)
         if self.context_fill == 'swap':
             fill, fill_lab = seq[donor.to(dev)], labels[donor.to(dev)]
+        elif self.context_fill == 'shuffle':
+            # each frame an independent random frame of the batch
+            rb = torch.randint(0, B, (B, T), generator=generator).to(dev)
+            rt = torch.randint(0, T, (B, T), generator=generator).to(dev)
+            fill = seq[rb, :, rt].permute(0, 2, 1)
+            fill_lab = labels[rb, rt]
         elif self.context_fill == 'zero':
             fill = torch.zeros_like(seq)
             fill_lab = torch.full_like(labels, -100)

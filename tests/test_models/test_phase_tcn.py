@@ -238,3 +238,24 @@ def test_loss_trains_on_the_swapped_windows():
     s2, l2 = head.swap_context(seq, labels)
     assert not torch.equal(l2, labels)
     torch.testing.assert_close(got, ce(s2, l2))
+
+
+def test_context_fill_shuffle_takes_independent_frames_of_the_batch():
+    seq, labels = _ctx_batch(B=8)
+    B, T = labels.shape
+    head = _ctx_head(context_dropout=1.0, context_fill='shuffle').train()
+    s, lab = head.swap_context(seq, labels,
+                               generator=torch.Generator().manual_seed(5))
+    sources = set()
+    for b in range(B):
+        row = (s[b, 0] // 100).long()
+        frame = (s[b, 0] % 100).long() - 1
+        assert torch.equal(s[b], s[b, :1].expand_as(s[b]))  # whole frames
+        assert torch.equal(lab[b], row * 10 + frame)     # labels moved along
+        kept = (row == b) & (frame == torch.arange(T))
+        j = T - int(torch.flip(kept, [0]).cumprod(0).sum())  # kept suffix
+        assert 1 <= j <= T - 1
+        sources |= {(int(r), int(f)) for r, f in zip(row[:j], frame[:j])}
+    # frames from many windows and times, not one donor's block
+    assert len({r for r, _ in sources}) >= 4
+    assert len({f for _, f in sources}) >= 4

@@ -13,6 +13,10 @@
 # The datasets serve windows themselves (no sampler in their pipelines);
 # `test_pipeline` (with SampleFrames: 8 frames 5 apart = the same 8 s window
 # at 5 fps) is what the long-video mode (tools/explain.py --windows) reads.
+# The head's training-only context swap (context_dropout / context_fill) is
+# off here, as for the shipped checkpoint; tried at 0.7 ('swap') in
+# docs/surgical_benchmark.md ("Training against the previous-instrument
+# shortcut"; bench_surgical.py --context-dropout / --context-fill).
 _base_ = ['./_base_/cholec80.py']
 
 data_root = 'data/procedures'

@@ -11,7 +11,12 @@ The stem (``patch_embed.projection``, for ``tubelet_size = s_t``,
 Its output is the linear embedding's token grid ``[B, D, T/s_t, H/p, W/p]``
 (exact for ``T`` divisible by ``s_t`` and ``H, W`` by ``p``): with the
 benchmark's 16x64x64 clips, ``s_t = 2``, ``p = 16``, an 8x4x4 = 128-token
-grid in ``(t h w)`` order. Everything above the stem (sinusoidal or learnt
+grid in ``(t h w)`` order. Token ``(t, i, j)`` sees input frames
+``[s_t t - 2, s_t t + 2]`` and rows / columns ``[i p - 4, (i + 1) p]``
+(clipped at the borders): its tubelet, 4 px more above and to the left,
+1 px below and to the right, 2 frames either side (the linear embedding's
+token sees exactly its tubelet), so a token map upsampled onto the tubelets
+is off by at most a few pixels. Everything above the stem (sinusoidal or learnt
 positions, the blocks with global joint attention, the norms, mean pooling)
 is the VideoMAE ViT's, and so are the state-dict keys except the stem's
 (``patch_embed.projection.{0,2,4}`` instead of ``patch_embed.projection``).

@@ -152,3 +152,25 @@ def test_shipped_benchmark_checkpoint_loads_and_the_suite_finds_it():
         'cls_head', 'backbone.fc_norm', 'backbone.blocks.3',
         'backbone.blocks.2', 'backbone.blocks.1', 'backbone.blocks.0',
         'backbone.patch_embed']
+
+
+def test_suite_skips_repeating_aliases_and_reports_a_skipped_sanity_test():
+    sys.path.insert(0, osp.join(ROOT, 'tools', 'benchmarks'))
+    from suite.evaluation import distinct_methods
+    from suite.report import goals_section
+    from suite.settings import parse_args
+    names = distinct_methods(['legrad', 'le_grad', 'loco', 'supervoxel_loco',
+                              'gradcam'], 'vit_conv')
+    # le_grad repeats legrad; supervoxel_loco is loco at another budget
+    assert names == ['legrad', 'loco', 'supervoxel_loco', 'gradcam']
+    row = dict(method='gradcam', pointing=1.0, deletion=0.1, insertion=0.9)
+    rnd = dict(method='random map', pointing=0.0, deletion=0.5,
+               insertion=0.5)
+    keys = ('pointing_cell', 'energy', 'temporal_grounding',
+            'temporal_energy', 'seconds')
+    res = dict(rows=[dict(dict.fromkeys(keys, 0.5), **r) for r in (row, rnd)],
+               sanity={})
+    text = '\n'.join(goals_section(
+        parse_args(['--models', 'vit_conv', '--skip-sanity']),
+        {'vit_conv': res}, {'vit_conv': dict(test_top1=1.0)}))
+    assert 'randomisation test | not run' in text and 'all pass' not in text

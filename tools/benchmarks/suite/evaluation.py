@@ -31,6 +31,26 @@ def balanced_indices(dataset, n: int) -> List[int]:
     return out
 
 
+def distinct_methods(names: Sequence[str], model: str = '',
+                     target_layers: Optional[List[str]] = None) -> List[str]:
+    """``names`` without the aliases that would repeat a row: a name whose
+    explainer class and benchmark settings an earlier name already has
+    (``le_grad`` after ``legrad``); an alias with other settings stays
+    (``supervoxel_loco``: ``loco`` at its default budget)."""
+    import json
+    from mmxai.explainers import method_names
+    classes = method_names()
+    seen, out = set(), []
+    for m in names:
+        key = (classes.get(m, m), json.dumps(
+            method_settings(m, model, target_layers), sort_keys=True,
+            default=str))
+        if key not in seen:
+            seen.add(key)
+            out.append(m)
+    return out
+
+
 def test_split(model, data_root: str):
     """The held-out split under ``data_root`` through ``model.cfg``'s test
     pipeline."""
@@ -71,8 +91,9 @@ def evaluate_model(name: str, args: argparse.Namespace,
     dataset = test_split(model, args.data_root)
     indices = balanced_indices(dataset, args.clips)
 
-    names = args.methods or [m for m in method_names()
-                             if m not in SKIPPED] + list(VARIANTS)
+    names = args.methods or distinct_methods(
+        [m for m in method_names() if m not in SKIPPED], name,
+        target_layers) + list(VARIANTS)
     explainers, na, failed = {}, {}, {}
     for m in names:
         try:

@@ -217,6 +217,11 @@ def goals_section(args, results, accuracy) -> List[str]:
         for m, s in sanity_table(results[name]).items():
             if m in GRADIENT and ('error' in s or s['top'] >= SANITY_PASS):
                 fails.append(f'{name}/{m}')
+    if not any(results[n].get('sanity') for n in args.models):
+        lines.append('| every gradient-based method passes the randomisation '
+                     'test | not run (`--skip-sanity` or no gradient method)'
+                     ' | - |')
+        return lines + ['']
     lines.append('| every gradient-based method passes the randomisation '
                  'test | ' + ('all pass' if not fails else 'fail: ' +
                               ', '.join(fails)) +

@@ -100,6 +100,14 @@ def parse_args(argv=None):
                    help='memory budget of the explanation, e.g. 4G or 512M: '
                    'sets views per pass and batch sizes (default: from the '
                    'free memory of the device; docs/scale.md)')
+    p.add_argument('--grad-checkpoint', default=None,
+                   choices=('auto', 'on', 'off'),
+                   help='input-gradient methods (saliency, '
+                   'integrated_gradients, smoothgrad, swagv): run the '
+                   "backbone's blocks under gradient checkpointing, less "
+                   'memory for one extra forward of each block per backward '
+                   '(default auto: on with --max-memory toolbox or when one '
+                   "view's graph exceeds the budget; docs/scale.md)")
     p.add_argument('--out-dir', default=None,
                    help='output folder (default: work_dirs/explain/'
                    '<video>_<method>)')
@@ -224,6 +232,8 @@ def method_options(args) -> dict:
         opts['depth'] = args.cfp_depth
     if getattr(args, 'max_memory', None) is not None:
         opts['max_memory'] = args.max_memory
+    if getattr(args, 'grad_checkpoint', None) is not None:
+        opts['grad_checkpoint'] = args.grad_checkpoint
     return opts
 
 

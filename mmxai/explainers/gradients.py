@@ -2,7 +2,7 @@
 SmoothGrad. Our own implementation: batched steps/samples per sample, no
 parameter gradients, views handled by the adapter (see docs/perturbation.md
 for why Captum's versions are also reachable through ``CaptumExplainer``)."""
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -13,7 +13,10 @@ from ..baselines import make_baseline
 from .attribution import Attribution
 from .base import BaseExplainer
 from .batching import batches
+from .memory import release_memory
 from .gradient_utils import REDUCTIONS, frozen_parameters, reduce_channels
+from .grad_checkpoint import (check_grad_checkpoint, checkpointed_segments,
+                              wants_checkpointing)
 from .options import SCORES, check_choice, check_positive
 from .progress import Progress
 from .view_scorer import model_inputs
@@ -35,6 +38,16 @@ class _GradientExplainer(BaseExplainer):
     ``max_views_per_pass`` views (:attr:`views_separable`), each forward
     holding ``batch_size`` steps/samples of those views; maps equal one
     pass.
+
+    ``grad_checkpoint`` (``True`` / ``False`` / ``'auto'``, default): run
+    the backbone's blocks under gradient checkpointing
+    (:mod:`.grad_checkpoint`): a backward then holds the blocks' inputs and
+    one block's activations instead of the whole graph, at the cost of one
+    extra forward of every block per backward; maps equal to float
+    rounding. ``'auto'``: on under ``max_memory='toolbox'`` or when the
+    memory plan's estimate of one view's graph exceeds the budget, and
+    switched on before giving up when one view with batch 1 runs out of
+    memory. ``last_memory_plan['grad_checkpoint']`` says what ran.
     """
     default_reduction = 'max_abs'
     views_separable = True
@@ -44,8 +57,11 @@ class _GradientExplainer(BaseExplainer):
 
     def __init__(self, model: nn.Module, score: str = 'logit',
                  reduction: Optional[str] = None, batch_size: int = 8,
-                 progress: Optional[bool] = None, **kwargs):
+                 progress: Optional[bool] = None,
+                 grad_checkpoint: Union[bool, str] = 'auto', **kwargs):
         super().__init__(model, **kwargs)
+        self.grad_checkpoint = check_grad_checkpoint(grad_checkpoint)
+        self._checkpoint_forced = False  # 'auto' after out of memory
         check_choice('score', score, SCORES)
         reduction = reduction or self.default_reduction
         check_choice('reduction', reduction, REDUCTIONS)
@@ -55,7 +71,32 @@ class _GradientExplainer(BaseExplainer):
 
     def settings(self) -> Dict[str, Any]:
         return dict(score=self.score, reduction=self.reduction,
-                    batch_size=self.batch_size)
+                    batch_size=self.batch_size,
+                    grad_checkpoint=self.grad_checkpoint)
+
+    def _checkpointing(self) -> bool:
+        """Whether gradient passes run checkpointed now (recorded in
+        ``last_memory_plan``)."""
+        on = self._checkpoint_forced or wants_checkpointing(
+            self.grad_checkpoint, self.toolbox_budget, self.last_memory_plan)
+        if self.last_memory_plan is not None:
+            self.last_memory_plan['grad_checkpoint'] = on
+        return on
+
+    def _plan(self, video, toolbox_chunk) -> None:
+        self._checkpoint_forced = False
+        super()._plan(video, toolbox_chunk)
+
+    def _shrink(self, video: Tensor) -> None:
+        """Before giving up at one view and batch 1: checkpointing on
+        (``'auto'``), the pass retried."""
+        if self.grad_checkpoint == 'auto' and not self._checkpointing() \
+                and (self._views_per_pass or 1) == 1 and \
+                (self._batch_size() or 1) == 1:
+            self._checkpoint_forced = True
+            release_memory(video.device)
+            return
+        super()._shrink(video)
 
     def objective(self, video: Tensor) -> Tensor:
         """``[N, V, C, T, H, W]`` -> ``[N, K]`` scores as configured
@@ -68,7 +109,8 @@ class _GradientExplainer(BaseExplainer):
                   bar: Optional[Progress] = None) -> Tuple[Tensor, Tensor]:
         """``(grads [N, V, C, T, H, W], target scores [N])``, in batches."""
         grads, outs = [], []
-        with torch.enable_grad(), frozen_parameters(self.model):
+        with torch.enable_grad(), frozen_parameters(self.model), \
+                checkpointed_segments(self.model, self._checkpointing()):
             for start, stop in batches(video.shape[0], self.batch_size):
                 x = video[start:stop].detach().requires_grad_(True)
                 s = self.objective(x)[:, cls]

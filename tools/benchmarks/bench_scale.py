@@ -40,6 +40,14 @@ CASES = {
     'integrated_gradients (16 steps, default plan)': dict(
         kind='explain', method='integrated_gradients',
         options=dict(n_steps=16)),
+    # gradient checkpointing of the backbone's blocks on / off (the default
+    # 'auto' turns it on under --max-memory toolbox)
+    'integrated_gradients (16 steps, checkpointed)': dict(
+        kind='explain', method='integrated_gradients',
+        options=dict(n_steps=16, grad_checkpoint=True)),
+    'integrated_gradients (16 steps, not checkpointed)': dict(
+        kind='explain', method='integrated_gradients',
+        options=dict(n_steps=16, grad_checkpoint=False)),
     'rise (256 masks, default plan)': dict(
         kind='explain', method='rise', options=dict(num_masks=256)),
     'gradcam (one pass)': dict(kind='explain', method='gradcam',
@@ -188,9 +196,10 @@ def run_cases(config: str, video: str, names, num_clips=None,
                 [sys.executable, __file__, '--config', config, '--video',
                  video, '--case', name] + extra, capture_output=True,
                 text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             rows[name] = dict(error=f'not finished in {timeout} s',
-                              returncode=None)
+                              returncode=None,
+                              last_progress=last_progress(exc.stderr))
             print(f'{label or ""} {name:36s} {rows[name]}', flush=True)
             continue
         last = proc.stdout.strip().splitlines()[-1:] or ['']
@@ -210,6 +219,16 @@ def run_cases(config: str, video: str, names, num_clips=None,
     return rows
 
 
+def last_progress(stderr) -> str:
+    """The last progress-bar line of a stopped case's stderr (the bars
+    rewrite their line with carriage returns)."""
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode(errors='replace')
+    lines = [ln.strip() for ln in (stderr or '').replace('\r', '\n').split(
+        '\n') if '/' in ln and 'elapsed' in ln]
+    return lines[-1][-160:] if lines else ''
+
+
 def plan_text(plan) -> str:
     """``views per pass / batch (budget)`` of a memory plan."""
     if not plan:
@@ -219,6 +238,8 @@ def plan_text(plan) -> str:
         text += f" / {plan['batch_size']}"
     if plan.get('budget'):
         text += f" ({plan['budget'] / 2**30:.2f} GB)"
+    if plan.get('grad_checkpoint'):
+        text += ', checkpointed'
     return text
 
 

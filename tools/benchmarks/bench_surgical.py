@@ -822,8 +822,19 @@ k-1 real earlier frames, a real transition among them) still teach that a
 real earlier context is reliable; only the outputs after the junction see
 a misleading one (about 0.7 x 4/8 of a batch's frame outputs at k uniform
 in 1-7). A fill that makes each earlier frame of a swapped window an
-independent random frame of the batch would make the context unreliable at
-every position. Not tried for lack of time (one training of 22 min
+independent random frame of the batch makes the context unreliable at
+every position (`context_fill='shuffle'`); tried once, with two maps only
+for lack of time (`--train-only --context-dropout 0.7 --context-fill
+shuffle --work-dir work_dirs/bench_surgical_shuffle`, 1097 s, then
+`--explain-only test|fresh --stride 8s --methods saliency
+captum:InputXGradient` on it): frame accuracy 0.975 / 0.962, pointing
+saliency 0.756 / 0.727, Input x Gradient 0.778 / 0.795 (both above the
+random map on all three scores): *worse* than the swap and no better than
+no swap, with as many straddling maxima on distractors (Input x Gradient
+0.222 / 0.158): the previous phase's frames are not the only thing the
+maps miss for, and a context made useless everywhere costs the model the
+order without making it read the current instrument better. Not tried for
+lack of time (one training of 22 min
 and 25 min of explanations per attempt on the shared cores): a swap
 probability of 1 (never a real context: then the model cannot use the
 order at all), the `'zero'` / `'last'` fills (weaker by construction:

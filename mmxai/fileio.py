@@ -175,14 +175,31 @@ def read_json(path: PathLike) -> Optional[Any]:
 
 
 def check_writable(out_dir: PathLike) -> None:
-    """Fail early (before any work) if ``out_dir`` cannot be created/written
-    (:func:`mmxai.preflight.check_out_dir`, the CLI's own check).
+    """Fail early (before any work) if ``out_dir`` cannot be created/written.
+
+    The same rule as :func:`mmxai.preflight.check_out_dir` (the CLI's check,
+    which must not import this module's numpy; a module may not import its
+    own layer, so the few lines are kept in both).
 
     Raises:
         OutputError: it or a parent is a file, or no write permission.
     """
-    from .preflight import check_out_dir
-    check_out_dir(os.fspath(out_dir))
+    out_dir = os.fspath(out_dir)
+    probe = osp.abspath(out_dir)
+    if osp.exists(probe) and not osp.isdir(probe):
+        raise OutputError(f'output folder {out_dir} is a file; choose '
+                          'another --out-dir')
+    while not osp.exists(probe):
+        parent = osp.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not osp.isdir(probe):
+        raise OutputError(f'cannot create output folder {out_dir}: '
+                          f'{probe} is not a folder')
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f'output folder {out_dir} is not writable '
+                          f'(no permission on {probe})')
 
 
 def _staged_files(stage: str) -> List[str]:

@@ -63,3 +63,21 @@ def test_check_writable_is_the_cli_check(tmp_path):
         check_writable(f)
     with pytest.raises(OutputError, match='is not a folder'):
         check_writable(f / 'below')
+
+
+def test_check_writable_agrees_with_preflight(tmp_path):
+    """The two copies of the rule (layers forbid one importing the other)
+    give the same verdict and message."""
+    from mmxai.fileio import check_writable
+    from mmxai.preflight import check_out_dir
+    f = tmp_path / 'file'
+    f.write_text('x')
+    for path in (tmp_path / 'a' / 'b', f, f / 'below'):
+        got = []
+        for check in (check_writable, check_out_dir):
+            try:
+                check(str(path))
+                got.append(None)
+            except OutputError as e:
+                got.append(str(e))
+        assert got[0] == got[1], path

@@ -574,6 +574,46 @@ class AttentionRollout(_AttentionExplainer):
         return self._finish(grid, inputs, scores, targets)
 
 
+def _head_fused_relevance(objective: Tensor, attn: Sequence[AttentionCall]
+                          ) -> Dict[int, Tensor]:
+    """``{id(call): mean_h ReLU(dS/dA * A)}`` of every recorded call, from
+    one backward of ``objective``.
+
+    Each call's gradient is fused into its head mean by a tensor hook the
+    moment autograd has it, so one call's per-head gradient ``[M, h, L, S]``
+    lives at a time (not all of them at once: for global attention that is
+    the size of the recorded attention again). The backward is taken with
+    respect to the first recorded attention only (every later call lies
+    between it and the score, so autograd computes their gradients on the
+    way and the hooks see them); calls the score does not reach get zeros.
+    """
+    weighted: Dict[int, Tensor] = {}
+    handles = []
+
+    def fuse(call: AttentionCall):
+        def hook(grad: Tensor) -> None:
+            a = call.probs.detach().float()
+            weighted[id(call)] = F.relu(grad.float() * a).mean(1)
+        return hook
+
+    try:
+        live = [c for c in attn if c.probs.requires_grad]
+        for call in live:
+            handles.append(call.probs.register_hook(fuse(call)))
+        if objective.requires_grad and live:
+            torch.autograd.grad(objective, [live[0].probs],
+                                allow_unused=True)
+    finally:
+        for h in handles:
+            h.remove()
+    for call in attn:
+        if id(call) not in weighted:
+            weighted[id(call)] = torch.zeros_like(call.probs.detach().float()
+                                                  .mean(1))
+        call.probs = None  # the per-head copy is no longer needed
+    return weighted
+
+
 @EXPLAINERS.register_module()
 class AttentionRelevance(_AttentionExplainer):
     """Gradient-weighted attention relevance (Chefer et al. 2021):
@@ -607,16 +647,7 @@ class AttentionRelevance(_AttentionExplainer):
             self._probs = probs.detach()
             objective = scores.gather(1, targets.view(-1, 1)).sum()
             attn = [c for c in calls if c.probs is not None]
-            grads = torch.autograd.grad(
-                objective, [c.probs for c in attn], allow_unused=True) \
-                if objective.requires_grad else [None] * len(attn)
-        weighted = {}
-        for call, grad in zip(attn, grads):
-            a = call.probs.detach().float()
-            g = torch.zeros_like(a) if grad is None else grad.float()
-            weighted[id(call)] = F.relu(g * a).mean(1)
-            call.probs = None  # free the per-head copy as we go
-        del grads
+            weighted = _head_fused_relevance(objective, attn)
         with torch.no_grad():
             if self.windowed or self.local or self.decoder:
                 reduced = [AttentionCall(c.kind, weighted.get(id(c)), c.meta)

@@ -57,3 +57,25 @@ def test_records_merge_into_one_table(tmp_path):
     assert any('failed: `UnsupportedModelError: no`' in ln for ln in lines)
     lone = next(ln for ln in lines if '| 1 |' in ln)
     assert '| - |' in lone  # no toolbox row at 1 clip: no ratio
+
+
+def test_a_stopped_case_keeps_the_peak_it_reached():
+    # a real child that holds ~200 MB and sleeps past the timeout
+    code = ('import time; b = bytearray(200 * 2**20); '
+            'b[::4096] = b"x" * len(b[::4096]); time.sleep(30)')
+    res = bs.run_sampled([sys.executable, '-c', code], timeout=1.5, every=0.2)
+    assert res.timed_out and res.returncode != 0
+    assert res.vmhwm_gb is not None and res.vmhwm_gb >= 0.19
+    done = bs.run_sampled([sys.executable, '-c', 'print(42)'], timeout=30)
+    assert not done.timed_out and done.returncode == 0
+    assert done.stdout.strip() == '42'
+
+
+def test_a_stopped_row_shows_its_lower_bound():
+    rec = dict(model='M', num_clips=None, rows={
+        'toolbox inference': dict(seconds=1.0, peak_rss_gb=2.0, views=2),
+        'rise': dict(error='not finished in 60 s', returncode=None,
+                     vmhwm_gb=2.5, last_progress='3/10 elapsed')})
+    row = next(ln for ln in bs.markdown_table([rec]).splitlines()
+               if '| rise |' in ln)
+    assert '>= 2.50 GiB' in row and '>= 1.25x' in row and '3/10' in row

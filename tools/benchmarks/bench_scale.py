@@ -182,6 +182,48 @@ def count_views(model, cfg, video: str) -> int:
     return int(build_adapter(model).to_video(raw).shape[1])
 
 
+class _Finished:
+    """What :func:`run_sampled` saw of a case's process."""
+
+    def __init__(self, returncode, stdout, stderr, timed_out, vmhwm_gb):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+        self.timed_out, self.vmhwm_gb = timed_out, vmhwm_gb
+
+
+def vmhwm_gb(pid: int):
+    """``VmHWM`` (the peak resident set so far) of a live process, GiB."""
+    try:
+        with open(f'/proc/{pid}/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return round(int(line.split()[1]) / 2**20, 2)
+    except OSError:
+        return None
+    return None
+
+
+def run_sampled(cmd, timeout=None, every: float = 5.0) -> _Finished:
+    """Run ``cmd``, sampling its ``VmHWM`` every ``every`` seconds, so that
+    a case stopped at ``timeout`` still reports the peak it had reached."""
+    import tempfile
+    with tempfile.TemporaryFile('w+') as out, \
+            tempfile.TemporaryFile('w+') as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        start, peak, timed_out = time.monotonic(), None, False
+        while proc.poll() is None:
+            peak = vmhwm_gb(proc.pid) or peak
+            if timeout and time.monotonic() - start > timeout:
+                proc.kill()
+                timed_out = True
+                break
+            time.sleep(every)
+        proc.wait()
+        out.seek(0)
+        err.seek(0)
+        return _Finished(proc.returncode, out.read(), err.read(), timed_out,
+                         peak)
+
+
 def run_cases(config: str, video: str, names, num_clips=None,
               max_memory=None, timeout=None, label=None) -> dict:
     """Each case of ``names`` in a fresh interpreter: name -> its result
@@ -191,15 +233,13 @@ def run_cases(config: str, video: str, names, num_clips=None,
         extra = [] if not num_clips else ['--num-clips', str(num_clips)]
         if max_memory:
             extra += ['--max-memory', max_memory]
-        try:
-            proc = subprocess.run(
-                [sys.executable, __file__, '--config', config, '--video',
-                 video, '--case', name] + extra, capture_output=True,
-                text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
+        proc = run_sampled(
+            [sys.executable, __file__, '--config', config, '--video',
+             video, '--case', name] + extra, timeout)
+        if proc.timed_out:
             rows[name] = dict(error=f'not finished in {timeout} s',
-                              returncode=None,
-                              last_progress=last_progress(exc.stderr))
+                              returncode=None, vmhwm_gb=proc.vmhwm_gb,
+                              last_progress=last_progress(proc.stderr))
             print(f'{label or ""} {name:36s} {rows[name]}', flush=True)
             continue
         last = proc.stdout.strip().splitlines()[-1:] or ['']
@@ -256,6 +296,14 @@ def markdown_table(records) -> str:
         views = next((r['views'] for r in rows.values()
                       if r.get('views')), None)
         for name, r in rows.items():
+            if 'error' in r and r.get('vmhwm_gb'):  # stopped at --timeout
+                ratio = f">= {r['vmhwm_gb'] / base:.2f}x" if base else '-'
+                out.append(f"| {rec['model']} | {views or '?'} | {name} | "
+                           f">= {r['vmhwm_gb']:.2f} GiB (`VmHWM` when "
+                           f"stopped: {r['error']}; "
+                           f"{r.get('last_progress') or 'no progress line'})"
+                           f" | | | {ratio} | | |")
+                continue
             if 'error' in r:
                 out.append(f"| {rec['model']} | {views or '?'} | {name} | "
                            f"failed: `{r['error']}` | | | | | |")

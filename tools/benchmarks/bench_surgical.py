@@ -252,7 +252,7 @@ def generate(root: str, numbers, seed: int, duration: float) -> None:
 
 def load_cfg(root: str, train_ids, test_ids, epochs: int, work_dir: str,
              spatial_pool: str = 'grid', context_dropout=None,
-             context_fill=None):
+             context_fill=None, smooth_weight=None):
     from mmengine.config import Config
     cfg = Config.fromfile(CONFIG)
     cfg.model.cls_head.spatial_pool = spatial_pool
@@ -260,6 +260,8 @@ def load_cfg(root: str, train_ids, test_ids, epochs: int, work_dir: str,
         cfg.model.cls_head.context_dropout = float(context_dropout)
     if context_fill is not None:
         cfg.model.cls_head.context_fill = context_fill
+    if smooth_weight is not None:  # MS-TCN's truncated smoothing loss
+        cfg.model.cls_head.smooth_weight = float(smooth_weight)
     ids = lambda v: ','.join(str(i) for i in v)  # noqa: E731
     cfg.work_dir = work_dir
     cfg.train_dataloader.dataset.update(data_root=root, videos=ids(train_ids))
@@ -1331,6 +1333,9 @@ def main(argv=None) -> dict:
     p.add_argument('--context-fill',
                    choices=('swap', 'shuffle', 'zero', 'last'),
                    help="CausalMSTCNHead context_fill (default the config's)")
+    p.add_argument('--smooth-weight', type=float,
+                   help="CausalMSTCNHead smooth_weight, MS-TCN's smoothing "
+                   "loss (0: off; default the config's)")
     p.add_argument('--train-only', action='store_true',
                    help='steps 1-3 only (procedures, training, phase '
                    'metrics); results.json then serves --phase-from')
@@ -1375,7 +1380,7 @@ def main(argv=None) -> dict:
     s.update(seed=args.seed, fresh_seed=args.fresh_seed,
              spatial_pool=args.spatial_pool,
              context_dropout=args.context_dropout,
-             context_fill=args.context_fill)
+             context_fill=args.context_fill, smooth_weight=args.smooth_weight)
     torch_threads = int(os.environ.get('OMP_NUM_THREADS', '0') or 0)
     import torch
     if torch_threads:
@@ -1446,7 +1451,8 @@ def main(argv=None) -> dict:
     # 2. train with the Runner
     cfg = load_cfg(root, train_ids, test_ids, s['epochs'],
                    osp.join(work, 'train'), args.spatial_pool,
-                   args.context_dropout, args.context_fill)
+                   args.context_dropout, args.context_fill,
+                   args.smooth_weight)
     t0 = time.perf_counter()
     ckpt = args.checkpoint or train(cfg)
     s['train_s'] = time.perf_counter() - t0

@@ -70,7 +70,9 @@ def test_identities(i3d, inputs):
     plain = GradCAM(i3d, target_layers=[LAYER]).attribute(inputs, TARGETS)
     zero = build_explainer('finer_cam', i3d, target_layers=[LAYER],
                            gamma=0.0).attribute(inputs, TARGETS)
-    close(zero.raw_maps, plain.raw_maps, 1e-6)
+    # float32: the contrast target backpropagates (s * w).sum(), not a
+    # one-hot row; 1.09e-06 was seen once on a loaded 2-core machine
+    close(zero.raw_maps, plain.raw_maps, 1e-5)
     fine = build_explainer('finer_cam', i3d, base_method='gradcam++',
                            target_layers=[LAYER]).attribute(inputs, TARGETS)
     w, _ = contrast_weights(plain.scores, TARGETS, 0.6, 3)

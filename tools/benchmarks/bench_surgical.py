@@ -1280,9 +1280,7 @@ def merge(args, s, work, argv, probe_file) -> dict:
     if s.get('context_dropout') is None:
         s['context_dropout'] = o.get('context_dropout')
     # the run that trained the checkpoint (kept through later merges)
-    trained_by = o.get('train_command') or (
-        o.get('command') if '--merge' not in (o.get('command') or '') and
-        '--train-only' in (o.get('command') or '') else None)
+    trained_by = o.get('train_command')
     if trained_by:
         s['train_command'] = trained_by
         s['phase_from_note'] = (
@@ -1479,6 +1477,8 @@ def main(argv=None) -> dict:
     s['train_s'] = time.perf_counter() - t0
     if args.checkpoint:
         s['train_given'] = args.train_seconds
+    else:  # --merge names this run as the checkpoint's origin
+        s['train_command'] = _command(argv)
     s['ckpt_mb'] = osp.getsize(ckpt) / 2**20
     log(f"checkpoint {ckpt} ({s['ckpt_mb']:.1f} MB) after "
         f"{s['train_s']:.0f} s")

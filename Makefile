@@ -27,14 +27,16 @@ $(STAMP): setup.py requirements/runtime.txt requirements/tests.txt
 install: $(STAMP)
 
 # Two runs: one clip (Grad-CAM, work_dirs/demo/) and a whole 91 s surgical
-# procedure window by window (saliency, work_dirs/demo_surgical/: timeline,
-# overlay video, index.html; demo/README.md says what the files are).
+# procedure window by window (saliency) and over its whole feature sequence
+# (which moments drive each window's phase: occlusion, IG, frame Shapley),
+# combined in work_dirs/demo_surgical/: timeline, overlay video, index.html,
+# sequence/ (demo/README.md says what the files are).
 demo: $(STAMP)
 	$(PY) tools/explain.py configs/demo/i3d_tiny_synthetic.py demo/i3d_tiny_synthetic.pth demo/demo.mp4 \
 		--method gradcam --out-dir work_dirs/demo
-	@echo "explaining the bundled procedure demo/surgical/video11.mp4 window by window ..."
+	@echo "explaining the bundled procedure demo/surgical/video11.mp4 window by window and over its whole sequence ..."
 	$(PY) tools/explain.py configs/surgical/resnet18s2_tcn_procedures.py \
-		demo/surgical/phase_tcn_procedures.pth demo/surgical/video11.mp4 --windows \
+		demo/surgical/phase_tcn_procedures.pth demo/surgical/video11.mp4 --windows --sequence \
 		--gt demo/surgical/video11-phase.txt --method saliency --stride 2s --batch-size 8 \
 		--no-resume --no-progress --out-dir work_dirs/demo_surgical
 

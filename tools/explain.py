@@ -10,6 +10,9 @@ A two-stage phase model (frame CNN + CausalMSTCNHead) over a whole video:
 
     python tools/explain.py CONFIG CHECKPOINT VIDEO --sequence
         [--times 40m 41m | every:30s | transitions] [--gt PHASE_FILE]
+    python tools/explain.py CONFIG CHECKPOINT VIDEO --windows --sequence
+        (both: spatial maps per window and the moments that drive each
+        window's phase, in one timeline, overlay and viewer)
 
 With a CONFIG and CHECKPOINT but no VIDEO, the config's test dataset is
 explained through the Runner (see docs/integration.md), also under
@@ -174,7 +177,10 @@ def parse_args(argv=None):
         'cached frame features (docs/surgical.md)')
     q.add_argument('--sequence', action='store_true',
                    help='temporal attribution over the whole video: '
-                   'importance.npz/csv/png, sequence.json, features/ cache')
+                   'importance.npz/csv/png, sequence.json, features/ cache; '
+                   'with --windows both, combined in the timeline, overlay '
+                   'and viewer (the sequence in OUT/sequence/, explained at '
+                   "every window's time unless --times)")
     q.add_argument('--times', nargs='+', default=None,
                    help="times to explain: 40m 1:30 90 ..., 'every:30s' or "
                    "'transitions' (default: the predicted phase changes)")
@@ -287,40 +293,93 @@ def run_windows(args, cfg) -> int:
         device=args.device, trust_checkpoint=args.trust_checkpoint,
         allow_partial_checkpoint=args.allow_partial_checkpoint,
         **method_options(args))
+    print_windows(args, tl)
+    for kind, path in sorted(tl.files.items()):
+        print(f'  {kind:8s} {path}')
+    return 0
+
+
+def sequence_times(args):
+    times = args.times
+    if times is not None and len(times) == 1 and (
+            times[0] == 'transitions' or times[0].startswith('every')):
+        times = times[0]
+    return times
+
+
+def sequence_options(args) -> dict:
+    """The keywords of explain_phase_sequence the --sequence flags set
+    (not the times, methods, target, ground truth or model)."""
+    context = int(args.context) if str(args.context).isdigit() else \
+        args.context
+    return dict(context=context, baseline=parse_value(args.baseline),
+                score=args.score, sample_fps=args.sample_fps,
+                until=args.until, batch_size=args.feature_batch,
+                refresh_features=args.refresh_features,
+                ig_steps=args.ig_steps,
+                shapley_players=args.shapley_players, cams=args.cams)
+
+
+def print_windows(args, tl) -> None:
     failed = tl.failed
     acc = '' if tl.accuracy is None else \
         f', frame accuracy {tl.accuracy:.1%}'
     print(f'{tl.settings["method"]}: {len(tl)} windows on {args.video}'
           f'{acc}' + (f', {len(failed)} failed (see timeline.csv)'
                       if failed else ''))
-    for kind, path in sorted(tl.files.items()):
-        print(f'  {kind:8s} {path}')
-    return 0
 
 
 def run_sequence(args, cfg) -> int:
     from mmxai.apis import explain_phase_sequence
     from mmxai.apis.inference import default_out_dir
     out_dir = args.out_dir or default_out_dir(args.video, 'sequence')
-    times = args.times
-    if times is not None and len(times) == 1 and (
-            times[0] == 'transitions' or times[0].startswith('every')):
-        times = times[0]
-    context = int(args.context) if str(args.context).isdigit() else \
-        args.context
-    baseline = parse_value(args.baseline)
     res = explain_phase_sequence(
-        cfg, args.video, times=times, methods=args.sequence_methods,
-        target=parse_target(args.target), context=context,
-        baseline=baseline, score=args.score, out_dir=out_dir, gt=args.gt,
-        class_names=args.label_map, sample_fps=args.sample_fps,
-        until=args.until, batch_size=args.feature_batch,
-        refresh_features=args.refresh_features, ig_steps=args.ig_steps,
-        shapley_players=args.shapley_players, cams=args.cams,
+        cfg, args.video, times=sequence_times(args),
+        methods=args.sequence_methods, target=parse_target(args.target),
+        out_dir=out_dir, gt=args.gt, class_names=args.label_map,
         outputs=args.outputs or ('json', 'npz', 'csv', 'png'),
         progress=not args.no_progress, checkpoint=args.checkpoint,
         device=args.device, trust_checkpoint=args.trust_checkpoint,
-        allow_partial_checkpoint=args.allow_partial_checkpoint)
+        allow_partial_checkpoint=args.allow_partial_checkpoint,
+        **sequence_options(args))
+    print_sequence(args, res)
+    for kind, path in sorted(res.files.items()):
+        print(f'  {kind:8s} {path}')
+    return 0
+
+
+def run_phase_video(args, cfg) -> int:
+    """--windows --sequence: both, combined in the long-video outputs."""
+    from mmxai.apis import explain_phase_video
+    from mmxai.apis.inference import default_out_dir
+    outputs = args.outputs or ['timeline', 'video', 'html', 'maps']
+    out_dir = args.out_dir or default_out_dir(args.video, args.method) + \
+        '_windows'
+    opts = sequence_options(args)
+    if args.no_resume:  # recompute everything, the features too
+        opts['refresh_features'] = True
+    tl, res = explain_phase_video(
+        cfg, args.video, method=args.method, out_dir=out_dir,
+        times=sequence_times(args), sequence_methods=args.sequence_methods,
+        sequence_options=opts, gt=args.gt,
+        target=parse_target(args.target), class_names=args.label_map,
+        checkpoint=args.checkpoint, device=args.device,
+        trust_checkpoint=args.trust_checkpoint,
+        allow_partial_checkpoint=args.allow_partial_checkpoint,
+        progress=not args.no_progress, stride=args.stride,
+        window_span=args.window_span, start=args.start, end=args.end,
+        batch_size=args.batch_size, views=args.views, outputs=outputs,
+        overlay_fps=args.overlay_fps, overlay_size=args.overlay_size,
+        map_size=args.map_size, resume=not args.no_resume,
+        **method_options(args))
+    print_windows(args, tl)
+    print_sequence(args, res)
+    for kind, path in sorted(tl.files.items()):
+        print(f'  {kind:8s} {path}')
+    return 0
+
+
+def print_sequence(args, res) -> None:
     acc = '' if res.accuracy is None else \
         f', frame accuracy {res.accuracy:.1%}'
     st = res.settings
@@ -330,9 +389,6 @@ def run_sequence(args, cfg) -> int:
           f'features computed for {res.computed_frames} of '
           f'{st["explained_until"]} frames, the rest cached{acc}) in '
           f'{res.timings["total"]:.1f} s')
-    for kind, path in sorted(res.files.items()):
-        print(f'  {kind:8s} {path}')
-    return 0
 
 
 def run_dataset(args, cfg) -> int:
@@ -376,16 +432,13 @@ def preflight(args):
     pre.check_label_map(args.label_map, num_classes)
     windows = getattr(args, 'windows', False)
     sequence = getattr(args, 'sequence', False)
-    if windows and sequence:
-        raise pre.InputError('--windows and --sequence are two modes: give '
-                             'one')
     if windows or sequence:
         if args.video is None:
             raise pre.InputError(f'--{"windows" if windows else "sequence"}'
                                  ' needs a VIDEO')
         pre.check_long_video_options(args)
     if sequence:
-        check_sequence_options(args, cfg, pre)
+        check_sequence_options(args, cfg, pre, combined=windows)
         windows = True  # the target may be 'gt' with --gt
     pre.check_target(parse_target(args.target), num_classes,
                      label=args.label,
@@ -396,8 +449,9 @@ def preflight(args):
     return cfg
 
 
-def check_sequence_options(args, cfg, pre) -> None:
-    """The --sequence flags and the model's head, from the config alone.
+def check_sequence_options(args, cfg, pre, combined: bool = False) -> None:
+    """The --sequence flags and the model's head, from the config alone
+    (``combined``: with ``--windows``, whose ``--outputs`` they are).
 
     Raises:
         mmxai.errors.MMXAIError: one line naming the flag (or the head).
@@ -423,7 +477,7 @@ def check_sequence_options(args, cfg, pre) -> None:
                                  f'{getattr(args, name)}: give 1 or more')
     bad = [o for o in args.outputs or () if o not in ('json', 'npz', 'csv',
                                                       'png')]
-    if bad:
+    if bad and not combined:
         raise pre.InputError(f'--outputs {" ".join(bad)}: --sequence writes '
                              'json npz csv png')
     if args.cams < 0:
@@ -512,6 +566,8 @@ def _main(argv=None) -> int:
     if getattr(args, 'no_progress', False):  # the explainers' bars too
         os.environ['MMXAI_NO_PROGRESS'] = '1'
     try:
+        if args.video and args.windows and args.sequence:
+            return run_phase_video(args, cfg)
         if args.video and args.windows:
             return run_windows(args, cfg)
         if args.video and args.sequence:

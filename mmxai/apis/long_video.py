@@ -50,6 +50,7 @@ from ..fileio import atomic_path, check_writable, clean_stale, json_safe, \
     read_json, write_json
 from ..outputs import (LONG_VIDEO_LAYOUT, OutputWriter, RankOutputs,
                        TIMELINE_FILES, Timeline, WindowRecord)
+from ..outputs.sequence_track import SequenceTrack
 from ..outputs.timeline import write_timeline_csv, write_timeline_json
 from ..outputs.track import display_maps, frame_series
 from ..preflight import (check_video_file, parse_time_spec,
@@ -443,6 +444,7 @@ def explain_long_video(model: Union[nn.Module, str], video: str,
                        allow_partial_checkpoint: bool = False,
                        timings: Optional[dict] = None,
                        label_at: Optional[str] = None,
+                       sequence: Optional[SequenceTrack] = None,
                        **options) -> Timeline:
     """Explain a recognizer moment by moment over a whole video.
 
@@ -479,6 +481,11 @@ def explain_long_video(model: Union[nn.Module, str], video: str,
         label_at: ``'last'`` (online: a window's prediction is about the
             last frame it sees) or ``'centre'``; None (default) reads it
             from the config (:func:`label_position`).
+        sequence: a whole-video temporal explanation of a phase model
+            (:class:`~mmxai.outputs.SequenceTrack`, from
+            :func:`~mmxai.apis.explain_phase_video`), drawn into the
+            overlay (a strip and a panel line), ``timeline.png`` (a panel
+            per method) and ``index.html`` (a row and the top moments).
     Returns:
         :class:`~mmxai.outputs.Timeline`.
     Raises:
@@ -541,6 +548,10 @@ def explain_long_video(model: Union[nn.Module, str], video: str,
         method=explainer.name, method_settings=explainer.settings(),
         target=target, plan=plan.describe(), map_size=map_size,
         gt=osp.abspath(gt) if gt else None, mmxai_version=__version__))
+    if sequence is not None:
+        settings['sequence'] = json_safe(dict(
+            folder=sequence.folder, methods=list(sequence.importance),
+            shown=sequence.shown, explained=len(sequence)))
     tl = Timeline([plan.record(i) for i in range(len(plan))], plan.fps,
                   stream.num_frames, names, out_dir, {}, gt_frames, None,
                   settings)
@@ -557,7 +568,7 @@ def explain_long_video(model: Union[nn.Module, str], video: str,
                 overlay_timeline == 'live':  # drawn during the sweep
             overlay = _Overlay(tl, plan, stream.shape, overlay_fps,
                                overlay_size, _class_names(tl, num_classes),
-                               timings=timings)
+                               timings=timings, sequence=sequence)
             overlay.in_sweep = True
         with overlay or contextlib.nullcontext():
             _run_windows(tl, plan, stream, inputs, explainer, target,
@@ -568,7 +579,7 @@ def explain_long_video(model: Union[nn.Module, str], video: str,
             _write_run_files(tl, plan, stream, outputs, overlay_fps,
                              overlay_size, timings, num_classes,
                              overlay.paths if overlay else None,
-                             overlay_timeline == 'live')
+                             overlay_timeline == 'live', sequence)
     timings['total'] = time.perf_counter() - t_start
     return tl
 
@@ -836,7 +847,7 @@ def _class_names(tl, num_classes: int) -> List[str]:
 
 def _write_run_files(tl, plan, stream, outputs, overlay_fps, overlay_size,
                      timings, num_classes, overlay_files=None,
-                     live=True) -> None:
+                     live=True, sequence=None) -> None:
     from ..visualization.timeline import class_colors, plot_timeline
     from ..visualization.timeline_viewer import viewer_html
     out = tl.out_dir
@@ -847,7 +858,7 @@ def _write_run_files(tl, plan, stream, outputs, overlay_fps, overlay_size,
         tl.files.update(overlay_files)
     elif 'video' in outputs:
         files = _write_overlay(tl, plan, stream, overlay_fps, overlay_size,
-                               names, timings, live=live)
+                               names, timings, live=live, sequence=sequence)
         tl.files.update(files)
     timings['overlay'] += time.perf_counter() - t
     t = time.perf_counter()
@@ -869,7 +880,7 @@ def _write_run_files(tl, plan, stream, outputs, overlay_fps, overlay_size,
             title=f'{osp.basename(stream.video)}: '
             f'{tl.settings["method"]}, {len(tl)} windows of '
             f'{plan.span} frames every {plan.stride} frames', accuracy=tl.accuracy,
-            window_s=plan.span / (plan.fps or 25.0))
+            window_s=plan.span / (plan.fps or 25.0), sequence=sequence)
         tl.files['csv'] = write_timeline_csv(
             osp.join(out, TIMELINE_FILES['csv']), tl)
     if 'html' in outputs and 'video' in outputs:
@@ -901,6 +912,8 @@ def _write_run_files(tl, plan, stream, outputs, overlay_fps, overlay_size,
                           importance=round(w.evidence, 6),
                           topk=[[c, round(p, 4)] for c, p in w.topk])
                      for w, (a, b) in zip(tl, _ribbon_spans(tl))])
+        if sequence is not None and len(sequence):
+            data['sequence'] = sequence.viewer_data()
         path = osp.join(out, TIMELINE_FILES['html'])
         with atomic_path(path) as tmp:
             with open(tmp, 'w') as f:
@@ -940,9 +953,12 @@ class _Overlay:
     first frame they cover is drawn."""
 
     def __init__(self, tl, plan, shape, overlay_fps, overlay_size, names,
-                 live: bool = True, timings: Optional[dict] = None) -> None:
+                 live: bool = True, timings: Optional[dict] = None,
+                 sequence: Optional[SequenceTrack] = None) -> None:
         from ..visualization.timeline import class_colors, ribbon_image
         self.tl, self.plan, self.names, self.live = tl, plan, names, live
+        self.seq = sequence if sequence is not None and len(sequence) \
+            else None
         self.timings = {} if timings is None else timings
         h0, w0 = shape
         scale = overlay_size / max(h0, w0)  # small videos are enlarged
@@ -971,7 +987,17 @@ class _Overlay:
             strip = np.concatenate([strip, ribbon_image(
                 tl.gt[self.src], ow, self.strip_h, self.colors)])
         self.strip = strip
-        self.height = oh + self.panel_h + strip.shape[0]
+        self.seq_h = 0
+        if self.seq is not None:  # the sequence strip: one column per
+            self.seq_h, self.panel_h = 24, 50  # strip column, in time
+            g = self.seq.grid_s
+            dt = float(g[1] - g[0]) if len(g) > 1 else 1.0
+            t_col = self.src[self.cols] / fps if len(self.src) else \
+                np.zeros(ow)
+            self.seq_cols = np.clip(np.round((t_col - g[0]) / dt), 0,
+                                    len(g) - 1).astype(int)
+            self._seq_img = (None, None)  # (explained index, image)
+        self.height = oh + self.panel_h + strip.shape[0] + self.seq_h
         self.buffer_cap = max(1, OVERLAY_BUFFER_BYTES // (oh * ow * 3))
         self.active: Dict[int, dict] = {}
         self.n = 0  # the next output frame
@@ -1057,14 +1083,46 @@ class _Overlay:
                     if pred < 0 else self.colors[
                         min(pred, len(self.colors) - 1)]
                 self._filled = k
-        panel = draw_text_panel(self.ow, self.panel_h, lines)
         pos = (f - plan.start) / max(1, plan.end - 1 - plan.start)
         cur = draw_cursor_strip(self.strip, pos)
+        if self.seq is not None:
+            line, img = self._sequence_row(f / tl.fps)
+            lines.append(line)
+            cur = np.concatenate([cur, img])  # its tick: the time explained
+        panel = draw_text_panel(self.ow, self.panel_h, lines)
         t = time.perf_counter()
         self.wv.write(np.concatenate([panel, shown, cur]))
         self.wp.write(np.concatenate([panel, frame, cur]))
         self._add_time('overlay_encode', time.perf_counter() - t)
         self.n += 1
+
+    def _sequence_row(self, tau: float):
+        """The panel line and the strip of the sequence explanation shown
+        at ``tau`` s: the last explained time at or before it."""
+        from ..visualization.timeline import format_clock, importance_strip
+        seq = self.seq
+        i = seq.index_at(tau)
+        if i is None:
+            line = f'what drives the phase: first explained at ' \
+                f'{format_clock(seq.times_s[0])}'
+        else:
+            top = ' '.join(format_clock(seq.grid_s[s]) for s in seq.top(i))
+            line = f'drives {seq.label(int(seq.targets[i]))} at ' \
+                f'{format_clock(seq.times_s[i])}: {top} ({seq.shown})'
+        if self._seq_img[0] != i or self._seq_img[1] is None:
+            vals = np.full(self.ow, np.nan, np.float32)
+            tick = None
+            if i is not None:
+                row = seq.importance[seq.shown][i]
+                a, t = int(seq.context_start[i]), int(seq.times[i])
+                top = float(np.abs(row[a:t + 1]).max()) or 1.0
+                inside = (self.seq_cols >= a) & (self.seq_cols <= t)
+                vals[inside] = row[self.seq_cols[inside]] / top
+                at = np.flatnonzero(self.seq_cols == t)
+                tick = int(at[-1]) if len(at) else None
+            self._seq_img = (i, importance_strip(vals, self.ow, self.seq_h,
+                                                 tick))
+        return line, self._seq_img[1]
 
     def advance(self, stop: int, frames: Dict[int, np.ndarray],
                 stream: 'VideoStream') -> None:
@@ -1107,7 +1165,9 @@ def _decode_or_black(reader, idx, shape) -> Dict[int, np.ndarray]:
 
 def _write_overlay(tl, plan, stream, overlay_fps, overlay_size, names,
                    timings: Optional[dict] = None, live: bool = True,
-                   decoder_scale: bool = True) -> Dict[str, str]:
+                   decoder_scale: bool = True,
+                   sequence: Optional[SequenceTrack] = None
+                   ) -> Dict[str, str]:
     """The overlay as a second pass after the sweep (``overlay_timeline=
     'full'``, or a resumed run, whose finished windows' frames were not
     decoded in this process): decodes ``start .. end`` again and reads the
@@ -1118,7 +1178,7 @@ def _write_overlay(tl, plan, stream, overlay_fps, overlay_size, names,
     during the sweep). ``timings`` receives ``overlay_decode`` and
     ``overlay_encode``."""
     ov = _Overlay(tl, plan, stream.shape, overlay_fps, overlay_size, names,
-                  live=live, timings=timings)
+                  live=live, timings=timings, sequence=sequence)
     if decoder_scale:
         reader = VideoStream(stream.video, width=ov.ow, height=ov.oh,
                              check=False)

@@ -13,6 +13,7 @@ from .vocabulary import (ALIASES, DATASET_DEFAULT, HOOK_DEFAULT, OUTPUT_NAMES,
                          VIDEO_DEFAULT, VISUAL_OUTPUTS, resolve_outputs)
 from .timeline import (TIMELINE_FILES, Timeline, WindowRecord,
                        read_window_maps)
+from .sequence_track import SequenceTrack
 from .writer import OutputWriter, RankOutputs, SampleFiles
 from .compare import COMPARE_FILES, write_comparison
 
@@ -25,4 +26,4 @@ __all__ = [
     'write_cfp_figures', 'class_label', 'explanation_record', 'headline',
     'top5_line', 'LONG_VIDEO_LAYOUT', 'Timeline', 'WindowRecord',
     'TIMELINE_FILES', 'read_window_maps', 'COMPARE_LAYOUT', 'COMPARE_FILES',
-    'write_comparison']
+    'write_comparison', 'SequenceTrack']

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -18,6 +18,7 @@ from mmxai.errors import OutputError
 from mmxai.fileio import PathLike
 
 __all__ = ['class_colors', 'ribbon_image', 'draw_cursor_strip',
+           'importance_strip',
            'draw_text_panel', 'plot_timeline', 'StreamVideoWriter',
            'browser_codec_available', 'format_clock']
 
@@ -69,6 +70,32 @@ def ribbon_image(labels: np.ndarray, width: int, height: int,
                            (height, width, 3)).copy()
 
 
+def importance_strip(values: np.ndarray, width: int, height: int,
+                     explained: Optional[int] = None) -> np.ndarray:
+    """uint8 ``[height, width, 3]``: ``values [width]`` (one per column,
+    in [-1, 1], NaN: outside the context) as bars from the middle line:
+    red up for positive, blue down for negative; the context's columns on
+    a lighter grey, column ``explained`` (the time explained) ticked in
+    white."""
+    out = np.empty((height, width, 3), np.uint8)
+    out[:] = (24, 24, 24)
+    v = np.asarray(values, np.float32)
+    inside = np.isfinite(v)
+    out[:, inside] = (60, 60, 60)
+    mid = height // 2
+    out[mid, :] = (90, 90, 90)
+    vv = np.where(inside, np.clip(v, -1, 1), 0.0)
+    n = np.round(np.abs(vv) * (mid - 1)).astype(int)
+    rows = np.arange(height)[:, None]
+    up = (vv > 0) & (rows < mid) & (rows >= mid - n)
+    down = (vv < 0) & (rows > mid) & (rows <= mid + n)
+    out[up] = (230, 50, 40)
+    out[down] = (50, 110, 230)
+    if explained is not None and 0 <= explained < width:
+        out[:, explained] = 255
+    return out
+
+
 def draw_cursor_strip(strip: np.ndarray, position: float) -> np.ndarray:
     """``strip`` with a white cursor (black edges) at ``position`` in
     [0, 1] of its width."""
@@ -108,7 +135,8 @@ def plot_timeline(path: PathLike, times: np.ndarray, pred: np.ndarray,
                   gt: Optional[np.ndarray] = None,
                   gt_times: Optional[np.ndarray] = None,
                   title: str = '', accuracy: Optional[float] = None,
-                  dpi: int = 100, window_s: Optional[float] = None) -> str:
+                  dpi: int = 100, window_s: Optional[float] = None,
+                  sequence: Any = None) -> str:
     """``timeline.png``: the predicted class over time (a ribbon, its
     colour darkened where the model is unsure), the ground truth below it
     when given, the explained class's probability and the temporal
@@ -119,6 +147,11 @@ def plot_timeline(path: PathLike, times: np.ndarray, pred: np.ndarray,
         pred, confidence, importance: ``[W]`` per window (pred -1: failed).
         gt, gt_times: class per ground-truth sample and its time (s).
         window_s: a window's duration (s): the width of a lone window.
+        sequence: a :class:`~mmxai.outputs.SequenceTrack` (whole-video
+            temporal attribution of a phase model): one more panel per
+            method (three at most), x the source time, y the time
+            explained (the last explained time at or before y), each row
+            scaled by its largest ``|value|`` (red: raises the score).
     """
     import matplotlib
     matplotlib.use('Agg', force=False)
@@ -133,9 +166,13 @@ def plot_timeline(path: PathLike, times: np.ndarray, pred: np.ndarray,
     span = (times.min(), times.max()) if len(times) else (0.0, 1.0)
     if span[1] <= span[0]:
         span = (span[0], span[0] + 1.0)
-    rows = 3 + (gt is not None)
-    ratios = [1.0] + ([1.0] if gt is not None else []) + [1.6, 1.6]
-    fig, axes = plt.subplots(rows, 1, figsize=(14, 1.2 + 1.1 * rows),
+    seq_methods = list(sequence.importance)[:3] if sequence is not None \
+        and len(sequence) else []
+    rows = 3 + (gt is not None) + len(seq_methods)
+    ratios = [1.0] + ([1.0] if gt is not None else []) + [1.6, 1.6] + \
+        [3.2] * len(seq_methods)
+    fig, axes = plt.subplots(rows, 1, figsize=(14, 1.2 + 1.1 * rows + 1.4 *
+                                               len(seq_methods)),
                              sharex=True, gridspec_kw=dict(
                                  height_ratios=ratios, hspace=0.15))
     minutes = times / 60.0
@@ -189,6 +226,24 @@ def plot_timeline(path: PathLike, times: np.ndarray, pred: np.ndarray,
     ax.set_ylabel('temporal\nimportance', rotation=0, ha='right',
                   va='center')
     ax.grid(alpha=0.3)
+    for j, m in enumerate(seq_methods):
+        ax = axes[i + 2 + j]
+        y0, y1 = edges[0] * 60, edges[-1] * 60
+        ys = np.linspace(y0, y1, 241)
+        img, cols = sequence.matrix(m, 0.5 * (ys[:-1] + ys[1:]))
+        ax.imshow(np.ma.masked_invalid(img), aspect='auto', origin='lower',
+                  interpolation='nearest', cmap='RdBu_r', vmin=-1, vmax=1,
+                  extent=(cols[0] / 60, cols[-1] / 60, y0 / 60, y1 / 60))
+        ax.plot([y0 / 60, y1 / 60], [y0 / 60, y1 / 60], color='0.5', lw=0.6,
+                ls=':')
+        ax.set_ylim(y0 / 60, y1 / 60)
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
+            lambda v, _: format_clock(v * 60)))
+        ax.tick_params(axis='y', labelsize=7)
+        ax.set_ylabel(f'what drives\nthe phase at t\n({m})',
+                      rotation=0, ha='right', va='center')
+        ax.grid(alpha=0.2)
+    ax = axes[-1]
     ax.set_xlim(edges[0], edges[-1])
     if (edges[-1] - edges[0]) * 60 < 60:  # under a minute: seconds
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
@@ -210,7 +265,10 @@ def plot_timeline(path: PathLike, times: np.ndarray, pred: np.ndarray,
     if accuracy is not None:
         head += f'   frame accuracy {accuracy:.1%}'
     fig.suptitle(head, y=0.02, fontsize=9, va='bottom')
-    fig.subplots_adjust(left=0.1, right=0.98, top=0.86, bottom=0.2)
+    figh = fig.get_figheight()  # margins in inches: the same at any height
+    fig.subplots_adjust(left=0.12 if seq_methods else 0.1, right=0.98,
+                        top=1 - min(0.14, 0.75 / figh),
+                        bottom=min(0.2, 0.95 / figh))
     try:
         return _save_png(fig, path, dpi)
     finally:

@@ -25,6 +25,7 @@ body{font-family:sans-serif;background:#111;color:#eee;margin:12px}
 #topk td{padding:1px 8px}
 .swatch{display:inline-block;width:10px;height:10px;margin-right:4px}
 #legend span{margin-right:12px;font-size:12px}
+#drives button{margin:2px 4px 2px 0;background:#333;color:#eee;border:1px solid #666;cursor:pointer}
 </style></head><body>
 <h3 id="title">__TITLE__</h3>
 <video id="video" controls preload="metadata" src="__VIDEO__"></video>
@@ -33,6 +34,8 @@ body{font-family:sans-serif;background:#111;color:#eee;margin:12px}
  <div><label><input type="checkbox" id="explain" checked> explanation</label>
   <div id="clock">0:00</div><div id="accuracy"></div></div>
  <div><b>top-k at the cursor</b><table id="topk"></table></div>
+ <div id="sequence" hidden><b id="drives-title">what drives the phase</b>
+  <div id="drives"></div><div id="drives-note" style="font-size:12px;color:#aaa"></div></div>
  <div id="legend"></div>
 </div>
 <script id="timeline-data" type="application/json">__DATA__</script>
@@ -46,12 +49,27 @@ const W = D.windows, t0 = D.t0, t1 = D.t1;
 const rgb = c => c < 0 ? 'rgb(60,60,60)' : 'rgb(' + D.colors[c % D.colors.length].join(',') + ')';
 const clock = s => { s = Math.max(0, Math.round(s)); const h = Math.floor(s/3600),
   m = Math.floor(s%3600/60), x = s%60; return (h ? h + ':' + String(m).padStart(2,'0') : m) + ':' + String(x).padStart(2,'0'); };
+const S = D.sequence || null;
+const BASE_H = 96, SEQ_H = 56;
+if (S){ canvas.height = BASE_H + SEQ_H; canvas.style.height = (BASE_H + SEQ_H) + 'px';
+  document.getElementById('sequence').hidden = false; }
 let cursor = t0;
+function sequenceAt(t){  // the last explained time at or before t
+  if (!S) return null;
+  let lo = 0, hi = S.rows.length - 1, best = -1;
+  while (lo <= hi){ const m = (lo + hi) >> 1;
+    if (S.rows[m][0] <= t + 1e-6){ best = m; lo = m + 1; } else hi = m - 1; }
+  return best < 0 ? null : S.rows[best];
+}
+function topMoments(row, k){
+  const idx = row[4].map((q, j) => [q, j]).sort((a, b) => b[0] - a[0]).slice(0, k);
+  return idx.map(([q, j]) => [(row[2] + j) * S.grid_dt, q * row[3] / 100]);
+}
 function xOf(t){ return (t - t0) / Math.max(1e-9, t1 - t0) * canvas.width; }
 function tOf(x){ return t0 + x / canvas.width * (t1 - t0); }
 function draw(){
-  const w = canvas.width, h = canvas.height;
-  ctx.fillStyle = '#222'; ctx.fillRect(0, 0, w, h);
+  const w = canvas.width, h = S ? BASE_H : canvas.height;
+  ctx.fillStyle = '#222'; ctx.fillRect(0, 0, w, canvas.height);
   const rows = D.gt ? 3 : 2, rh = h / rows;
   for (const win of W){
     const r = win.ribbon_s || [win.start_s, win.end_s];
@@ -68,9 +86,43 @@ function draw(){
       ctx.fillStyle = rgb(seg[2]); ctx.fillRect(x0, rh, x1 - x0, rh - 2);
     }
   }
+  if (S){
+    const y0 = BASE_H + 2, mid = y0 + (SEQ_H - 4) / 2, half = (SEQ_H - 4) / 2 - 1;
+    ctx.fillStyle = '#555'; ctx.fillRect(0, mid, w, 1);
+    const row = sequenceAt(cursor);
+    if (row){
+      const dt = S.grid_dt, a = row[2], q = row[4];
+      const xa = xOf((a - 0.5) * dt), xb = xOf((a + q.length - 0.5) * dt);
+      ctx.fillStyle = '#3a3a3a'; ctx.fillRect(xa, y0, xb - xa, SEQ_H - 4);
+      for (let j = 0; j < q.length; j++){
+        const x0 = xOf((a + j - 0.5) * dt), x1 = Math.max(x0 + 1, xOf((a + j + 0.5) * dt));
+        const v = q[j] / 100;
+        ctx.fillStyle = v >= 0 ? '#e33' : '#37e';
+        if (v >= 0) ctx.fillRect(x0, mid - v * half, x1 - x0, v * half);
+        else ctx.fillRect(x0, mid + 1, x1 - x0, -v * half);
+      }
+      ctx.fillStyle = '#fff'; ctx.fillRect(xOf(row[0]) - 1, y0, 2, SEQ_H - 4);
+    }
+  }
   const x = xOf(cursor);
   ctx.fillStyle = '#000'; ctx.fillRect(x - 2, 0, 5, h);
   ctx.fillStyle = '#fff'; ctx.fillRect(x - 1, 0, 3, h);
+}
+function updateSequence(){
+  if (!S) return;
+  const row = sequenceAt(cursor), box = document.getElementById('drives');
+  box.innerHTML = '';
+  const title = document.getElementById('drives-title');
+  if (!row){ title.textContent = 'what drives the phase: first explained at ' + clock(S.rows.length ? S.rows[0][0] : t0); return; }
+  title.textContent = 'what drives ' + D.classes[row[1]] + ' at ' + clock(row[0]) + ' (' + S.method + ')';
+  for (const [ts, v] of topMoments(row, 3)){
+    const b = document.createElement('button');
+    b.textContent = clock(ts) + '  ' + v.toPrecision(3);
+    b.addEventListener('click', () => window.mmxaiTimeline.seek(ts));
+    box.appendChild(b);
+  }
+  document.getElementById('drives-note').textContent = S.explained > S.rows.length ?
+    S.rows.length + ' of ' + S.explained + ' explained times here; all in sequence/importance.npz' : '';
 }
 function windowAt(t){
   let best = null, bd = Infinity;
@@ -94,6 +146,7 @@ function update(){
       table.appendChild(tr);
     }
   }
+  updateSequence();
   draw();
 }
 function seek(ev){
@@ -126,7 +179,8 @@ for (const c of D.shown_classes){
   s.innerHTML = '<span class="swatch" style="background:' + rgb(c) + '"></span>' + D.classes[c];
   legend.appendChild(s);
 }
-window.mmxaiTimeline = {data: D, seek: t => { cursor = t; video.currentTime = t - t0; update(); }};
+window.mmxaiTimeline = {data: D, sequenceAt: sequenceAt, topMoments: topMoments,
+  seek: t => { cursor = t; video.currentTime = t - t0; update(); }};
 update();
 })();
 </script></body></html>
@@ -141,7 +195,11 @@ def viewer_html(data: Dict[str, Any]) -> str:
     the prediction is about, default the centre, and ``ribbon_s``
     ``[a, b]``, the stretch its ribbon colours, default the span), ``max_importance``, ``gt``
     (``[[start_s, end_s, class]]`` or None), ``accuracy``,
-    ``shown_classes``."""
+    ``shown_classes``; optional ``sequence``
+    (:meth:`~mmxai.outputs.SequenceTrack.viewer_data`: a row under the
+    timeline with the importance of each moment to the phase at the last
+    explained time at or before the cursor, and its top moments as
+    buttons that seek there)."""
     text = json.dumps(data, separators=(',', ':'))
     text = text.replace('</', '<\\/')  # never closes the script element
     title = html.escape(str(data.get('title', 'mmxai timeline')))

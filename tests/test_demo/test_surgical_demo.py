@@ -172,7 +172,7 @@ def test_make_demo_runs_the_bundle():
     assert (osp.join(ROOT, args.config), osp.join(ROOT, args.checkpoint),
             osp.join(ROOT, args.video), osp.join(ROOT, args.gt)) == (
                 CONFIG, CKPT, VIDEO, PHASE)
-    assert args.method == 'saliency' and args.windows
+    assert args.method == 'saliency' and args.windows and args.sequence
     cwd = os.getcwd()
     try:
         os.chdir(ROOT)  # the Makefile's paths are relative to the root

@@ -990,13 +990,10 @@ class _Overlay:
         self.seq_h = 0
         if self.seq is not None:  # the sequence strip: one column per
             self.seq_h, self.panel_h = 24, 50  # strip column, in time
-            g = self.seq.grid_s
-            dt = float(g[1] - g[0]) if len(g) > 1 else 1.0
-            t_col = self.src[self.cols] / fps if len(self.src) else \
-                np.zeros(ow)
-            self.seq_cols = np.clip(np.round((t_col - g[0]) / dt), 0,
-                                    len(g) - 1).astype(int)
-            self._seq_img = (None, None)  # (explained index, image)
+            self.seq_times = self.src[self.cols] / fps if len(self.src) \
+                else np.zeros(ow)
+            self.seq_span = max(1e-9, (plan.end - plan.start) / fps)
+            self._seq_img = (None, None, False)  # (index, image, zoomed)
         self.height = oh + self.panel_h + strip.shape[0] + self.seq_h
         self.buffer_cap = max(1, OVERLAY_BUFFER_BYTES // (oh * ow * 3))
         self.active: Dict[int, dict] = {}
@@ -1102,26 +1099,24 @@ class _Overlay:
         from ..visualization.timeline import format_clock, importance_strip
         seq = self.seq
         i = seq.index_at(tau)
+        if self._seq_img[0] != i or self._seq_img[1] is None:
+            vals = np.full(self.ow, np.nan, np.float32)
+            tick, zoomed = None, False
+            if i is not None:
+                vals, tick, zoomed = seq.strip_values(i, self.seq_times,
+                                                      self.seq_span)
+            self._seq_img = (i, importance_strip(vals, self.ow, self.seq_h,
+                                                 tick), zoomed)
         if i is None:
             line = f'what drives the phase: first explained at ' \
                 f'{format_clock(seq.times_s[0])}'
         else:
             top = ' '.join(format_clock(seq.grid_s[s]) for s in seq.top(i))
-            line = f'drives {seq.label(int(seq.targets[i]))} at ' \
-                f'{format_clock(seq.times_s[i])}: {top} ({seq.shown})'
-        if self._seq_img[0] != i or self._seq_img[1] is None:
-            vals = np.full(self.ow, np.nan, np.float32)
-            tick = None
-            if i is not None:
-                row = seq.importance[seq.shown][i]
-                a, t = int(seq.context_start[i]), int(seq.times[i])
-                top = float(np.abs(row[a:t + 1]).max()) or 1.0
-                inside = (self.seq_cols >= a) & (self.seq_cols <= t)
-                vals[inside] = row[self.seq_cols[inside]] / top
-                at = np.flatnonzero(self.seq_cols == t)
-                tick = int(at[-1]) if len(at) else None
-            self._seq_img = (i, importance_strip(vals, self.ow, self.seq_h,
-                                                 tick))
+            zoom = f', strip {format_clock(seq.grid_s[seq.context_start[i]])}' \
+                f'-{format_clock(seq.times_s[i])}' if self._seq_img[2] else ''
+            line = f'{seq.label(int(seq.targets[i]))} at ' \
+                f'{format_clock(seq.times_s[i])} driven by {top} ' \
+                f'({seq.shown}{zoom})'
         return line, self._seq_img[1]
 
     def advance(self, stop: int, frames: Dict[int, np.ndarray],

@@ -29,6 +29,7 @@ from .targets import TargetSpec
 class _CAMFamily(GradCAM):
     """Grad-CAM's machinery with a per-method combination of ``A`` and
     ``g`` (:meth:`layer_cam`) and of several layers (:meth:`fuse`)."""
+    global_channel_weights = False
 
     #: The map is element-wise in ``g``: ``weighting`` does not apply.
     elementwise = False
@@ -115,6 +116,8 @@ class XGradCAM(_CAMFamily):
     normaliser is the plain sum of ``A_k`` (the paper assumes ``A >= 0``,
     true after a ReLU; elsewhere a sum near 0 makes ``w_k`` large).
     """
+    global_channel_weights = True
+
 
     def channel_weights(self, acts: Tensor, grads: Tensor) -> Tensor:
         dims = _sum_dims(self.weighting)

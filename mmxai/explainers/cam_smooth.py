@@ -42,6 +42,8 @@ class SmoothGradCAMPlusPlus(_CAMFamily):
         seed: noise seed.
         denominator: ``'paper'`` or ``'sum_ag3'``.
     """
+    global_channel_weights = True
+
 
     def __init__(self, model: nn.Module,
                  target_layers: Optional[Sequence[str]] = None,

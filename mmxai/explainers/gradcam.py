@@ -24,6 +24,32 @@ from .targets import TargetSpec, pred_basis, resolve_targets
 WEIGHTINGS = ('global', 'temporal')
 
 
+def non_pooling_head(model: nn.Module) -> Optional[str]:
+    """A description of ``model``'s head when it keeps where a feature is
+    (a grid pool: ``spatial_pool='grid'``, mmxai's ``CausalMSTCNHead``),
+    else None. Grad-CAM's channel weights ``mean_{h,w} dS/dA_k`` stand for
+    the head's weights only behind a global average pool."""
+    head = getattr(model, 'cls_head', None)
+    if getattr(head, 'spatial_pool', None) == 'grid':
+        return f"{type(head).__name__}(spatial_pool='grid')"
+    return None
+
+
+def warn_non_pooling_head(model: nn.Module, method: str) -> None:
+    """One MMLogger warning when ``method`` (a mean-gradient CAM) meets a
+    head that does not pool globally."""
+    head = non_pooling_head(model)
+    if head is None:
+        return
+    from mmengine.logging import MMLogger
+    MMLogger.get_current_instance().warning(
+        f'{method}: the head {head} keeps the spatial grid, so one weight '
+        'per channel from the gradients over the whole feature map does '
+        'not stand for it and the map can miss the evidence '
+        '(docs/surgical.md); hirescam, layercam or the input-gradient '
+        'methods fit such heads')
+
+
 @EXPLAINERS.register_module()
 class GradCAM(BaseExplainer):
     """Grad-CAM (Selvaraju et al.) extended to space-time.
@@ -53,6 +79,9 @@ class GradCAM(BaseExplainer):
 
     views_separable = True
     reports_probs = True
+    #: one weight per channel from the gradients over the whole map (a
+    #: warning on heads that keep the grid: :func:`non_pooling_head`)
+    global_channel_weights = True
 
     def __init__(self, model: nn.Module,
                  target_layers: Optional[Sequence[str]] = None,
@@ -70,6 +99,8 @@ class GradCAM(BaseExplainer):
             get_layer(self.model, name)
         self.weighting = weighting
         self.relu = relu
+        if self.global_channel_weights:
+            warn_non_pooling_head(self.model, self.name)
 
     def settings(self) -> Dict[str, Any]:
         return dict(target_layers=self.target_layers,

@@ -13,7 +13,13 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-__all__ = ['SequenceTrack', 'VIEWER_MAX_ROWS']
+__all__ = ['SequenceTrack', 'VIEWER_MAX_ROWS', 'ZOOM_BELOW']
+
+#: A context shorter than this share of the shown time span is drawn
+#: stretched over the whole strip (the overlay's and the viewer's), with
+#: the explained time at its right end: a 29 s context in a 20 minute video
+#: would be 2 % of the width.
+ZOOM_BELOW = 0.15
 
 #: The viewer embeds at most this many explained times (evenly chosen
 #: among them; every one is in ``sequence/importance.npz``).
@@ -97,6 +103,31 @@ class SequenceTrack:
         s, v = self.context(i, method)
         return [int(x) for x in s[np.argsort(-v, kind='stable')[:k]]]
 
+    def strip_values(self, i: int, col_times: np.ndarray, span: float):
+        """Explained time ``i`` on a strip of ``len(col_times)`` columns
+        (column times in s, the strip showing ``span`` s): returns
+        ``(values [W] in [-1, 1], NaN outside the context; the explained
+        time's column or None; zoomed)``. Values are scaled by the context's
+        largest ``|value|``. When the context lasts less than
+        :data:`ZOOM_BELOW` of ``span`` the columns cover the context alone,
+        grid frame ``a + floor(c * n / W)`` in column ``c`` (zoomed)."""
+        s, v = self.context(i)
+        W = len(col_times)
+        top = float(np.abs(v).max()) if v.size else 0.0
+        v = v / top if top > 0 else v
+        g = self.grid_s
+        dt = float(g[1] - g[0]) if len(g) > 1 else 1.0
+        vals = np.full(W, np.nan, np.float32)
+        if len(s) * dt < ZOOM_BELOW * span and W >= len(s):
+            idx = (np.arange(W) * len(s)) // W
+            return v[idx].astype(np.float32), W - 1, True
+        cols = np.clip(np.round((np.asarray(col_times) - g[0]) / dt), 0,
+                       len(g) - 1).astype(int)
+        inside = (cols >= s[0]) & (cols <= s[-1])
+        vals[inside] = v[cols[inside] - s[0]]
+        at = np.flatnonzero(cols == s[-1])
+        return vals, (int(at[-1]) if len(at) else None), False
+
     def label(self, c: int) -> str:
         return self.class_names[c] if 0 <= c < len(self.class_names) \
             else str(c)
@@ -105,7 +136,8 @@ class SequenceTrack:
                     ) -> Dict[str, Any]:
         """The viewer's JSON: ``method``, ``methods``, ``grid_dt`` (s
         between grid frames; grid frame k at ``k * grid_dt``), ``rows``:
-        ``[time_s, target, context_start, scale, [q ...]]`` with the
+        ``[time_s, target, context_start, scale, [q ...]]`` (and
+        ``zoom_below``: :data:`ZOOM_BELOW`) with the
         context's values ``q * scale / 100`` (integers -100..100, ``scale``
         = the row's largest ``|value|``), at most ``max_rows`` rows."""
         n = len(self)
@@ -123,7 +155,8 @@ class SequenceTrack:
         dt = float(self.grid_s[1] - self.grid_s[0]) if len(self.grid_s) > 1 \
             else 1.0
         return dict(method=self.shown, methods=list(self.importance),
-                    grid_dt=dt, rows=rows, explained=n)
+                    grid_dt=dt, rows=rows, explained=n,
+                    zoom_below=ZOOM_BELOW)
 
     def matrix(self, method: str, row_times: np.ndarray,
                max_cols: int = 1500):

@@ -92,16 +92,22 @@ function draw(){
     const row = sequenceAt(cursor);
     if (row){
       const dt = S.grid_dt, a = row[2], q = row[4];
-      const xa = xOf((a - 0.5) * dt), xb = xOf((a + q.length - 0.5) * dt);
+      // a context under ZOOM_BELOW of the span: stretched over the row
+      const zoom = q.length * dt < S.zoom_below * (t1 - t0) && w >= q.length;
+      const xs = zoom ? (j => j / q.length * w) : (j => xOf((a + j - 0.5) * dt));
+      const xa = xs(0), xb = xs(q.length);
       ctx.fillStyle = '#3a3a3a'; ctx.fillRect(xa, y0, xb - xa, SEQ_H - 4);
+      if (zoom){ ctx.fillStyle = '#bbb'; ctx.font = '11px sans-serif';
+        ctx.fillText('zoomed: ' + clock(a * dt) + ' - ' + clock(row[0]), 4, y0 + 11); }
       for (let j = 0; j < q.length; j++){
-        const x0 = xOf((a + j - 0.5) * dt), x1 = Math.max(x0 + 1, xOf((a + j + 0.5) * dt));
+        const x0 = xs(j), x1 = Math.max(x0 + 1, xs(j + 1));
         const v = q[j] / 100;
         ctx.fillStyle = v >= 0 ? '#e33' : '#37e';
         if (v >= 0) ctx.fillRect(x0, mid - v * half, x1 - x0, v * half);
         else ctx.fillRect(x0, mid + 1, x1 - x0, -v * half);
       }
-      ctx.fillStyle = '#fff'; ctx.fillRect(xOf(row[0]) - 1, y0, 2, SEQ_H - 4);
+      const xt = zoom ? xs(q.length - 0.5) : xOf(row[0]);
+      ctx.fillStyle = '#fff'; ctx.fillRect(xt - 1, y0, 2, SEQ_H - 4);
     }
   }
   const x = xOf(cursor);

@@ -85,3 +85,16 @@ def test_timeline_figure_panels(tmp_path, with_seq):
                          np.ones(7), ['a', 'b'], window_s=1.0, sequence=tr)
     h = cv2.imread(str(path)).shape[0]
     assert (h > 700) == with_seq  # two more panels (occlusion, ig)
+
+
+def test_strip_values_aligned_and_zoomed():
+    tr = SequenceTrack.from_explanation(_res())
+    cols = np.arange(10) + 0.2  # one column per grid frame, 10 s shown
+    v, tick, zoomed = tr.strip_values(1, cols, span=10.0)
+    assert not zoomed and tick == 6
+    assert np.isnan(v[[0, 1, 7, 8, 9]]).all()
+    np.testing.assert_allclose(v[2:7], [0.05, -0.2, 0, 0.4, 1.0])
+    # the same 5 s context in a 100 s span: under 15 %, stretched
+    v, tick, zoomed = tr.strip_values(1, np.linspace(0, 100, 10), span=100)
+    assert zoomed and tick == 9
+    np.testing.assert_allclose(v, np.repeat([0.05, -0.2, 0, 0.4, 1.0], 2))

@@ -225,3 +225,48 @@ def test_cli_windows_and_sequence(tmp_path, capsys):
     assert code == 2 and err.count('\n') == 1
     assert err.startswith('error: --sequence explains two-stage phase')
     assert not osp.exists(tmp_path / 'bad')
+
+
+ZOOM_PROBE = """<script>
+window.addEventListener('load', () => {
+  const c = document.getElementById('timeline'), T = window.mmxaiTimeline;
+  const report = (extra) => { const p = document.createElement('pre');
+    p.id = 'probe'; p.textContent = JSON.stringify(extra); document.body.appendChild(p); };
+  try {
+    T.seek(__TAU__);
+    const row = T.sequenceAt(__TAU__), n = row[4].length, ctx = c.getContext('2d');
+    const px = (x, y) => Array.from(ctx.getImageData(x, y, 1, 1).data.slice(0, 3));
+    const xt = Math.round((n - 0.5) / n * c.width);  // the right end
+    report({n: n, tick: px(xt, 96 + 40), left: px(1, 96 + 40)});
+  } catch (e) { report({error: String(e)}); }
+});
+</script></body>"""
+
+
+def test_viewer_zooms_a_short_context(combined):
+    """With the zoom threshold above the context's share (forced here:
+    ``zoom_below`` 2) the row stretches the context over the canvas: the
+    tick moves to the right end, the context starts at the left edge."""
+    browser = find_chromium()
+    if browser is None:
+        pytest.skip('no chromium: .ci/run installs it (apt-get install '
+                    'chromium)')
+    out, tl, res = combined
+    data = _viewer_data(out)
+    data['sequence']['zoom_below'] = 2.0
+    from mmxai.visualization.timeline_viewer import viewer_html
+    i = len(res.times) // 2
+    tau = float(res.times_s[i]) + 0.3
+    page = osp.join(out, 'zoom.html')
+    with open(page, 'w') as f:
+        f.write(viewer_html(data).replace('</body>', ZOOM_PROBE.replace(
+            '__TAU__', str(tau))))
+    try:
+        p = chromium_probe(browser, page)
+    finally:
+        import os
+        os.remove(page)
+    assert 'error' not in p, p
+    assert p['n'] == int(res.times[i] - res.context_start[i] + 1)
+    assert min(p['tick']) > 200  # the explained time at the right end
+    assert p['left'] != [34, 34, 34]  # the context reaches the left edge

@@ -270,32 +270,44 @@ def run_video(args, cfg) -> int:
           f'(p={float(exp.probs[0, t]):.3f}) on {args.video} in '
           f'{exp.settings.get("seconds", 0):.2f} s '
           f'(total {time.perf_counter() - start:.1f} s)')
-    for kind, path in sorted(result.files.items()):
-        print(f'  {kind:8s} {path}')
+    print_files(result.files)
     return 0
+
+
+def long_video_options(args) -> dict:
+    """The keywords of explain_long_video the --windows flags set (not the
+    method, target, ground truth or model)."""
+    return dict(stride=args.stride, window_span=args.window_span,
+                start=args.start, end=args.end, batch_size=args.batch_size,
+                views=args.views,
+                outputs=args.outputs or ['timeline', 'video', 'html', 'maps'],
+                overlay_fps=args.overlay_fps, overlay_size=args.overlay_size,
+                map_size=args.map_size, resume=not args.no_resume)
+
+
+def windows_out_dir(args) -> str:
+    from mmxai.apis.inference import default_out_dir
+    return args.out_dir or default_out_dir(args.video, args.method) + \
+        '_windows'
+
+
+def print_files(files: dict) -> None:
+    for kind, path in sorted(files.items()):
+        print(f'  {kind:8s} {path}')
 
 
 def run_windows(args, cfg) -> int:
     from mmxai.apis import explain_long_video
-    from mmxai.apis.inference import default_out_dir
-    outputs = args.outputs or ['timeline', 'video', 'html', 'maps']
-    out_dir = args.out_dir or default_out_dir(args.video, args.method) + \
-        '_windows'
     tl = explain_long_video(
         cfg, args.video, method=args.method,
-        target=parse_target(args.target), out_dir=out_dir,
-        stride=args.stride, window_span=args.window_span, start=args.start,
-        end=args.end, batch_size=args.batch_size, views=args.views,
-        gt=args.gt, class_names=args.label_map, outputs=outputs,
-        overlay_fps=args.overlay_fps, overlay_size=args.overlay_size,
-        map_size=args.map_size, resume=not args.no_resume,
+        target=parse_target(args.target), out_dir=windows_out_dir(args),
+        gt=args.gt, class_names=args.label_map,
         progress=not args.no_progress, checkpoint=args.checkpoint,
         device=args.device, trust_checkpoint=args.trust_checkpoint,
         allow_partial_checkpoint=args.allow_partial_checkpoint,
-        **method_options(args))
+        **long_video_options(args), **method_options(args))
     print_windows(args, tl)
-    for kind, path in sorted(tl.files.items()):
-        print(f'  {kind:8s} {path}')
+    print_files(tl.files)
     return 0
 
 
@@ -343,39 +355,29 @@ def run_sequence(args, cfg) -> int:
         allow_partial_checkpoint=args.allow_partial_checkpoint,
         **sequence_options(args))
     print_sequence(args, res)
-    for kind, path in sorted(res.files.items()):
-        print(f'  {kind:8s} {path}')
+    print_files(res.files)
     return 0
 
 
 def run_phase_video(args, cfg) -> int:
     """--windows --sequence: both, combined in the long-video outputs."""
     from mmxai.apis import explain_phase_video
-    from mmxai.apis.inference import default_out_dir
-    outputs = args.outputs or ['timeline', 'video', 'html', 'maps']
-    out_dir = args.out_dir or default_out_dir(args.video, args.method) + \
-        '_windows'
     opts = sequence_options(args)
     if args.no_resume:  # recompute everything, the features too
         opts['refresh_features'] = True
     tl, res = explain_phase_video(
-        cfg, args.video, method=args.method, out_dir=out_dir,
+        cfg, args.video, method=args.method, out_dir=windows_out_dir(args),
         times=sequence_times(args), sequence_methods=args.sequence_methods,
         sequence_options=opts, gt=args.gt,
         target=parse_target(args.target), class_names=args.label_map,
         checkpoint=args.checkpoint, device=args.device,
         trust_checkpoint=args.trust_checkpoint,
         allow_partial_checkpoint=args.allow_partial_checkpoint,
-        progress=not args.no_progress, stride=args.stride,
-        window_span=args.window_span, start=args.start, end=args.end,
-        batch_size=args.batch_size, views=args.views, outputs=outputs,
-        overlay_fps=args.overlay_fps, overlay_size=args.overlay_size,
-        map_size=args.map_size, resume=not args.no_resume,
+        progress=not args.no_progress, **long_video_options(args),
         **method_options(args))
     print_windows(args, tl)
     print_sequence(args, res)
-    for kind, path in sorted(tl.files.items()):
-        print(f'  {kind:8s} {path}')
+    print_files(tl.files)
     return 0
 
 

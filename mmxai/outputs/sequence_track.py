@@ -36,7 +36,7 @@ class SequenceTrack:
         context_start: ``[N]`` first grid frame of each context.
         targets: ``[N]`` the explained class.
         grid_s: ``[T]`` the time of each grid frame (s).
-        shown: the method drawn (the first one by default).
+        shown: the method drawn (None or not a method: the first one).
         class_names: one per class.
         folder: where its files are (``sequence/``), or None.
     """
@@ -45,9 +45,13 @@ class SequenceTrack:
     context_start: np.ndarray
     targets: np.ndarray
     grid_s: np.ndarray
-    shown: str
+    shown: Optional[str]
     class_names: List[str]
     folder: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.shown not in self.importance:
+            self.shown = next(iter(self.importance))
 
     @classmethod
     def from_explanation(cls, res: Any, shown: Optional[str] = None,
@@ -56,13 +60,11 @@ class SequenceTrack:
         order = np.argsort(np.asarray(res.times), kind='stable')
         imp = {m: np.asarray(v, np.float32)[order]
                for m, v in res.importance.items()}
-        methods = list(imp)
         return cls(imp, np.asarray(res.times, np.int64)[order],
                    np.asarray(res.context_start, np.int64)[order],
                    np.asarray(res.targets, np.int64)[order],
                    np.asarray(res.frame_inds, np.float64) / res.fps,
-                   shown if shown in imp else methods[0],
-                   list(res.class_names), folder)
+                   shown, list(res.class_names), folder)
 
     @classmethod
     def load(cls, folder: str, fps: float,
@@ -72,10 +74,8 @@ class SequenceTrack:
                      allow_pickle=False) as z:
             imp = {k[len('importance_'):]: z[k] for k in z.files
                    if k.startswith('importance_')}
-            methods = list(imp)
             return cls(imp, z['times'], z['context_start'], z['targets'],
-                       z['frame_inds'] / float(fps),
-                       shown if shown in imp else methods[0],
+                       z['frame_inds'] / float(fps), shown,
                        [str(c) for c in z['class_names']], folder)
 
     def __len__(self) -> int:
@@ -85,6 +85,12 @@ class SequenceTrack:
     def times_s(self) -> np.ndarray:
         """``[N]`` the explained times (s)."""
         return self.grid_s[self.times]
+
+    @property
+    def grid_dt(self) -> float:
+        """Seconds between grid frames (1 with a single frame)."""
+        g = self.grid_s
+        return float(g[1] - g[0]) if len(g) > 1 else 1.0
 
     def index_at(self, tau: float) -> Optional[int]:
         """The last explained time at or before ``tau`` (s), or None."""
@@ -115,12 +121,11 @@ class SequenceTrack:
         W = len(col_times)
         top = float(np.abs(v).max()) if v.size else 0.0
         v = v / top if top > 0 else v
-        g = self.grid_s
-        dt = float(g[1] - g[0]) if len(g) > 1 else 1.0
-        vals = np.full(W, np.nan, np.float32)
+        g, dt = self.grid_s, self.grid_dt
         if len(s) * dt < ZOOM_BELOW * span and W >= len(s):
             idx = (np.arange(W) * len(s)) // W
             return v[idx].astype(np.float32), W - 1, True
+        vals = np.full(W, np.nan, np.float32)
         cols = np.clip(np.round((np.asarray(col_times) - g[0]) / dt), 0,
                        len(g) - 1).astype(int)
         inside = (cols >= s[0]) & (cols <= s[-1])
@@ -152,10 +157,8 @@ class SequenceTrack:
             rows.append([round(float(self.times_s[i]), 3),
                          int(self.targets[i]), int(s[0]) if len(s) else 0,
                          float(f'{scale:.4g}'), q.tolist()])
-        dt = float(self.grid_s[1] - self.grid_s[0]) if len(self.grid_s) > 1 \
-            else 1.0
         return dict(method=self.shown, methods=list(self.importance),
-                    grid_dt=dt, rows=rows, explained=n,
+                    grid_dt=self.grid_dt, rows=rows, explained=n,
                     zoom_below=ZOOM_BELOW)
 
     def matrix(self, method: str, row_times: np.ndarray,
@@ -181,6 +184,6 @@ class SequenceTrack:
             pad = np.zeros(C * bins)
             pad[:T] = row
             img[r] = pad.reshape(C, bins).mean(1)
-        dt = float(self.grid_s[1] - self.grid_s[0]) if T > 1 else 1.0
+        dt = self.grid_dt
         edges = self.grid_s[0] - dt / 2 + np.arange(C + 1) * bins * dt
         return img, edges

@@ -43,6 +43,15 @@ def model():
 
 
 @pytest.fixture(scope='module')
+def browser():
+    path = find_chromium()
+    if path is None:
+        pytest.skip('no chromium: .ci/run installs it (apt-get install '
+                    'chromium)')
+    return path
+
+
+@pytest.fixture(scope='module')
 def combined(model, tmp_path_factory):
     out = str(tmp_path_factory.mktemp('pv') / 'o')
     snap = ModelSnapshot(model)
@@ -151,11 +160,7 @@ window.addEventListener('load', () => {
 </script></body>"""
 
 
-def test_viewer_in_headless_chromium(combined, tmp_path):
-    browser = find_chromium()
-    if browser is None:
-        pytest.skip('no chromium: .ci/run installs it (apt-get install '
-                    'chromium)')
+def test_viewer_in_headless_chromium(combined, browser):
     if not browser_codec_available():
         pytest.skip('no H.264 writer (pip install imageio-ffmpeg)')
     out, tl, res = combined
@@ -243,14 +248,10 @@ window.addEventListener('load', () => {
 </script></body>"""
 
 
-def test_viewer_zooms_a_short_context(combined):
+def test_viewer_zooms_a_short_context(combined, browser):
     """With the zoom threshold above the context's share (forced here:
     ``zoom_below`` 2) the row stretches the context over the canvas: the
     tick moves to the right end, the context starts at the left edge."""
-    browser = find_chromium()
-    if browser is None:
-        pytest.skip('no chromium: .ci/run installs it (apt-get install '
-                    'chromium)')
     out, tl, res = combined
     data = _viewer_data(out)
     data['sequence']['zoom_below'] = 2.0

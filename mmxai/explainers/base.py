@@ -65,7 +65,8 @@ class BaseExplainer:
     #: subclass sets it.
     name = 'base'
     #: Methods that run many forwards keep freed CPU memory in the process
-    #: while they run (:func:`mmxai.utils.heap.retained_heap`).
+    #: while they run (:func:`mmxai.utils.heap.retained_heap`), under the
+    #: default budget only (:meth:`retains_heap`).
     many_forwards = False
     #: The map of one view depends only on that view once the targets are
     #: fixed, and gradients of the view-averaged score ``S = 1/V sum_v s_v``
@@ -194,15 +195,25 @@ class BaseExplainer:
         finally:
             self.adapter = adapter
 
+    def retains_heap(self, device: torch.device) -> bool:
+        """Whether a call keeps freed CPU memory in the process
+        (:func:`mmxai.utils.heap.retained_heap`): for many-forward methods on
+        the CPU under the default budget. An explicit ``max_memory`` (a size
+        or ``'toolbox'``) turns it off: the retained heap's fragmentation
+        adds to the peak beyond the budget (RISE, 16 masks, TSN-R50's 10
+        views of 8 x 224 x 224 under ``'toolbox'``: 2.26 GB with it, 1.44 GB
+        without, the toolbox's own inference 1.42 GB; ``docs/scale.md``)."""
+        bounded = self.toolbox_budget or self.max_memory is not None
+        return self.many_forwards and device.type == 'cpu' and not bounded
+
     def _attribute_target(self, inputs: Tensor, target: TargetSpec,
                           data_samples: Optional[Sequence],
                           start: float) -> Explanation:
         """:meth:`attribute` for a target the adapter scores directly."""
-        on_cpu = inputs.device.type == 'cpu'
         saved_batch = getattr(self, self.batch_attr) \
             if self.batch_attr else None
         with preserved_model_state(self.model), \
-                retained_heap(self.many_forwards and on_cpu), \
+                retained_heap(self.retains_heap(inputs.device)), \
                 _toolbox_view_chunks_lifted(
                     self.model, self.adapter, inputs,
                     self.views_separable) as toolbox_chunk:

@@ -18,8 +18,13 @@ requests) the forwards reuse each other's pages; on exit it restores mmap, sets 
 thresholds to the values glibc's own dynamic rule reaches once a block of
 32 MiB or more has been freed (mmap threshold 32 MiB, trim threshold
 64 MiB: any video forward does that), and gives the free memory back to the
-OS with ``malloc_trim``. Peak memory is unchanged (the same blocks, reused);
-the memory is released at the end, not after every forward.
+OS with ``malloc_trim``. The memory is released at the end, not after
+every forward. The peak is not always unchanged: blocks of other sizes
+(a clean pass of several views, then batches of perturbed copies) do not
+always fit the freed ones, and the heap grows past them (RISE on
+TSN-R50's 10 views of 8 x 224 x 224: 2.26 GB against 1.44 GB without),
+so the explainers use it only under the default memory budget
+(:meth:`mmxai.explainers.base.BaseExplainer.retains_heap`).
 
 The release has a price on short runs: the next explanation faults its
 pages again (16 windows of 8x64x64: occlusion 1.21x Captum's time with the

@@ -220,6 +220,33 @@ def test_toolbox_budget_is_the_toolboxs_inference_memory(models):
         3, plan['budget'] // (2 * plan['view_graph_bytes'])))
 
 
+
+def test_explicit_budget_turns_the_retained_heap_off(models, monkeypatch):
+    """The retained heap (``mmxai.utils.heap``) is for the default budget
+    only: under ``max_memory='toolbox'`` or a size its fragmentation would
+    add to the peak beyond the budget, so the block is entered disabled."""
+    import mmxai.explainers.base as base
+    seen = []
+    real = base.retained_heap
+
+    def spy(enabled=True):
+        seen.append(enabled)
+        return real(enabled)
+
+    monkeypatch.setattr(base, 'retained_heap', spy)
+    model = models[False]
+    x = inputs(model, False, views=2, batch=1)['inputs']
+    opts = dict(num_masks=4, cells=(2, 2, 2), progress=False)
+    for budget, retained in ((None, True), ('toolbox', False),
+                             ('2G', False)):
+        exp = make('rise', model, max_memory=budget, **opts)
+        assert exp.retains_heap(torch.device('cpu')) is retained
+        assert not exp.retains_heap(torch.device('meta'))
+        exp.attribute(x, 'pred')
+        assert seen.pop() is retained
+    cam = make('gradcam', model)  # one forward: never retained
+    assert not cam.retains_heap(torch.device('cpu'))
+
 def model_state(model):
     return dict(
         training=[m.training for m in model.modules()],
